@@ -1,0 +1,62 @@
+/*
+ * A growable byte buffer used for frames, handshake messages and write queues.
+ *
+ * The buffer owns its memory. cn_buf_init() makes an empty buffer that allocates
+ * nothing; cn_buf_free() releases it. Appends grow the buffer geometrically, so a
+ * buffer that is reused (cn_buf_reset) stops allocating once it has reached its
+ * working size: that is what keeps the per-message path allocation-free.
+ */
+#ifndef CN_BUF_H
+#define CN_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cn_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+} cn_buf;
+
+void cn_buf_init(cn_buf *b);
+void cn_buf_free(cn_buf *b);
+/* Forget the contents but keep the memory. */
+static inline void cn_buf_reset(cn_buf *b) { b->len = 0; }
+/* Make room for n more bytes. Returns 0 or -ENOMEM. */
+int cn_buf_reserve(cn_buf *b, size_t n);
+int cn_buf_append(cn_buf *b, const void *p, size_t n);
+int cn_buf_put_u8(cn_buf *b, uint8_t v);
+int cn_buf_put_u16(cn_buf *b, uint16_t v);   /* big endian */
+int cn_buf_put_u32(cn_buf *b, uint32_t v);   /* big endian */
+int cn_buf_put_u64(cn_buf *b, uint64_t v);   /* big endian */
+/* Drop the first n bytes (n <= len), moving the rest to the front. */
+void cn_buf_consume(cn_buf *b, size_t n);
+
+static inline uint16_t cn_get_u16(const void *p)
+{
+    const unsigned char *s = p;
+    return (uint16_t)((s[0] << 8) | s[1]);
+}
+
+static inline uint32_t cn_get_u32(const void *p)
+{
+    const unsigned char *s = p;
+    return ((uint32_t)s[0] << 24) | ((uint32_t)s[1] << 16) | ((uint32_t)s[2] << 8) | s[3];
+}
+
+static inline uint64_t cn_get_u64(const void *p)
+{
+    const unsigned char *s = p;
+    return ((uint64_t)cn_get_u32(s) << 32) | cn_get_u32(s + 4);
+}
+
+static inline void cn_set_u32(void *p, uint32_t v)
+{
+    unsigned char *d = p;
+    d[0] = (unsigned char)(v >> 24);
+    d[1] = (unsigned char)(v >> 16);
+    d[2] = (unsigned char)(v >> 8);
+    d[3] = (unsigned char)v;
+}
+
+#endif

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project needs, once. Used by `make run`,
+# `make test` and `make bench`, so a fresh Debian machine needs nothing else.
+# Not root and something missing: print the exact apt-get line and fail.
+set -euo pipefail
+
+packages=(erlang-dev erlang-nox erlang-common-test elixir rebar3 libuv1-dev
+          libcmocka-dev libssl-dev uthash-dev libxxhash-dev pkg-config make gcc)
+if [ "${WITH_BENCH:-0}" = 1 ]; then
+    packages+=(gnuplot-nox)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [ "$status" = "install ok installed" ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+line="apt-get install -y ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bootstrap: missing Debian packages; run as root:" >&2
+    echo "  sudo apt-get update && sudo $line" >&2
+    exit 1
+fi
+
+echo "bootstrap: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
