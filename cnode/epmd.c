@@ -1,0 +1,593 @@
+/*
+ * EPMD client. The codecs are plain functions over byte buffers; the libuv part
+ * drives them over one TCP connection per registration or lookup. Each of those
+ * owns two handles (the socket and a timeout timer), and reports to its caller
+ * only after both are closed, so a caller may free its memory in the callback
+ * and a loop is never left with a stray handle.
+ */
+#include "epmd.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "log.h"
+#include "protocol.h"
+
+#define EPMD_HOST "127.0.0.1"
+/* How long cn_epmd_ensure_running() waits for a freshly started epmd. */
+#define START_WAIT_MS 2000
+#define START_POLL_MS 50
+
+/* ---- Codecs ---------------------------------------------------------------- */
+
+/* An alive name epmd accepts and a node name can be built from: 1..255 bytes, no '@'. */
+static int valid_alive(const char *alive)
+{
+    if (alive == NULL)
+        return 0;
+    size_t n = strlen(alive);
+    return n > 0 && n <= CN_EPMD_MAX_ALIVE && strchr(alive, '@') == NULL;
+}
+
+int cn_epmd_encode_alive2_req(cn_buf *out, const char *alive, uint16_t port)
+{
+    if (!valid_alive(alive))
+        return -EINVAL;
+    size_t n = strlen(alive);
+    /* tag, port, type, protocol, highest, lowest, nlen, name, elen */
+    size_t body = 1 + 2 + 1 + 1 + 2 + 2 + 2 + n + 2;
+    /* Reserving first makes the appends below unable to fail half way. */
+    int rc = cn_buf_reserve(out, 2 + body);
+    if (rc < 0)
+        return rc;
+    cn_buf_put_u16(out, (uint16_t)body);
+    cn_buf_put_u8(out, EPMD_ALIVE2_REQ);
+    cn_buf_put_u16(out, port);
+    cn_buf_put_u8(out, CN_EPMD_NODE_NORMAL);
+    cn_buf_put_u8(out, CN_EPMD_PROTO_TCP);
+    cn_buf_put_u16(out, CN_DIST_VSN_HIGH);
+    cn_buf_put_u16(out, CN_DIST_VSN_LOW);
+    cn_buf_put_u16(out, (uint16_t)n);
+    cn_buf_append(out, alive, n);
+    return cn_buf_put_u16(out, 0);
+}
+
+int cn_epmd_encode_port_please2_req(cn_buf *out, const char *alive)
+{
+    if (!valid_alive(alive))
+        return -EINVAL;
+    size_t n = strlen(alive);
+    int rc = cn_buf_reserve(out, 2 + 1 + n);
+    if (rc < 0)
+        return rc;
+    cn_buf_put_u16(out, (uint16_t)(1 + n));
+    cn_buf_put_u8(out, EPMD_PORT_PLEASE2_REQ);
+    return cn_buf_append(out, alive, n);
+}
+
+int cn_epmd_decode_alive2_resp(const void *data, size_t len, int *result, uint32_t *creation)
+{
+    const unsigned char *p = data;
+    if (len < 1)
+        return 0;
+    /* epmd sends a creation even with a failing result; it is read and ignored. */
+    if (p[0] == EPMD_ALIVE2_X_RESP) {
+        if (len < 6)
+            return 0;
+        *result = p[1];
+        *creation = cn_get_u32(p + 2);
+        return 6;
+    }
+    if (p[0] == EPMD_ALIVE2_RESP) {
+        if (len < 4)
+            return 0;
+        *result = p[1];
+        *creation = cn_get_u16(p + 2);
+        return 4;
+    }
+    return CN_EPROTO;
+}
+
+int cn_epmd_decode_port2_resp(const void *data, size_t len, cn_epmd_port2 *out)
+{
+    const unsigned char *p = data;
+    if (len < 2)
+        return len == 1 && p[0] != EPMD_PORT2_RESP ? CN_EPROTO : 0;
+    if (p[0] != EPMD_PORT2_RESP)
+        return CN_EPROTO;
+    memset(out, 0, sizeof *out);
+    out->result = p[1];
+    if (out->result != 0)
+        return 2;
+    /* tag, result, port, type, protocol, highest, lowest, nlen */
+    if (len < 12)
+        return 0;
+    size_t nlen = cn_get_u16(p + 10);
+    if (nlen > CN_EPMD_MAX_ALIVE || memchr(p + 12, '\0', nlen < len - 12 ? nlen : len - 12))
+        return CN_EPROTO;
+    if (len < 12 + nlen + 2)
+        return 0;
+    size_t elen = cn_get_u16(p + 12 + nlen);
+    if (elen > CN_EPMD_MAX_EXTRA)
+        return CN_EPROTO;
+    size_t total = 12 + nlen + 2 + elen;
+    if (len < total)
+        return 0;
+    out->port = cn_get_u16(p + 2);
+    out->node_type = p[4];
+    out->protocol = p[5];
+    out->highvsn = cn_get_u16(p + 6);
+    out->lowvsn = cn_get_u16(p + 8);
+    memcpy(out->name, p + 12, nlen);
+    out->name[nlen] = '\0';
+    return (int)total;
+}
+
+uint16_t cn_epmd_port(void)
+{
+    const char *s = getenv("ERL_EPMD_PORT");
+    if (s != NULL && *s != '\0') {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (*end == '\0' && v > 0 && v <= 65535)
+            return (uint16_t)v;
+    }
+    return EPMD_PORT;
+}
+
+/* ---- Registration ---------------------------------------------------------- */
+
+enum reg_state {
+    REG_IDLE = 0,   /* never used (zeroed memory) */
+    REG_CONNECTING, /* connecting to epmd */
+    REG_WAITING,    /* ALIVE2_REQ written, waiting for the reply */
+    REG_UP,         /* registered; the connection stays open */
+    REG_LOST,       /* registered, but epmd closed the connection */
+    REG_CLOSING,    /* handles closing */
+    REG_DONE        /* everything closed */
+};
+
+static void reg_handle_closed(uv_handle_t *h)
+{
+    cn_epmd_reg *reg = h->data;
+    if (--reg->open_handles > 0)
+        return;
+    cn_buf_free(&reg->req);
+    reg->state = REG_DONE;
+    /* Only now may the caller free reg: nothing of ours refers to it any more. */
+    if (reg->cancelled) {
+        if (reg->close_cb)
+            reg->close_cb(reg);
+    } else if (reg->cb) {
+        reg->cb(reg, reg->status, 0);
+    }
+}
+
+static void reg_close(cn_epmd_reg *reg)
+{
+    if (reg->state == REG_CLOSING || reg->state == REG_DONE)
+        return;
+    reg->state = REG_CLOSING;
+    uv_close((uv_handle_t *)&reg->tcp, reg_handle_closed);
+    uv_close((uv_handle_t *)&reg->timer, reg_handle_closed);
+}
+
+/* Fails the registration: cb gets status once both handles are closed. */
+static void reg_fail(cn_epmd_reg *reg, int status)
+{
+    CN_DEBUG("epmd", "registering %s failed: %s", reg->alive, cn_strerror(status));
+    reg->status = status;
+    reg_close(reg);
+}
+
+static void reg_timeout(uv_timer_t *t)
+{
+    cn_epmd_reg *reg = t->data;
+    if (reg->state == REG_CONNECTING || reg->state == REG_WAITING)
+        reg_fail(reg, -ETIMEDOUT);
+}
+
+static void reg_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    cn_epmd_reg *reg = h->data;
+    (void)hint;
+    *buf = uv_buf_init((char *)reg->resp + reg->resp_len,
+                       (unsigned)(sizeof reg->resp - reg->resp_len));
+}
+
+static void reg_got_reply(cn_epmd_reg *reg)
+{
+    int result = 0;
+    uint32_t creation = 0;
+    int n = cn_epmd_decode_alive2_resp(reg->resp, reg->resp_len, &result, &creation);
+    if (n == 0)
+        return;
+    if (n < 0) {
+        reg_fail(reg, n);
+        return;
+    }
+    if (result != 0) {
+        CN_DEBUG("epmd", "epmd refused %s (result %d)", reg->alive, result);
+        reg_fail(reg, CN_ENOTALIVE);
+        return;
+    }
+    uv_timer_stop(&reg->timer);
+    reg->state = REG_UP;
+    reg->resp_len = 0;
+    CN_DEBUG("epmd", "registered %s, creation %u", reg->alive, (unsigned)creation);
+    reg->cb(reg, 0, creation);
+}
+
+static void reg_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    cn_epmd_reg *reg = s->data;
+    (void)buf;
+    if (nread == 0 || reg->state == REG_CLOSING || reg->state == REG_DONE)
+        return;
+    if (nread < 0) {
+        if (reg->state == REG_WAITING) {
+            reg_fail(reg, nread == UV_EOF ? CN_EPROTO : (int)nread);
+            return;
+        }
+        /* The name is gone from epmd; peers can no longer find us by it. */
+        CN_ERROR("epmd", "epmd closed the registration of %s (%s); the node is no longer "
+                 "registered", reg->alive, nread == UV_EOF ? "end of stream" : uv_strerror((int)nread));
+        uv_read_stop(s);
+        reg->state = REG_LOST;
+        return;
+    }
+    if (reg->state != REG_WAITING) {
+        /* epmd says nothing after the reply; whatever comes is dropped. */
+        reg->resp_len = 0;
+        return;
+    }
+    reg->resp_len += (size_t)nread;
+    reg_got_reply(reg);
+}
+
+static void reg_written(uv_write_t *w, int status)
+{
+    cn_epmd_reg *reg = w->handle->data;
+    if (status < 0 && reg->state == REG_WAITING)
+        reg_fail(reg, status);
+}
+
+static void reg_connected(uv_connect_t *c, int status)
+{
+    cn_epmd_reg *reg = c->handle->data;
+    if (reg->state != REG_CONNECTING)
+        return;
+    if (status < 0) {
+        reg_fail(reg, status);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(reg->req.data, (unsigned)reg->req.len);
+    int rc = uv_write(&reg->write, (uv_stream_t *)&reg->tcp, &b, 1, reg_written);
+    if (rc == 0)
+        rc = uv_read_start((uv_stream_t *)&reg->tcp, reg_alloc, reg_read);
+    if (rc < 0) {
+        reg_fail(reg, rc);
+        return;
+    }
+    reg->state = REG_WAITING;
+}
+
+int cn_epmd_register(uv_loop_t *loop, cn_epmd_reg *reg, const char *alive, uint16_t port,
+                     cn_epmd_reg_cb cb)
+{
+    if (!valid_alive(alive) || cb == NULL)
+        return -EINVAL;
+    struct sockaddr_in addr;
+    int rc = uv_ip4_addr(EPMD_HOST, cn_epmd_port(), &addr);
+    if (rc < 0)
+        return rc;
+    cn_buf_init(&reg->req);
+    rc = cn_epmd_encode_alive2_req(&reg->req, alive, port);
+    if (rc == 0)
+        rc = uv_tcp_init(loop, &reg->tcp);
+    if (rc < 0) {
+        cn_buf_free(&reg->req);
+        return rc;
+    }
+    uv_timer_init(loop, &reg->timer);
+    reg->tcp.data = reg->timer.data = reg;
+    reg->open_handles = 2;
+    reg->resp_len = 0;
+    reg->cb = cb;
+    reg->status = 0;
+    reg->cancelled = 0;
+    snprintf(reg->alive, sizeof reg->alive, "%s", alive);
+    reg->state = REG_CONNECTING;
+    uv_timer_start(&reg->timer, reg_timeout, CN_EPMD_TIMEOUT_MS, 0);
+    /* From here on every failure, even an immediate one, is reported through cb. */
+    rc = uv_tcp_connect(&reg->connect, &reg->tcp, (const struct sockaddr *)&addr, reg_connected);
+    if (rc < 0)
+        reg_fail(reg, rc);
+    return 0;
+}
+
+void cn_epmd_unregister(cn_epmd_reg *reg)
+{
+    if (reg->state == REG_IDLE || reg->state == REG_DONE)
+        return;
+    if (reg->state == REG_UP || reg->state == REG_LOST)
+        CN_DEBUG("epmd", "unregistering %s", reg->alive);
+    reg->cancelled = 1;
+    reg_close(reg);
+}
+
+/* ---- Lookup ---------------------------------------------------------------- */
+
+struct lookup {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t connect;
+    uv_write_t write;
+    uv_getaddrinfo_t gai;
+    cn_epmd_lookup_cb cb;
+    void *data;
+    cn_buf req;
+    cn_buf resp;
+    char chunk[512];
+    char alive[CN_EPMD_MAX_ALIVE + 1];
+    int open_handles;
+    int resolving; /* a getaddrinfo request is outstanding */
+    int finishing; /* the result is known; handles are closing */
+    int status;
+    uint16_t port;
+    int highvsn;
+};
+
+/* Reports and frees once the handles are closed and no resolution is outstanding. */
+static void lookup_maybe_done(struct lookup *l)
+{
+    if (l->open_handles > 0 || l->resolving)
+        return;
+    cn_epmd_lookup_cb cb = l->cb;
+    void *data = l->data;
+    int status = l->status;
+    uint16_t port = l->port;
+    int highvsn = l->highvsn;
+    cn_buf_free(&l->req);
+    cn_buf_free(&l->resp);
+    free(l);
+    cb(data, status, port, highvsn);
+}
+
+static void lookup_handle_closed(uv_handle_t *h)
+{
+    struct lookup *l = h->data;
+    l->open_handles--;
+    lookup_maybe_done(l);
+}
+
+/* Records the outcome (the first one wins) and starts closing. */
+static void lookup_finish(struct lookup *l, int status)
+{
+    if (l->finishing)
+        return;
+    l->finishing = 1;
+    l->status = status;
+    if (status < 0)
+        CN_DEBUG("epmd", "lookup of %s failed: %s", l->alive, cn_strerror(status));
+    else
+        CN_DEBUG("epmd", "%s is at port %u (version %d)", l->alive, l->port, l->highvsn);
+    /* A resolution already running in the thread pool cannot be stopped; it is awaited. */
+    if (l->resolving)
+        uv_cancel((uv_req_t *)&l->gai);
+    uv_close((uv_handle_t *)&l->tcp, lookup_handle_closed);
+    uv_close((uv_handle_t *)&l->timer, lookup_handle_closed);
+}
+
+static void lookup_timeout(uv_timer_t *t)
+{
+    lookup_finish(t->data, -ETIMEDOUT);
+}
+
+static void lookup_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct lookup *l = h->data;
+    (void)hint;
+    *buf = uv_buf_init(l->chunk, sizeof l->chunk);
+}
+
+static void lookup_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct lookup *l = s->data;
+    if (nread == 0 || l->finishing)
+        return;
+    if (nread < 0) {
+        /* epmd closes after a whole reply, so an end here means a short one. */
+        lookup_finish(l, nread == UV_EOF ? CN_EPROTO : (int)nread);
+        return;
+    }
+    int rc = cn_buf_append(&l->resp, buf->base, (size_t)nread);
+    if (rc < 0) {
+        lookup_finish(l, rc);
+        return;
+    }
+    cn_epmd_port2 r;
+    int n = cn_epmd_decode_port2_resp(l->resp.data, l->resp.len, &r);
+    if (n == 0)
+        return;
+    if (n < 0) {
+        lookup_finish(l, n);
+        return;
+    }
+    if (r.result != 0) {
+        lookup_finish(l, -ENOENT);
+        return;
+    }
+    l->port = r.port;
+    l->highvsn = r.highvsn;
+    lookup_finish(l, 0);
+}
+
+static void lookup_written(uv_write_t *w, int status)
+{
+    struct lookup *l = w->handle->data;
+    if (status < 0)
+        lookup_finish(l, status);
+}
+
+static void lookup_connected(uv_connect_t *c, int status)
+{
+    struct lookup *l = c->handle->data;
+    if (l->finishing)
+        return;
+    if (status < 0) {
+        lookup_finish(l, status);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(l->req.data, (unsigned)l->req.len);
+    int rc = uv_write(&l->write, (uv_stream_t *)&l->tcp, &b, 1, lookup_written);
+    if (rc == 0)
+        rc = uv_read_start((uv_stream_t *)&l->tcp, lookup_alloc, lookup_read);
+    if (rc < 0)
+        lookup_finish(l, rc);
+}
+
+static void lookup_connect(struct lookup *l, const struct sockaddr_in *addr)
+{
+    int rc = uv_tcp_connect(&l->connect, &l->tcp, (const struct sockaddr *)addr, lookup_connected);
+    if (rc < 0)
+        lookup_finish(l, rc);
+}
+
+static void lookup_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct lookup *l = req->data;
+    l->resolving = 0;
+    if (l->finishing || status < 0) {
+        uv_freeaddrinfo(res);
+        if (!l->finishing)
+            lookup_finish(l, status);
+        lookup_maybe_done(l);
+        return;
+    }
+    struct sockaddr_in addr;
+    memcpy(&addr, res->ai_addr, sizeof addr);
+    addr.sin_port = htons(cn_epmd_port());
+    uv_freeaddrinfo(res);
+    lookup_connect(l, &addr);
+}
+
+/* Connects at once to an IPv4 literal; resolves anything else first. */
+static void lookup_begin(struct lookup *l, uv_loop_t *loop, const char *host)
+{
+    struct sockaddr_in addr;
+    if (uv_ip4_addr(host, cn_epmd_port(), &addr) == 0) {
+        lookup_connect(l, &addr);
+        return;
+    }
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    l->gai.data = l;
+    int rc = uv_getaddrinfo(loop, &l->gai, lookup_resolved, host, NULL, &hints);
+    if (rc < 0)
+        lookup_finish(l, rc);
+    else
+        l->resolving = 1;
+}
+
+int cn_epmd_lookup(uv_loop_t *loop, const char *host, const char *alive, cn_epmd_lookup_cb cb,
+                   void *data)
+{
+    if (!valid_alive(alive) || host == NULL || *host == '\0' || cb == NULL)
+        return -EINVAL;
+    struct lookup *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return -ENOMEM;
+    cn_buf_init(&l->req);
+    cn_buf_init(&l->resp);
+    int rc = cn_epmd_encode_port_please2_req(&l->req, alive);
+    if (rc == 0)
+        rc = uv_tcp_init(loop, &l->tcp);
+    if (rc < 0) {
+        cn_buf_free(&l->req);
+        free(l);
+        return rc;
+    }
+    uv_timer_init(loop, &l->timer);
+    l->tcp.data = l->timer.data = l;
+    l->open_handles = 2;
+    l->cb = cb;
+    l->data = data;
+    snprintf(l->alive, sizeof l->alive, "%s", alive);
+    uv_timer_start(&l->timer, lookup_timeout, CN_EPMD_TIMEOUT_MS, 0);
+    /* From here on every outcome, even an immediate failure, goes through cb. */
+    lookup_begin(l, loop, host);
+    return 0;
+}
+
+/* ---- Starting epmd ----------------------------------------------------------- */
+
+/* Connects to 127.0.0.1:port and hangs up. Returns 0 or -errno (-ECONNREFUSED: nobody there). */
+static int probe(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof a) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+/* Runs `epmd -daemon -port N` and reaps it; the daemon it forks lives on. */
+static int spawn_epmd(uint16_t port)
+{
+    char a0[] = "epmd", a1[] = "-daemon", a2[] = "-port", a3[8];
+    snprintf(a3, sizeof a3, "%u", (unsigned)port);
+    char *argv[] = {a0, a1, a2, a3, NULL};
+    pid_t pid;
+    int rc = posix_spawnp(&pid, "epmd", NULL, NULL, argv, environ);
+    if (rc != 0)
+        return -rc;
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR)
+            return -errno;
+    }
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
+        return -ENOENT;
+    return 0;
+}
+
+int cn_epmd_ensure_running(void)
+{
+    uint16_t port = cn_epmd_port();
+    int rc = probe(port);
+    if (rc != -ECONNREFUSED)
+        return rc;
+    CN_INFO("epmd", "no epmd on port %u; starting epmd -daemon", (unsigned)port);
+    rc = spawn_epmd(port);
+    if (rc < 0) {
+        CN_ERROR("epmd", "cannot start epmd: %s", cn_strerror(rc));
+        return rc;
+    }
+    struct timespec pause = {0, START_POLL_MS * 1000000L};
+    for (int waited = 0; waited < START_WAIT_MS; waited += START_POLL_MS) {
+        nanosleep(&pause, NULL);
+        if (probe(port) == 0)
+            return 0;
+    }
+    CN_ERROR("epmd", "epmd did not answer on port %u within %d ms", (unsigned)port, START_WAIT_MS);
+    return -ETIMEDOUT;
+}
