@@ -18,7 +18,9 @@
     X(ECORRUPT, -4008, "corrupt state file")                                \
     X(EVERSION, -4009, "unsupported version")                               \
     X(ENOTALIVE, -4010, "name not allowed or already in use")               \
-    X(EAGAIN_HS, -4011, "handshake needs more bytes")
+    X(EAGAIN_HS, -4011, "handshake needs more bytes")                      \
+    X(ESTOPPED, -4012, "server stopped in init")                            \
+    X(EIGNORED, -4013, "server init returned ignore")
 
 enum {
 #define CN_ERR_ENUM(name, value, text) CN_##name = (value),

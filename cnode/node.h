@@ -1,0 +1,90 @@
+/*
+ * The node: one libuv loop that is a member of an Erlang cluster.
+ *
+ * A cn_node owns the listening socket, the EPMD registration, every
+ * distribution connection and every local process. Everything runs on the one
+ * loop the caller passes in; nothing here blocks except cn_node_start's one-off
+ * check that an epmd is running.
+ */
+#ifndef CN_NODE_H
+#define CN_NODE_H
+
+#include <stdint.h>
+#include <uv.h>
+#include <ei.h>
+
+typedef struct cn_node cn_node;
+typedef struct cn_proc cn_proc;
+typedef struct cn_conn cn_conn;
+
+typedef struct cn_node_config {
+    const char *name;               /* "alive@host", required */
+    const char *cookie;             /* required */
+    uint16_t port;                  /* 0: any free port */
+    unsigned net_ticktime;          /* seconds, as erl's net_ticktime; 0 means 60 */
+    unsigned handshake_timeout_ms;  /* 0 means 7000, as erl's net_setuptime */
+    size_t max_write_queue;         /* bytes queued for one peer before it is dropped; 0: 64 MiB */
+    int no_epmd;                    /* tests: neither start nor register with epmd */
+} cn_node_config;
+
+/*
+ * Creates a node on loop. The config strings are copied. Returns 0 and the node in
+ * *out, or a negative error. The node is not yet listening: see cn_node_start.
+ */
+int cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_node **out);
+
+/*
+ * Listens and registers with epmd. ready_cb is called once: status 0 when the node is
+ * reachable, or a negative error (CN_ENOTALIVE when the name is taken, -EADDRINUSE...).
+ */
+int cn_node_start(cn_node *node, void (*ready_cb)(cn_node *node, int status));
+
+/* Connects to NODE by itself and keeps reconnecting, with backoff, while the node lives. */
+int cn_node_connect(cn_node *node, const char *peer_name);
+
+/*
+ * Closes every connection, unregisters from epmd and closes every handle the node
+ * owns. Local processes must have exited first (the supervisor's shutdown does
+ * that). When the loop has run the close callbacks, done_cb is called and the node
+ * may be freed with cn_node_free.
+ */
+void cn_node_close(cn_node *node, void (*done_cb)(cn_node *node));
+void cn_node_free(cn_node *node);
+
+const char *cn_node_name(const cn_node *node);
+uint32_t cn_node_creation(const cn_node *node);
+uint16_t cn_node_port(const cn_node *node);
+uv_loop_t *cn_node_loop(const cn_node *node);
+/* Monotonic milliseconds of the loop (uv_now), the clock every server uses. */
+uint64_t cn_node_now(const cn_node *node);
+
+/* Counts of live things, for logs, tests and the benchmark. */
+typedef struct cn_node_stats {
+    unsigned connections;   /* connections that finished the handshake */
+    unsigned pending;       /* connections still in the handshake */
+    unsigned processes;
+    unsigned monitors;
+    unsigned links;
+    uint64_t frames_in, frames_out, writes;
+} cn_node_stats;
+void cn_node_get_stats(const cn_node *node, cn_node_stats *st);
+
+/*
+ * Sends a message (an external term with its version byte, borrowed) from a local
+ * process to any pid, local or remote. Local delivery is queued and happens on a
+ * later turn of the loop; remote delivery is queued on the connection and written
+ * at the end of this turn. A pid on a node we are not connected to is dropped, as
+ * a send to a dead pid is in Erlang; the return value says so (CN_ENOCONN).
+ */
+int cn_send(cn_proc *from, const erlang_pid *to, const char *msg, size_t len);
+/* Sends to a registered name on this node or on another node we are connected to. */
+int cn_send_name(cn_proc *from, const char *name, const char *node, const char *msg, size_t len);
+/*
+ * Sends to a process alias (OTP 24+), as the reply to a call whose tag was
+ * [alias | Alias]. Falls back to a plain send to fallback_pid when the peer did
+ * not negotiate ALIAS.
+ */
+int cn_send_alias(cn_proc *from, const erlang_ref *alias, const erlang_pid *fallback_pid,
+                  const char *msg, size_t len);
+
+#endif

@@ -1,0 +1,206 @@
+#include "cnode/term.h"
+
+#include <stdint.h>
+
+#include "cnode/buf.h"
+#include "cnode/error.h"
+#include "cnode/protocol.h"
+
+/*
+ * Tags of the external term format (erts "External Term Format"). Named here
+ * rather than taken from ei.h, which does not export all of them.
+ */
+enum {
+    T_NEW_FLOAT = 70, T_BIT_BINARY = 77, T_NEW_PID = 88, T_NEW_PORT = 89, T_NEWER_REF = 90,
+    T_SMALL_INT = 97, T_INT = 98, T_FLOAT = 99, T_ATOM = 100, T_REF = 101, T_PORT = 102,
+    T_PID = 103, T_SMALL_TUPLE = 104, T_LARGE_TUPLE = 105, T_NIL = 106, T_STRING = 107,
+    T_LIST = 108, T_BINARY = 109, T_SMALL_BIG = 110, T_LARGE_BIG = 111, T_NEW_FUN = 112,
+    T_EXPORT = 113, T_NEW_REF = 114, T_SMALL_ATOM = 115, T_MAP = 116, T_FUN = 117,
+    T_ATOM_UTF8 = 118, T_SMALL_ATOM_UTF8 = 119, T_V4_PORT = 120
+};
+
+/* Skips n raw bytes if they are there. */
+static int take(size_t len, size_t *i, uint64_t n)
+{
+    if (n > len - *i)
+        return -1;
+    *i += (size_t)n;
+    return 0;
+}
+
+/* An atom in any of its four encodings, as pids, ports and refs embed them. */
+static int skip_atom(const char *b, size_t len, size_t *i)
+{
+    if (*i >= len)
+        return -1;
+    unsigned char tag = (unsigned char)b[(*i)++];
+    if (tag == T_ATOM || tag == T_ATOM_UTF8) {
+        if (len - *i < 2)
+            return -1;
+        uint16_t n = cn_get_u16(b + *i);
+        *i += 2;
+        return take(len, i, n);
+    }
+    if (tag == T_SMALL_ATOM || tag == T_SMALL_ATOM_UTF8) {
+        if (*i >= len)
+            return -1;
+        uint8_t n = (uint8_t)b[(*i)++];
+        return take(len, i, n);
+    }
+    return -1;
+}
+
+/*
+ * The walk is iterative: `pending` counts the terms still to skip, and compound
+ * terms add their elements to it. Deep nesting therefore costs no C stack, and a
+ * count larger than the remaining bytes is refused at once (each term takes at
+ * least one byte), which bounds the work by the input size.
+ */
+static int walk(const char *b, size_t len, size_t *idx)
+{
+    size_t i = *idx;
+    uint64_t pending = 1;
+    while (pending > 0) {
+        pending--;
+        if (i >= len)
+            return -1;
+        unsigned char tag = (unsigned char)b[i++];
+        uint64_t n;
+        switch (tag) {
+        case T_SMALL_INT:
+            if (take(len, &i, 1)) return -1;
+            break;
+        case T_INT:
+            if (take(len, &i, 4)) return -1;
+            break;
+        case T_NEW_FLOAT:
+            if (take(len, &i, 8)) return -1;
+            break;
+        case T_FLOAT:
+            if (take(len, &i, 31)) return -1;
+            break;
+        case T_ATOM:
+        case T_ATOM_UTF8:
+        case T_SMALL_ATOM:
+        case T_SMALL_ATOM_UTF8:
+            i--;
+            if (skip_atom(b, len, &i)) return -1;
+            break;
+        case T_NIL:
+            break;
+        case T_STRING:
+            if (len - i < 2) return -1;
+            n = cn_get_u16(b + i);
+            i += 2;
+            if (take(len, &i, n)) return -1;
+            break;
+        case T_BINARY:
+            if (len - i < 4) return -1;
+            n = cn_get_u32(b + i);
+            i += 4;
+            if (take(len, &i, n)) return -1;
+            break;
+        case T_BIT_BINARY:
+            if (len - i < 5) return -1;
+            n = cn_get_u32(b + i);
+            i += 5;
+            if (take(len, &i, n)) return -1;
+            break;
+        case T_SMALL_BIG:
+            if (len - i < 1) return -1;
+            n = (uint8_t)b[i];
+            i += 2;
+            if (i > len || take(len, &i, n)) return -1;
+            break;
+        case T_LARGE_BIG:
+            if (len - i < 5) return -1;
+            n = cn_get_u32(b + i);
+            i += 5;
+            if (take(len, &i, n)) return -1;
+            break;
+        case T_SMALL_TUPLE:
+            if (len - i < 1) return -1;
+            pending += (uint8_t)b[i++];
+            break;
+        case T_LARGE_TUPLE:
+            if (len - i < 4) return -1;
+            pending += cn_get_u32(b + i);
+            i += 4;
+            break;
+        case T_LIST:
+            if (len - i < 4) return -1;
+            pending += (uint64_t)cn_get_u32(b + i) + 1; /* the elements and the tail */
+            i += 4;
+            break;
+        case T_MAP:
+            if (len - i < 4) return -1;
+            pending += 2 * (uint64_t)cn_get_u32(b + i);
+            i += 4;
+            break;
+        case T_PID:
+            if (skip_atom(b, len, &i) || take(len, &i, 9)) return -1;
+            break;
+        case T_NEW_PID:
+            if (skip_atom(b, len, &i) || take(len, &i, 12)) return -1;
+            break;
+        case T_PORT:
+            if (skip_atom(b, len, &i) || take(len, &i, 5)) return -1;
+            break;
+        case T_NEW_PORT:
+            if (skip_atom(b, len, &i) || take(len, &i, 8)) return -1;
+            break;
+        case T_V4_PORT:
+            if (skip_atom(b, len, &i) || take(len, &i, 12)) return -1;
+            break;
+        case T_REF:
+            if (skip_atom(b, len, &i) || take(len, &i, 5)) return -1;
+            break;
+        case T_NEW_REF:
+        case T_NEWER_REF:
+            if (len - i < 2) return -1;
+            n = cn_get_u16(b + i);
+            i += 2;
+            if (n > 5 || skip_atom(b, len, &i) || take(len, &i, (tag == T_NEW_REF ? 1 : 4) + 4 * n))
+                return -1;
+            break;
+        case T_NEW_FUN:
+            /* Its size field counts itself and everything after it. */
+            if (len - i < 4) return -1;
+            n = cn_get_u32(b + i);
+            if (n < 4 || take(len, &i, n)) return -1;
+            break;
+        case T_EXPORT:
+            pending += 3; /* module, function, arity */
+            break;
+        case T_FUN:
+            if (len - i < 4) return -1;
+            pending += 4 + (uint64_t)cn_get_u32(b + i); /* pid, module, index, uniq, free vars */
+            i += 4;
+            break;
+        default:
+            return -1; /* atom cache refs, LOCAL_EXT, garbage */
+        }
+        if (pending > len - i)
+            return -1;
+    }
+    *idx = i;
+    return 0;
+}
+
+int cn_term_skip(const char *buf, size_t len, size_t *idx)
+{
+    if (*idx > len)
+        return CN_EDECODE;
+    return walk(buf, len, idx) == 0 ? 0 : CN_EDECODE;
+}
+
+int cn_term_skip_versioned(const char *buf, size_t len, size_t *idx)
+{
+    if (*idx >= len || (unsigned char)buf[*idx] != CN_VERSION_MAGIC)
+        return CN_EDECODE;
+    size_t i = *idx + 1;
+    if (walk(buf, len, &i) != 0)
+        return CN_EDECODE;
+    *idx = i;
+    return 0;
+}

@@ -1,0 +1,47 @@
+/*
+ * The transport seam: how a distribution connection moves its bytes.
+ *
+ * The node's own TCP transport (conn.c) implements this on libuv. Anything else
+ * that can carry a byte stream can too: the unit tests use an in-memory fake,
+ * and TLS distribution would be a third. A transport feeds what it reads to
+ * cn_conn_feed, reports finished writes with cn_conn_written and, when asked to
+ * close, releases its resources and calls cn_conn_closed.
+ */
+#ifndef CN_TRANSPORT_H
+#define CN_TRANSPORT_H
+
+#include <stddef.h>
+
+#include "cnode/node.h"
+
+typedef struct cn_transport {
+    /*
+     * Writes len bytes. data stays valid and untouched until the transport calls
+     * cn_conn_written(c, status), which it may do from inside write. Only one
+     * write is in flight at a time. Returns 0 or a negative error.
+     */
+    int (*write)(cn_conn *c, const char *data, size_t len);
+    /* Stops reading and writing; must end, now or later, with cn_conn_closed(c). */
+    void (*close)(cn_conn *c);
+} cn_transport;
+
+/*
+ * Makes a connection on node that uses tp (borrowed). outgoing: we dialed the
+ * peer. The connection is freed by cn_conn_closed. NULL on ENOMEM.
+ */
+cn_conn *cn_conn_new(cn_node *node, const cn_transport *tp, int outgoing);
+/* Starts the handshake; expect_peer is the node we dialed (outgoing only), or NULL. */
+void cn_conn_start_handshake(cn_conn *c, const char *expect_peer);
+/* Bytes read from the peer (copied). Complete frames are handled before it returns. */
+void cn_conn_feed(cn_conn *c, const char *data, size_t len);
+/* The write handed to tp->write finished with status (0 or a negative error). */
+void cn_conn_written(cn_conn *c, int status);
+/* The transport has released everything; the connection is freed. */
+void cn_conn_closed(cn_conn *c);
+/* The peer's node name once the handshake is done, else "". */
+const char *cn_conn_peer(const cn_conn *c);
+/* User data of the transport. */
+void cn_conn_set_transport_data(cn_conn *c, void *data);
+void *cn_conn_transport_data(const cn_conn *c);
+
+#endif
