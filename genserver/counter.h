@@ -1,0 +1,27 @@
+/*
+ * The Counter server: a drop-in for the Elixir Counter GenServer.
+ *
+ *   GenServer.call(counter, :increment)  -> new value
+ *   GenServer.call(counter, :decrement)  -> new value
+ *   GenServer.call(counter, :get_value)  -> current value
+ *   GenServer.cast(counter, :increment)
+ *
+ * Values are 64-bit signed integers (an Elixir counter would grow into a
+ * bignum past 2^63; at one increment per nanosecond that takes 292 years).
+ */
+#ifndef GS_COUNTER_H
+#define GS_COUNTER_H
+
+#include "genserver/genserver.h"
+
+typedef struct counter_config {
+    long long initial;      /* value when no saved state exists */
+    const char *data_dir;   /* where terminate saves the value; NULL: not saved */
+} counter_config;
+
+extern const gs_callbacks counter_callbacks;
+
+/* Starts the counter registered as name. cfg is borrowed for the server's life. */
+int counter_start(cn_node *node, const counter_config *cfg, const char *name, cn_proc *parent, gs_server **out);
+
+#endif

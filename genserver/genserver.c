@@ -1,0 +1,741 @@
+/*
+ * The gen_server behaviour on top of cnode processes.
+ *
+ * The hot path, a GenServer.call: the message is decoded just enough to find
+ * the caller's pid, its tag and the request; the reply is encoded into a buffer
+ * the server keeps, already holding {Tag, ...}, so the callback's ei_x_encode
+ * writes the reply in place and nothing is allocated per call.
+ *
+ * Messages that arrive while the server is suspended (:sys.suspend) or still in
+ * handle_continue are copied to a queue and handled afterwards, in order;
+ * system messages still get through a suspended server, as in OTP.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnode/error.h"
+#include "cnode/log.h"
+#include "genserver/genserver.h"
+
+typedef struct gs_msg {
+    struct gs_msg *next;
+    size_t len;
+    char data[];
+} gs_msg;
+
+typedef struct gs_timer {
+    uv_timer_t h;
+    gs_server *s;
+    int64_t id;
+    struct gs_timer *next;
+    size_t len;
+    char data[];
+} gs_timer;
+
+struct gs_server {
+    cn_proc *proc;
+    cn_node *node;
+    const gs_callbacks *cb;
+    void *user;
+    char name[256];
+    int suspended;
+    int continuing;
+    int stopping;
+    int draining;
+    gs_msg *q_head, *q_tail;
+    gs_timer *timers;
+    int64_t next_timer_id;
+    uv_timer_t timeout;     /* the gen_server timeout of the last callback result */
+    uv_timer_t cont_timer;  /* runs handle_continue on the next loop turn */
+    int handles_open;
+    erlang_pid parent;
+    int has_parent;
+    ei_x_buff out, reason, cont;
+};
+
+static void handle(gs_server *s, const char *buf, size_t len);
+
+void *gs_data(const gs_server *s) { return s->user; }
+void gs_set_data(gs_server *s, void *user) { s->user = user; }
+cn_proc *gs_proc(const gs_server *s) { return s->proc; }
+cn_node *gs_node(const gs_server *s) { return s->node; }
+void gs_self(const gs_server *s, erlang_pid *out) { cn_proc_pid(s->proc, out); }
+
+/* Compares an atom in any of its encodings with an ASCII name, without decoding. */
+static int atom_at(const char *b, int idx, const char *atom)
+{
+    unsigned char tag = (unsigned char)b[idx];
+    size_t n, want = strlen(atom);
+    const char *p;
+    if (tag == ERL_SMALL_ATOM_UTF8_EXT || tag == ERL_SMALL_ATOM_EXT) {
+        n = (unsigned char)b[idx + 1];
+        p = b + idx + 2;
+    } else if (tag == ERL_ATOM_UTF8_EXT || tag == ERL_ATOM_EXT) {
+        n = ((size_t)(unsigned char)b[idx + 1] << 8) | (unsigned char)b[idx + 2];
+        p = b + idx + 3;
+    } else {
+        return 0;
+    }
+    return n == want && memcmp(p, atom, n) == 0;
+}
+
+int gs_term_is_atom(const gs_term *t, const char *atom)
+{
+    return atom_at(t->buf, t->index, atom);
+}
+
+/* ---- Timers ---- */
+
+static void handle_closed(uv_handle_t *h)
+{
+    gs_server *s = h->data;
+    if (--s->handles_open == 0) {
+        ei_x_free(&s->out);
+        ei_x_free(&s->reason);
+        ei_x_free(&s->cont);
+        free(s);
+    }
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void timer_unlink(gs_server *s, gs_timer *t)
+{
+    for (gs_timer **pp = &s->timers; *pp; pp = &(*pp)->next) {
+        if (*pp == t) {
+            *pp = t->next;
+            break;
+        }
+    }
+    t->h.data = t;
+    uv_close((uv_handle_t *)&t->h, timer_closed);
+}
+
+static void timer_fired(uv_timer_t *h)
+{
+    gs_timer *t = (gs_timer *)h;
+    gs_server *s = t->s;
+    /* Unlink first: the message may stop the server, which closes its timers. */
+    for (gs_timer **pp = &s->timers; *pp; pp = &(*pp)->next) {
+        if (*pp == t) {
+            *pp = t->next;
+            break;
+        }
+    }
+    cn_proc *p = s->proc;
+    if (cn_proc_alive(p))
+        handle(s, t->data, t->len);
+    t->h.data = t;
+    uv_close((uv_handle_t *)&t->h, timer_closed);
+}
+
+int64_t gs_send_after(gs_server *s, uint64_t ms, const char *msg, size_t len)
+{
+    gs_timer *t = malloc(sizeof *t + len);
+    if (t == NULL)
+        return -ENOMEM;
+    uv_timer_init(cn_node_loop(s->node), &t->h);
+    t->s = s;
+    t->id = ++s->next_timer_id;
+    t->len = len;
+    memcpy(t->data, msg, len);
+    t->next = s->timers;
+    s->timers = t;
+    uv_timer_start(&t->h, timer_fired, ms, 0);
+    return t->id;
+}
+
+int gs_cancel_timer(gs_server *s, int64_t id)
+{
+    for (gs_timer *t = s->timers; t; t = t->next) {
+        if (t->id == id) {
+            uv_timer_stop(&t->h);
+            timer_unlink(s, t);
+            return 0;
+        }
+    }
+    return CN_ENOPROC;
+}
+
+static void on_timeout(uv_timer_t *h)
+{
+    gs_server *s = h->data;
+    char buf[16];
+    size_t n = cn_term_atom(buf, "timeout");
+    if (cn_proc_alive(s->proc))
+        handle(s, buf, n);
+}
+
+/* ---- Stopping ---- */
+
+static void release(gs_server *s)
+{
+    if (s->cb->cleanup)
+        s->cb->cleanup(s);
+    s->user = NULL;
+    while (s->timers)
+        timer_unlink(s, s->timers);
+    while (s->q_head) {
+        gs_msg *m = s->q_head;
+        s->q_head = m->next;
+        free(m);
+    }
+    s->q_tail = NULL;
+    uv_close((uv_handle_t *)&s->timeout, handle_closed);
+    uv_close((uv_handle_t *)&s->cont_timer, handle_closed);
+}
+
+static int reason_is_quiet(const char *r, size_t len)
+{
+    gs_term t = {r, 1};
+    if (len < 2)
+        return 1;
+    if (gs_term_is_atom(&t, "normal") || gs_term_is_atom(&t, "shutdown"))
+        return 1;
+    /* {shutdown, _} */
+    int i = 1, arity;
+    if (ei_decode_tuple_header(r, &i, &arity) == 0 && arity == 2 && atom_at(r, i, "shutdown"))
+        return 1;
+    return 0;
+}
+
+static void log_stop(gs_server *s, const char *reason, size_t len)
+{
+    if (reason_is_quiet(reason, len))
+        return;
+    char *text = NULL;
+    int i = 1;
+    if (ei_s_print_term(&text, reason, &i) >= 0) {
+        CN_ERROR("genserver", "%s (%s) terminating: %s", s->name[0] ? s->name : "server",
+                 s->cb->module ? s->cb->module : "?", text);
+    }
+    free(text);
+}
+
+static void run_terminate(gs_server *s, const char *reason, size_t len)
+{
+    (void)len;
+    if (s->cb->terminate) {
+        gs_term t = {reason, 1};
+        s->cb->terminate(s, &t);
+    }
+}
+
+/* Ends the server from inside: terminate, then the process exits with reason. */
+static void stop_with(gs_server *s, const char *reason, size_t len)
+{
+    if (s->stopping)
+        return;
+    s->stopping = 1;
+    log_stop(s, reason, len);
+    run_terminate(s, reason, len);
+    release(s);
+    cn_proc_exit(s->proc, reason, len);
+}
+
+void gs_stop(gs_server *s, const char *reason_atom)
+{
+    char buf[300];
+    size_t n = cn_term_atom(buf, reason_atom);
+    stop_with(s, buf, n);
+}
+
+/* The process is dying from outside (exit signal, kill, node shutdown). */
+static void on_exiting(cn_proc *p, cn_exit_cause cause, const char *reason, size_t len)
+{
+    gs_server *s = cn_proc_data(p);
+    if (s->stopping)
+        return;
+    s->stopping = 1;
+    if (cause != CN_EXIT_KILL) {
+        log_stop(s, reason, len);
+        run_terminate(s, reason, len);
+    }
+    release(s);
+}
+
+/* ---- Replies ---- */
+
+static int send_reply(gs_server *s, const gs_from *from, const char *msg, size_t len)
+{
+    if (from->has_alias)
+        return cn_send_alias(s->proc, &from->alias, &from->pid, msg, len);
+    return cn_send(s->proc, &from->pid, msg, len);
+}
+
+/* Starts {Tag, ...} in s->out; returns the index where the reply goes. */
+static int begin_reply(gs_server *s, const gs_from *from)
+{
+    s->out.index = 0;
+    ei_x_encode_version(&s->out);
+    ei_x_encode_tuple_header(&s->out, 2);
+    ei_x_append_buf(&s->out, from->tag, from->tag_len);
+    return s->out.index;
+}
+
+int gs_reply(gs_server *s, const gs_from *from, const char *reply, size_t len)
+{
+    ei_x_buff x;
+    if (ei_x_new_with_version(&x) < 0)
+        return -ENOMEM;
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_append_buf(&x, from->tag, from->tag_len);
+    ei_x_append_buf(&x, reply, (int)len);
+    int rc = send_reply(s, from, x.buff, (size_t)x.index);
+    ei_x_free(&x);
+    return rc;
+}
+
+gs_from *gs_from_dup(const gs_from *from)
+{
+    gs_from *f = malloc(sizeof *f + (size_t)from->tag_len);
+    if (f == NULL)
+        return NULL;
+    *f = *from;
+    char *tag = (char *)(f + 1);
+    memcpy(tag, from->tag, (size_t)from->tag_len);
+    f->tag = tag;
+    return f;
+}
+
+void gs_from_free(gs_from *from)
+{
+    free(from);
+}
+
+/* ---- Results ---- */
+
+static void reset_result(gs_server *s, gs_result *res)
+{
+    s->reason.index = 0;
+    s->cont.index = 0;
+    res->reply = &s->out;
+    res->reason = &s->reason;
+    res->cont = &s->cont;
+    res->timeout_ms = -1;
+}
+
+static void schedule_continue(gs_server *s);
+
+/* Applies what a callback returned, after any reply has been sent. */
+static void apply(gs_server *s, gs_ret r, gs_result *res)
+{
+    if (r == GS_STOP) {
+        char normal[16];
+        if (s->reason.index == 0) {
+            size_t n = cn_term_atom(normal, "normal");
+            stop_with(s, normal, n);
+            return;
+        }
+        /* The reason buffer holds a bare term: give it a version byte. */
+        ei_x_buff v;
+        ei_x_new_with_version(&v);
+        ei_x_append_buf(&v, s->reason.buff, s->reason.index);
+        stop_with(s, v.buff, (size_t)v.index);
+        ei_x_free(&v);
+        return;
+    }
+    if (s->cont.index > 0) {
+        schedule_continue(s);
+        return;
+    }
+    if (res->timeout_ms >= 0)
+        uv_timer_start(&s->timeout, on_timeout, (uint64_t)res->timeout_ms, 0);
+}
+
+/* ---- The system protocol (sys module) ---- */
+
+static void encode_state(gs_server *s, ei_x_buff *x)
+{
+    if (s->cb->get_state == NULL || s->cb->get_state(s, x) < 0)
+        ei_x_encode_atom(x, "undefined");
+}
+
+static void sys_status(gs_server *s, ei_x_buff *x)
+{
+    erlang_pid self;
+    gs_self(s, &self);
+    /* {status, Pid, {module, gen_server}, [PDict, SysState, Parent, Debug, Misc]} */
+    ei_x_encode_tuple_header(x, 4);
+    ei_x_encode_atom(x, "status");
+    ei_x_encode_pid(x, &self);
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "module");
+    ei_x_encode_atom(x, "gen_server");
+    ei_x_encode_list_header(x, 5);
+    ei_x_encode_empty_list(x);
+    ei_x_encode_atom(x, s->suspended ? "suspended" : "running");
+    ei_x_encode_pid(x, s->has_parent ? &s->parent : &self);
+    ei_x_encode_empty_list(x);
+    /* Misc, as gen_server:format_status/2 lays it out. */
+    char header[320];
+    snprintf(header, sizeof header, "Status for generic server %s", s->name[0] ? s->name : "");
+    ei_x_encode_list_header(x, 3);
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "header");
+    ei_x_encode_string(x, header);
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "data");
+    ei_x_encode_list_header(x, 3);
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_string(x, "Status");
+    ei_x_encode_atom(x, s->suspended ? "suspended" : "running");
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_string(x, "Parent");
+    ei_x_encode_pid(x, s->has_parent ? &s->parent : &self);
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_string(x, "Logged events");
+    ei_x_encode_empty_list(x);
+    ei_x_encode_empty_list(x);
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "data");
+    ei_x_encode_list_header(x, 1);
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_string(x, "State");
+    encode_state(s, x);
+    ei_x_encode_empty_list(x);
+    ei_x_encode_empty_list(x);
+    ei_x_encode_empty_list(x);
+}
+
+static void drain(gs_server *s);
+
+static void handle_system(gs_server *s, const gs_from *from, const char *b, int req)
+{
+    begin_reply(s, from);
+    ei_x_buff *x = &s->out;
+    int arity = 0, i = req;
+    char why[16];
+    int terminate = 0;
+    if (atom_at(b, req, "get_state")) {
+        encode_state(s, x);
+    } else if (atom_at(b, req, "get_status")) {
+        sys_status(s, x);
+    } else if (atom_at(b, req, "suspend")) {
+        s->suspended = 1;
+        ei_x_encode_atom(x, "ok");
+    } else if (atom_at(b, req, "resume")) {
+        s->suspended = 0;
+        ei_x_encode_atom(x, "ok");
+    } else if (ei_decode_tuple_header(b, &i, &arity) == 0 && arity == 2 && atom_at(b, i, "terminate")) {
+        ei_skip_term(b, &i);
+        ei_x_encode_atom(x, "ok");
+        terminate = i;
+    } else if (arity == 2 && atom_at(b, i, "replace_state")) {
+        /* The new state is computed by a fun, which C cannot run. */
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, "error");
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, "callback_failed");
+        ei_x_encode_atom(x, "replace_state_needs_a_fun_evaluator");
+    } else {
+        int e = req;
+        ei_skip_term(b, &e);
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, "error");
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, "unknown_system_msg");
+        ei_x_append_buf(x, b + req, e - req);
+    }
+    send_reply(s, from, x->buff, (size_t)x->index);
+    if (terminate) {
+        /* The reason is the second element of {terminate, Reason}. */
+        int r = req, a;
+        ei_decode_tuple_header(b, &r, &a);
+        ei_skip_term(b, &r);
+        int e = r;
+        ei_skip_term(b, &e);
+        ei_x_buff v;
+        ei_x_new_with_version(&v);
+        ei_x_append_buf(&v, b + r, e - r);
+        stop_with(s, v.buff, (size_t)v.index);
+        ei_x_free(&v);
+        (void)why;
+        return;
+    }
+    if (!s->suspended)
+        drain(s);
+}
+
+/* ---- Dispatch ---- */
+
+/* Decodes {Pid, Tag}; the tag is [alias | Ref] for OTP 24+ callers. */
+static int decode_from(const char *b, int *i, gs_from *from)
+{
+    int arity;
+    if (ei_decode_tuple_header(b, i, &arity) < 0 || arity != 2 || ei_decode_pid(b, i, &from->pid) < 0)
+        return -1;
+    int start = *i;
+    from->has_alias = 0;
+    int j = *i, n;
+    if (ei_decode_list_header(b, &j, &n) == 0 && n == 1 && atom_at(b, j, "alias")) {
+        ei_skip_term(b, &j);
+        if (ei_decode_ref(b, &j, &from->alias) == 0)
+            from->has_alias = 1;
+    }
+    if (ei_skip_term(b, i) < 0)
+        return -1;
+    from->tag = b + start;
+    from->tag_len = *i - start;
+    return 0;
+}
+
+static void unknown(gs_server *s, const char *what, const char *b, int idx)
+{
+    if (cn_log_threshold > CN_LOG_WARNING)
+        return;
+    char *text = NULL;
+    int i = idx;
+    ei_s_print_term(&text, b, &i);
+    CN_WARN("genserver", "%s got an unknown %s: %s", s->name[0] ? s->name : "server", what, text ? text : "?");
+    free(text);
+}
+
+static void do_call(gs_server *s, const char *b, int i)
+{
+    gs_from from;
+    if (decode_from(b, &i, &from) < 0) {
+        unknown(s, "malformed call", b, 1);
+        return;
+    }
+    gs_term req = {b, i};
+    gs_result res;
+    reset_result(s, &res);
+    int reply_at = begin_reply(s, &from);
+    gs_ret r = s->cb->handle_call ? s->cb->handle_call(s, &req, &from, &res) : GS_UNKNOWN;
+    if (r == GS_UNKNOWN) {
+        unknown(s, "call", b, i);
+        s->out.index = reply_at;
+        int e = i;
+        ei_skip_term(b, &e);
+        ei_x_encode_tuple_header(&s->out, 2);
+        ei_x_encode_atom(&s->out, "error");
+        ei_x_encode_tuple_header(&s->out, 2);
+        ei_x_encode_atom(&s->out, "unknown_call");
+        ei_x_append_buf(&s->out, b + i, e - i);
+        r = GS_REPLY;
+    }
+    if (r == GS_REPLY || (r == GS_STOP && s->out.index > reply_at))
+        send_reply(s, &from, s->out.buff, (size_t)s->out.index);
+    apply(s, r, &res);
+}
+
+static void do_simple(gs_server *s, const char *b, int i, int is_cast)
+{
+    gs_term msg = {b, i};
+    gs_result res;
+    reset_result(s, &res);
+    gs_ret r;
+    if (is_cast)
+        r = s->cb->handle_cast ? s->cb->handle_cast(s, &msg, &res) : GS_UNKNOWN;
+    else
+        r = s->cb->handle_info ? s->cb->handle_info(s, &msg, &res) : GS_UNKNOWN;
+    if (r == GS_UNKNOWN) {
+        unknown(s, is_cast ? "cast" : "message", b, i);
+        r = GS_NOREPLY;
+    }
+    apply(s, r, &res);
+}
+
+/* Handles one message now. The caller has checked the server is not deferring. */
+static void dispatch(gs_server *s, const char *b, size_t len)
+{
+    (void)len;
+    if (uv_is_active((uv_handle_t *)&s->timeout))
+        uv_timer_stop(&s->timeout);
+    int i = 1, arity;
+    if (ei_decode_tuple_header(b, &i, &arity) == 0) {
+        if (arity == 3 && atom_at(b, i, "$gen_call")) {
+            ei_skip_term(b, &i);
+            do_call(s, b, i);
+            return;
+        }
+        if (arity == 2 && atom_at(b, i, "$gen_cast")) {
+            ei_skip_term(b, &i);
+            do_simple(s, b, i, 1);
+            return;
+        }
+    }
+    do_simple(s, b, 1, 0);
+}
+
+/* A system message {system, From, Request}? Sets *req to the request's index. */
+static int is_system(const char *b, gs_from *from, int *req)
+{
+    int i = 1, arity;
+    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 3 || !atom_at(b, i, "system"))
+        return 0;
+    ei_skip_term(b, &i);
+    if (decode_from(b, &i, from) < 0)
+        return 0;
+    *req = i;
+    return 1;
+}
+
+static void defer(gs_server *s, const char *buf, size_t len)
+{
+    gs_msg *m = malloc(sizeof *m + len);
+    if (m == NULL) {
+        CN_ERROR("genserver", "%s: out of memory; a message was dropped", s->name);
+        return;
+    }
+    m->next = NULL;
+    m->len = len;
+    memcpy(m->data, buf, len);
+    if (s->q_tail)
+        s->q_tail->next = m;
+    else
+        s->q_head = m;
+    s->q_tail = m;
+}
+
+static void handle(gs_server *s, const char *buf, size_t len)
+{
+    if (s->stopping)
+        return;
+    gs_from from;
+    int req;
+    if (s->continuing || s->q_head != NULL || s->suspended) {
+        if (!s->continuing && is_system(buf, &from, &req)) {
+            handle_system(s, &from, buf, req);
+            return;
+        }
+        defer(s, buf, len);
+        return;
+    }
+    if (is_system(buf, &from, &req)) {
+        handle_system(s, &from, buf, req);
+        return;
+    }
+    dispatch(s, buf, len);
+}
+
+/* Handles deferred messages in order, until none is left or the server defers again. */
+static void drain(gs_server *s)
+{
+    if (s->draining)
+        return;
+    s->draining = 1;
+    cn_proc *p = s->proc;
+    while (s->q_head && !s->continuing && !s->suspended && !s->stopping) {
+        gs_msg *m = s->q_head;
+        s->q_head = m->next;
+        if (s->q_head == NULL)
+            s->q_tail = NULL;
+        gs_from from;
+        int req;
+        if (is_system(m->data, &from, &req))
+            handle_system(s, &from, m->data, req);
+        else
+            dispatch(s, m->data, m->len);
+        free(m);
+        if (!cn_proc_alive(p))
+            break;
+    }
+    s->draining = 0;
+}
+
+static void run_continue(uv_timer_t *h)
+{
+    gs_server *s = h->data;
+    if (s->stopping)
+        return;
+    /* Take the continue term out of s->cont: the callback may set a new one. */
+    ei_x_buff term;
+    ei_x_new(&term);
+    ei_x_append_buf(&term, s->cont.buff, s->cont.index);
+    gs_term t = {term.buff, 0};
+    gs_result res;
+    reset_result(s, &res);
+    s->continuing = 0;
+    gs_ret r = s->cb->handle_continue ? s->cb->handle_continue(s, &t, &res) : GS_UNKNOWN;
+    if (r == GS_UNKNOWN) {
+        unknown(s, "continue", term.buff, 0);
+        r = GS_NOREPLY;
+    }
+    ei_x_free(&term);
+    apply(s, r, &res);
+    if (!s->stopping && !s->continuing)
+        drain(s);
+}
+
+static void schedule_continue(gs_server *s)
+{
+    s->continuing = 1;
+    uv_timer_start(&s->cont_timer, run_continue, 0, 0);
+}
+
+/* ---- Start ---- */
+
+static void on_message(cn_proc *p, const char *buf, size_t len)
+{
+    handle(cn_proc_data(p), buf, len);
+}
+
+static const cn_proc_ops gs_ops = {on_message, on_exiting};
+
+int gs_start(cn_node *node, const gs_callbacks *cb, void *user, const gs_options *opt, gs_server **out)
+{
+    gs_options none = {0};
+    if (opt == NULL)
+        opt = &none;
+    gs_server *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        gs_server tmp = {.cb = cb, .user = user};
+        if (cb->cleanup)
+            cb->cleanup(&tmp);
+        return -ENOMEM;
+    }
+    s->node = node;
+    s->cb = cb;
+    s->user = user;
+    ei_x_new(&s->out);
+    ei_x_new(&s->reason);
+    ei_x_new(&s->cont);
+    uv_timer_init(cn_node_loop(node), &s->timeout);
+    uv_timer_init(cn_node_loop(node), &s->cont_timer);
+    s->timeout.data = s->cont_timer.data = s;
+    s->handles_open = 2;
+    int taken = opt->name && cn_proc_whereis(node, opt->name) != NULL;
+    s->proc = taken ? NULL : cn_proc_spawn(node, &gs_ops, s);
+    if (s->proc == NULL) {
+        s->stopping = 1;
+        release(s);
+        return taken ? CN_EEXIST : -ENOMEM;
+    }
+    if (opt->name) {
+        snprintf(s->name, sizeof s->name, "%s", opt->name);
+        cn_proc_register(s->proc, opt->name);
+    }
+    if (opt->parent) {
+        cn_proc_pid(opt->parent, &s->parent);
+        s->has_parent = 1;
+        cn_proc_link(s->proc, &s->parent);
+    }
+
+    char nil[8];
+    int ni = 0;
+    ei_encode_version(nil, &ni);
+    ei_encode_empty_list(nil, &ni);
+    gs_term arg = {opt->arg ? opt->arg : nil, 1};
+    gs_result res;
+    reset_result(s, &res);
+    gs_ret r = cb->init ? cb->init(s, &arg, &res) : GS_OK;
+    if (r == GS_STOP || r == GS_IGNORE) {
+        /* As proc_lib: the process ends without terminate, and start reports why. */
+        s->stopping = 1;
+        release(s);
+        char why[16];
+        size_t n = cn_term_atom(why, r == GS_IGNORE ? "normal" : "shutdown");
+        cn_proc_exit(s->proc, why, n);
+        return r == GS_IGNORE ? CN_EIGNORED : CN_ESTOPPED;
+    }
+    apply(s, GS_OK, &res);
+    if (out)
+        *out = s;
+    return 0;
+}
