@@ -1,0 +1,34 @@
+/*
+ * The RateLimiter server: a drop-in for the Elixir RateLimiter GenServer.
+ *
+ *   GenServer.call(rate_limiter, {:check_rate, client_id})
+ *     -> {:ok, remaining} | {:error, :rate_limited}
+ *
+ * At most max_requests accepted requests per client in any sliding window of
+ * window_ms; any term is a client id, with Elixir map-key equality. Every
+ * window_ms a cleanup drops expired timestamps and forgets idle clients, in
+ * slices, so calls are never held up for long. terminate saves every live
+ * window (with wall-clock times); the next start loads it in handle_continue,
+ * so a restart never hands a client a fresh window.
+ */
+#ifndef GS_RATE_LIMITER_H
+#define GS_RATE_LIMITER_H
+
+#include <stdint.h>
+
+#include "genserver/genserver.h"
+
+typedef struct rate_limiter_config {
+    uint32_t max_requests;  /* > 0 */
+    int64_t window_ms;      /* > 0 */
+    const char *data_dir;   /* NULL: state is not saved */
+    size_t sweep_slice;     /* table slots visited per cleanup slice; 0: 8192 */
+} rate_limiter_config;
+
+extern const gs_callbacks rate_limiter_callbacks;
+
+/* Starts the server registered as name. cfg is borrowed for the server's life. */
+int rate_limiter_start(cn_node *node, const rate_limiter_config *cfg, const char *name, cn_proc *parent,
+                       gs_server **out);
+
+#endif

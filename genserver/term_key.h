@@ -1,0 +1,59 @@
+/*
+ * Canonical bytes for an Erlang term, so that a term can be a hash-table key.
+ *
+ * Two terms get identical canonical bytes exactly when they are the same key of an
+ * Elixir map (`===`, so 1 and 1.0 differ), however the sender chose to encode them:
+ * Latin-1 or UTF-8 atoms, small or big integers, old or new pids, ports and
+ * references, STRING_EXT or LIST_EXT, old text floats or IEEE floats, map pairs in
+ * any order. The canonical bytes are themselves valid external term format (without
+ * the version byte), so ei can decode a key for logging or debugging:
+ *
+ *   atoms       SMALL_ATOM_UTF8_EXT, or ATOM_UTF8_EXT above 255 bytes
+ *   integers    the smallest of SMALL_INTEGER_EXT, INTEGER_EXT, SMALL_BIG_EXT,
+ *               LARGE_BIG_EXT, without leading zero digits (as OTP encodes them)
+ *   floats      NEW_FLOAT_EXT; -0.0 becomes 0.0, as OTP 25 treats them as one key
+ *   pids        NEW_PID_EXT; ports NEW_PORT_EXT, or V4_PORT_EXT for ids above 32 bits
+ *   references  NEWER_REFERENCE_EXT without trailing zero words (the BEAM ignores them)
+ *   lists       STRING_EXT for proper lists of 0..255 up to 65535 long, else LIST_EXT;
+ *               a list whose tail is a list is flattened into one
+ *   maps        MAP_EXT with pairs sorted by the canonical bytes of their keys
+ *   binaries    BINARY_EXT; BIT_BINARY_EXT only when the last byte is partial,
+ *               with its unused bits cleared
+ *   tuples, NEW_FUN_EXT and EXPORT_EXT keep their shape with canonical parts.
+ *
+ * Not accepted (CN_EDECODE): ATOM_CACHE_REF (this node negotiates no atom cache),
+ * FUN_EXT (OTP 23 and later refuse it too), compressed terms, NaN and infinities,
+ * invalid UTF-8 in atoms, duplicate map keys, and nesting deeper than TK_MAX_DEPTH.
+ */
+#ifndef GS_TERM_KEY_H
+#define GS_TERM_KEY_H
+
+#include <stddef.h>
+
+#include "cnode/buf.h"
+
+/* Deepest nesting of tuples, lists, maps and funs accepted. Client ids are small
+ * terms; the bound keeps the recursive decoder's stack use under about 64 KiB. */
+#define TK_MAX_DEPTH 256
+
+/*
+ * Decodes the term at buf + *index (external format without the version byte) and
+ * appends its canonical bytes to out, advancing *index past the term.
+ *
+ * The buffer is borrowed and only read. As with ei_decode_*, the caller guarantees
+ * that a complete term is present (for example because ei already walked it):
+ * this form cannot see the end of the buffer, so use tk_canonical_n when the bytes
+ * come from the network and have not been checked.
+ *
+ * Returns 0; CN_EDECODE for a malformed or unsupported term; -ENOMEM. On error
+ * *index and out->len are as they were on entry.
+ */
+int tk_canonical(const char *buf, int *index, cn_buf *out);
+
+/*
+ * As tk_canonical, but never reads at or past buf + len: a truncated term is
+ * CN_EDECODE. An *index outside [0, len] is CN_EDECODE too.
+ */
+int tk_canonical_n(const char *buf, size_t len, int *index, cn_buf *out);
+
+#endif
