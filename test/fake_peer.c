@@ -1,0 +1,237 @@
+#include "test/fake_peer.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cnode/protocol.h"
+
+static int fake_write(cn_conn *c, const char *data, size_t len)
+{
+    fake_peer *fp = cn_conn_transport_data(c);
+    fp->writes++;
+    cn_buf_append(&fp->out, data, len);
+    cn_conn_written(c, 0);
+    return 0;
+}
+
+static void fake_close(cn_conn *c)
+{
+    fake_peer *fp = cn_conn_transport_data(c);
+    fp->closed = 1;
+    fp->conn = NULL;
+    cn_conn_closed(c);
+}
+
+static const cn_transport fake_transport = {fake_write, fake_close};
+
+static uint32_t fixed_random(void *ctx)
+{
+    (void)ctx;
+    return 0x12345678u;
+}
+
+void fp_run(fake_peer *fp)
+{
+    for (int i = 0; i < 4; i++)
+        uv_run(&fp->loop, UV_RUN_NOWAIT);
+}
+
+int fp_setup(fake_peer *fp, const char *node_cookie, const char *peer_cookie, uint64_t peer_flags)
+{
+    memset(fp, 0, sizeof *fp);
+    cn_buf_init(&fp->out);
+    fp->flags = peer_flags;
+    assert_int_equal(uv_loop_init(&fp->loop), 0);
+    cn_node_config cfg = {.name = FP_NODE, .cookie = node_cookie, .no_epmd = 1};
+    assert_int_equal(cn_node_new(&fp->loop, &cfg, &fp->node), 0);
+    fp->conn = cn_conn_new(fp->node, &fake_transport, 0);
+    assert_non_null(fp->conn);
+    cn_conn_set_transport_data(fp->conn, fp);
+    cn_conn_start_handshake(fp->conn, NULL);
+
+    cn_hs_config hc = {
+        .role = CN_HS_CONNECT,
+        .our_name = FP_PEER,
+        .cookie = peer_cookie,
+        .our_flags = peer_flags,
+        .our_creation = 777,
+        .random32 = fixed_random,
+        .expect_peer = FP_NODE,
+    };
+    cn_hs_init(&fp->hs, &hc);
+    cn_buf tx;
+    cn_buf_init(&tx);
+    assert_int_equal(cn_hs_start(&fp->hs, &tx), 0);
+    int rc = 0;
+    for (int round = 0; round < 10 && !cn_hs_done(&fp->hs); round++) {
+        if (tx.len && fp->conn) {
+            cn_conn_feed(fp->conn, tx.data, tx.len);
+            cn_buf_reset(&tx);
+        }
+        fp_run(fp);
+        if (fp->out.len) {
+            rc = cn_hs_feed(&fp->hs, fp->out.data, fp->out.len, &tx);
+            if (rc < 0)
+                break;
+            cn_buf_consume(&fp->out, (size_t)rc);
+        }
+        if (fp->closed)
+            break;
+    }
+    /* The peer's last message (the challenge reply) completes the node's side. */
+    if (rc >= 0 && tx.len && fp->conn) {
+        cn_conn_feed(fp->conn, tx.data, tx.len);
+        fp_run(fp);
+    }
+    cn_buf_free(&tx);
+    if (rc < 0)
+        return rc;
+    if (fp->closed || !cn_hs_done(&fp->hs))
+        return -1;
+    return 0;
+}
+
+static void node_closed(cn_node *node)
+{
+    (void)node;
+}
+
+void fp_teardown(fake_peer *fp)
+{
+    cn_node_close(fp->node, node_closed);
+    uv_run(&fp->loop, UV_RUN_DEFAULT);
+    cn_node_free(fp->node);
+    assert_int_equal(uv_loop_close(&fp->loop), 0);
+    cn_buf_free(&fp->out);
+}
+
+void fp_frame(cn_buf *out, const ei_x_buff *ctl, const ei_x_buff *msg)
+{
+    uint32_t len = 1 + (uint32_t)ctl->index + (msg ? (uint32_t)msg->index : 0);
+    cn_buf_put_u32(out, len);
+    cn_buf_put_u8(out, CN_PASS_THROUGH);
+    cn_buf_append(out, ctl->buff, (size_t)ctl->index);
+    if (msg)
+        cn_buf_append(out, msg->buff, (size_t)msg->index);
+}
+
+void fp_send(fake_peer *fp, const ei_x_buff *ctl, const ei_x_buff *msg)
+{
+    cn_buf b;
+    cn_buf_init(&b);
+    fp_frame(&b, ctl, msg);
+    if (fp->conn)
+        cn_conn_feed(fp->conn, b.data, b.len);
+    cn_buf_free(&b);
+    fp_run(fp);
+}
+
+int fp_next(fake_peer *fp, fp_frame_view *v)
+{
+    memset(v, 0, sizeof *v);
+    while (fp->out.len >= 4) {
+        uint32_t n = cn_get_u32(fp->out.data);
+        if (fp->out.len < 4 + (size_t)n)
+            return -1;
+        if (n == 0) {
+            cn_buf_consume(&fp->out, 4);
+            continue;
+        }
+        cn_buf_init(&v->storage);
+        cn_buf_append(&v->storage, fp->out.data + 4, n);
+        cn_buf_consume(&fp->out, 4 + (size_t)n);
+        v->buf = v->storage.data;
+        v->len = n;
+        int i = 1, ver, arity;
+        assert_int_equal((unsigned char)v->buf[0], CN_PASS_THROUGH);
+        assert_int_equal(ei_decode_version(v->buf, &i, &ver), 0);
+        assert_int_equal(ei_decode_tuple_header(v->buf, &i, &arity), 0);
+        assert_int_equal(ei_decode_long(v->buf, &i, &v->op), 0);
+        v->ctl = i;
+        int e = 1 + 1;
+        e = 1;
+        ei_decode_version(v->buf, &e, &ver);
+        ei_skip_term(v->buf, &e);
+        v->msg = (size_t)e < n ? e : -1;
+        return 0;
+    }
+    return -1;
+}
+
+void fp_view_free(fp_frame_view *v)
+{
+    cn_buf_free(&v->storage);
+}
+
+void fp_pid(erlang_pid *pid, unsigned num)
+{
+    memset(pid, 0, sizeof *pid);
+    strcpy(pid->node, FP_PEER);
+    pid->num = num;
+    pid->serial = 0;
+    pid->creation = 777;
+}
+
+void fp_ref(erlang_ref *ref, unsigned a, unsigned b, unsigned c)
+{
+    memset(ref, 0, sizeof *ref);
+    strcpy(ref->node, FP_PEER);
+    ref->len = 3;
+    ref->n[0] = a;
+    ref->n[1] = b;
+    ref->n[2] = c;
+    ref->creation = 777;
+}
+
+void fp_ctl_reg_send(ei_x_buff *x, const erlang_pid *from, const char *name)
+{
+    ei_x_new_with_version(x);
+    ei_x_encode_tuple_header(x, 4);
+    ei_x_encode_long(x, DOP_REG_SEND);
+    ei_x_encode_pid(x, from);
+    ei_x_encode_atom(x, "");
+    ei_x_encode_atom(x, name);
+}
+
+void fp_ctl_monitor(ei_x_buff *x, int op, const erlang_pid *from, const char *name, const erlang_pid *to,
+                    const erlang_ref *ref)
+{
+    ei_x_new_with_version(x);
+    ei_x_encode_tuple_header(x, 4);
+    ei_x_encode_long(x, op);
+    ei_x_encode_pid(x, from);
+    if (name)
+        ei_x_encode_atom(x, name);
+    else
+        ei_x_encode_pid(x, to);
+    ei_x_encode_ref(x, ref);
+}
+
+void fp_msg_call(ei_x_buff *x, const erlang_pid *from, const erlang_ref *ref, int alias, const char *req)
+{
+    ei_x_new_with_version(x);
+    ei_x_encode_tuple_header(x, 3);
+    ei_x_encode_atom(x, "$gen_call");
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_pid(x, from);
+    if (alias) {
+        ei_x_encode_list_header(x, 1);
+        ei_x_encode_atom(x, "alias");
+        ei_x_encode_ref(x, ref);
+    } else {
+        ei_x_encode_ref(x, ref);
+    }
+    ei_x_encode_atom(x, req);
+}
+
+void fp_msg_cast(ei_x_buff *x, const char *req)
+{
+    ei_x_new_with_version(x);
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "$gen_cast");
+    ei_x_encode_atom(x, req);
+}

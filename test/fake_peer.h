@@ -1,0 +1,69 @@
+/*
+ * A fake remote node for unit tests: a real cn_node (no epmd) on its own loop,
+ * one connection over an in-memory transport, and the peer's side of the
+ * handshake played with the real handshake module. Tests then send control
+ * frames as an OTP node would and read back what the node wrote.
+ */
+#ifndef TEST_FAKE_PEER_H
+#define TEST_FAKE_PEER_H
+
+#include <ei.h>
+#include <uv.h>
+
+#include "cnode/buf.h"
+#include "cnode/handshake.h"
+#include "cnode/node.h"
+#include "cnode/transport.h"
+
+#define FP_NODE "cnode@127.0.0.1"
+#define FP_PEER "peer@127.0.0.1"
+
+typedef struct fake_peer {
+    uv_loop_t loop;
+    cn_node *node;
+    cn_conn *conn;
+    cn_buf out;         /* what the node wrote and the test has not read yet */
+    int writes;         /* calls to the transport's write */
+    int closed;         /* the node closed the connection */
+    cn_hs hs;
+    uint64_t flags;     /* the capability flags the peer advertises */
+} fake_peer;
+
+/* Starts the node and connects the peer; 0, or the handshake's error. */
+int fp_setup(fake_peer *fp, const char *node_cookie, const char *peer_cookie, uint64_t peer_flags);
+/* Closes the node and asserts every handle was closed. */
+void fp_teardown(fake_peer *fp);
+/* Runs a few loop turns, so queued work and writes happen. */
+void fp_run(fake_peer *fp);
+/* Sends one frame: control term and optional message, each a complete versioned ei_x_buff. */
+void fp_send(fake_peer *fp, const ei_x_buff *ctl, const ei_x_buff *msg);
+/* Builds the bytes of one frame (length prefix included) into out, without sending. */
+void fp_frame(cn_buf *out, const ei_x_buff *ctl, const ei_x_buff *msg);
+
+/* A frame the node sent, decoded just enough to test it. */
+typedef struct fp_frame_view {
+    long op;
+    const char *buf;    /* the frame (after the length prefix) */
+    size_t len;
+    int ctl;            /* index of the control tuple's first element after the op */
+    int msg;            /* index of the message's version byte, or -1 */
+    cn_buf storage;
+} fp_frame_view;
+
+/* Pops the next non-tick frame; 0, or -1 if there is none. Free with fp_view_free. */
+int fp_next(fake_peer *fp, fp_frame_view *v);
+void fp_view_free(fp_frame_view *v);
+
+/* Pids and refs of the fake peer's processes. */
+void fp_pid(erlang_pid *pid, unsigned num);
+void fp_ref(erlang_ref *ref, unsigned a, unsigned b, unsigned c);
+
+/* Encoders for the control messages tests send. */
+void fp_ctl_reg_send(ei_x_buff *x, const erlang_pid *from, const char *name);
+void fp_ctl_monitor(ei_x_buff *x, int op, const erlang_pid *from, const char *name, const erlang_pid *to,
+                    const erlang_ref *ref);
+/* A $gen_call message {'$gen_call', {From, Tag}, Request-atom}; alias: tag is [alias | Ref]. */
+void fp_msg_call(ei_x_buff *x, const erlang_pid *from, const erlang_ref *ref, int alias, const char *req);
+void fp_msg_cast(ei_x_buff *x, const char *req);
+
+#endif

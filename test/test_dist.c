@@ -1,0 +1,417 @@
+/*
+ * Unit tests of the distribution layer (cnode/transport.h, node.h, proc.h) over
+ * an in-memory transport: handshake, framing, calls, monitors, links, and bad input.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cnode/protocol.h"
+#include "genserver/counter.h"
+#include "test/fake_peer.h"
+
+typedef struct fixture {
+    fake_peer fp;
+    counter_config cfg;
+    gs_server *counter;
+} fixture;
+
+static int setup_flags(void **state, uint64_t flags)
+{
+    static fixture f;
+    memset(&f, 0, sizeof f);
+    if (fp_setup(&f.fp, "secret", "secret", flags) != 0)
+        return -1;
+    if (counter_start(f.fp.node, &f.cfg, "counter", NULL, &f.counter) != 0)
+        return -1;
+    *state = &f;
+    return 0;
+}
+
+static int setup(void **state) { return setup_flags(state, CN_DFLAGS); }
+static int setup_no_alias(void **state) { return setup_flags(state, CN_DFLAGS & ~DFLAG_ALIAS); }
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    cn_proc *p = cn_proc_whereis(f->fp.node, "counter");
+    if (p)
+        gs_stop(f->counter, "shutdown");
+    fp_teardown(&f->fp);
+    return 0;
+}
+
+/* Sends GenServer.call(counter, req) as OTP 25 does: MONITOR_P, then REG_SEND. */
+static void call(fixture *f, unsigned refn, int alias, const char *req)
+{
+    erlang_pid from;
+    erlang_ref ref;
+    fp_pid(&from, 100 + refn);
+    fp_ref(&ref, refn, 2, 3);
+    ei_x_buff ctl, msg;
+    fp_ctl_monitor(&ctl, DOP_MONITOR_P, &from, "counter", NULL, &ref);
+    fp_send(&f->fp, &ctl, NULL);
+    ei_x_free(&ctl);
+    fp_ctl_reg_send(&ctl, &from, "counter");
+    fp_msg_call(&msg, &from, &ref, alias, req);
+    fp_send(&f->fp, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+}
+
+/* Reads the reply frame and returns the integer in {Tag, N}. */
+static long long reply_value(fixture *f, long expect_op)
+{
+    fp_frame_view v;
+    assert_int_equal(fp_next(&f->fp, &v), 0);
+    assert_int_equal(v.op, expect_op);
+    assert_true(v.msg > 0);
+    int i = v.msg, ver, arity;
+    assert_int_equal(ei_decode_version(v.buf, &i, &ver), 0);
+    assert_int_equal(ei_decode_tuple_header(v.buf, &i, &arity), 0);
+    assert_int_equal(arity, 2);
+    assert_int_equal(ei_skip_term(v.buf, &i), 0);
+    long long n = 0;
+    if (ei_decode_longlong(v.buf, &i, &n) != 0)
+        fail_msg("the reply is not an integer");
+    fp_view_free(&v);
+    return n;
+}
+
+static void call_replies_to_alias_with_tag_echoed(void **state)
+{
+    fixture *f = *state;
+    call(f, 1, 1, "increment");
+    fp_frame_view v;
+    assert_int_equal(fp_next(&f->fp, &v), 0);
+    assert_int_equal(v.op, DOP_ALIAS_SEND);
+    /* The alias in the control tuple is our ref; the tag in the message is [alias | Ref] byte for byte. */
+    int i = v.ctl;
+    erlang_pid from;
+    erlang_ref alias;
+    assert_int_equal(ei_decode_pid(v.buf, &i, &from), 0);
+    assert_int_equal(ei_decode_ref(v.buf, &i, &alias), 0);
+    assert_int_equal(alias.n[0], 1);
+    ei_x_buff expect;
+    erlang_ref ref;
+    fp_ref(&ref, 1, 2, 3);
+    ei_x_new(&expect);
+    ei_x_encode_list_header(&expect, 1);
+    ei_x_encode_atom(&expect, "alias");
+    ei_x_encode_ref(&expect, &ref);
+    i = v.msg + 1 + 2; /* version byte, small tuple header */
+    assert_memory_equal(v.buf + i, expect.buff, (size_t)expect.index);
+    i += expect.index;
+    long long n;
+    assert_int_equal(ei_decode_longlong(v.buf, &i, &n), 0);
+    assert_int_equal(n, 1);
+    ei_x_free(&expect);
+    fp_view_free(&v);
+}
+
+static void counter_contract(void **state)
+{
+    fixture *f = *state;
+    call(f, 1, 1, "increment");
+    assert_int_equal(reply_value(f, DOP_ALIAS_SEND), 1);
+    call(f, 2, 1, "increment");
+    assert_int_equal(reply_value(f, DOP_ALIAS_SEND), 2);
+    call(f, 3, 1, "decrement");
+    assert_int_equal(reply_value(f, DOP_ALIAS_SEND), 1);
+    /* A cast, then a call that sees it. */
+    erlang_pid from;
+    fp_pid(&from, 9);
+    ei_x_buff ctl, msg;
+    fp_ctl_reg_send(&ctl, &from, "counter");
+    fp_msg_cast(&msg, "increment");
+    fp_send(&f->fp, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+    call(f, 4, 1, "get_value");
+    assert_int_equal(reply_value(f, DOP_ALIAS_SEND), 2);
+}
+
+static void reply_goes_to_pid_without_alias(void **state)
+{
+    fixture *f = *state;
+    call(f, 1, 0, "increment");
+    assert_int_equal(reply_value(f, DOP_SEND_SENDER), 1);
+}
+
+static void unknown_call_gets_error_reply(void **state)
+{
+    fixture *f = *state;
+    call(f, 1, 1, "frobnicate");
+    fp_frame_view v;
+    assert_int_equal(fp_next(&f->fp, &v), 0);
+    char *text = NULL;
+    int i = v.msg;
+    int ver;
+    ei_decode_version(v.buf, &i, &ver);
+    int arity;
+    ei_decode_tuple_header(v.buf, &i, &arity);
+    ei_skip_term(v.buf, &i);
+    assert_true(ei_s_print_term(&text, v.buf, &i) > 0);
+    assert_string_equal(text, "{error, {unknown_call, frobnicate}}");
+    free(text);
+    fp_view_free(&v);
+    /* And the counter is unchanged. */
+    call(f, 2, 1, "get_value");
+    assert_int_equal(reply_value(f, DOP_ALIAS_SEND), 0);
+}
+
+static void monitor_of_unknown_name_is_down_noproc(void **state)
+{
+    fixture *f = *state;
+    erlang_pid from;
+    erlang_ref ref;
+    fp_pid(&from, 5);
+    fp_ref(&ref, 7, 7, 7);
+    ei_x_buff ctl;
+    fp_ctl_monitor(&ctl, DOP_MONITOR_P, &from, "nosuch", NULL, &ref);
+    fp_send(&f->fp, &ctl, NULL);
+    ei_x_free(&ctl);
+    fp_frame_view v;
+    assert_int_equal(fp_next(&f->fp, &v), 0);
+    assert_int_equal(v.op, DOP_PAYLOAD_MONITOR_P_EXIT);
+    int i = v.ctl;
+    char name[MAXATOMLEN_UTF8];
+    assert_int_equal(ei_decode_atom(v.buf, &i, name), 0);
+    assert_string_equal(name, "nosuch");
+    i = v.msg;
+    int ver;
+    ei_decode_version(v.buf, &i, &ver);
+    char reason[MAXATOMLEN_UTF8];
+    assert_int_equal(ei_decode_atom(v.buf, &i, reason), 0);
+    assert_string_equal(reason, "noproc");
+    fp_view_free(&v);
+}
+
+static void monitors_are_added_and_removed(void **state)
+{
+    fixture *f = *state;
+    cn_node_stats st;
+    call(f, 1, 1, "increment");
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.monitors, 1);
+    erlang_pid from;
+    erlang_ref ref;
+    fp_pid(&from, 101);
+    fp_ref(&ref, 1, 2, 3);
+    ei_x_buff ctl;
+    fp_ctl_monitor(&ctl, DOP_DEMONITOR_P, &from, "counter", NULL, &ref);
+    fp_send(&f->fp, &ctl, NULL);
+    ei_x_free(&ctl);
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.monitors, 0);
+}
+
+static void split_and_merged_frames(void **state)
+{
+    fixture *f = *state;
+    erlang_pid from;
+    erlang_ref ref;
+    fp_pid(&from, 1);
+    cn_buf all;
+    cn_buf_init(&all);
+    for (unsigned k = 1; k <= 3; k++) {
+        ei_x_buff ctl, msg;
+        fp_ref(&ref, k, 0, 0);
+        fp_ctl_reg_send(&ctl, &from, "counter");
+        fp_msg_call(&msg, &from, &ref, 1, "increment");
+        fp_frame(&all, &ctl, &msg);
+        cn_buf_put_u32(&all, 0); /* a tick between frames */
+        ei_x_free(&ctl);
+        ei_x_free(&msg);
+    }
+    /* Three frames in one read: three replies in one write. */
+    int writes = f->fp.writes;
+    cn_conn_feed(f->fp.conn, all.data, all.len);
+    fp_run(&f->fp);
+    assert_int_equal(f->fp.writes, writes + 1);
+    for (long long k = 1; k <= 3; k++)
+        assert_int_equal(reply_value(f, DOP_ALIAS_SEND), k);
+    /* The same bytes one at a time. */
+    for (size_t i = 0; i < all.len; i++)
+        cn_conn_feed(f->fp.conn, all.data + i, 1);
+    fp_run(&f->fp);
+    for (long long k = 4; k <= 6; k++)
+        assert_int_equal(reply_value(f, DOP_ALIAS_SEND), k);
+    cn_buf_free(&all);
+}
+
+static void malformed_frame_closes_only_its_connection(void **state)
+{
+    fixture *f = *state;
+    /* A frame whose control tuple claims more elements than it has. */
+    const char bad[] = {0, 0, 0, 5, (char)CN_PASS_THROUGH, (char)131, 104, 9, 97};
+    cn_conn_feed(f->fp.conn, bad, sizeof bad);
+    fp_run(&f->fp);
+    assert_true(f->fp.closed);
+    assert_non_null(cn_proc_whereis(f->fp.node, "counter"));
+}
+
+static void garbage_frame_without_pass_through_closes(void **state)
+{
+    fixture *f = *state;
+    const char bad[] = {0, 0, 0, 3, 'x', 'y', 'z'};
+    cn_conn_feed(f->fp.conn, bad, sizeof bad);
+    fp_run(&f->fp);
+    assert_true(f->fp.closed);
+}
+
+static void unknown_control_message_is_ignored(void **state)
+{
+    fixture *f = *state;
+    ei_x_buff ctl;
+    ei_x_new_with_version(&ctl);
+    ei_x_encode_tuple_header(&ctl, 2);
+    ei_x_encode_long(&ctl, 99);
+    ei_x_encode_atom(&ctl, "whatever");
+    fp_send(&f->fp, &ctl, NULL);
+    ei_x_free(&ctl);
+    assert_false(f->fp.closed);
+    call(f, 1, 1, "increment");
+    assert_int_equal(reply_value(f, DOP_ALIAS_SEND), 1);
+}
+
+static void exit2_kill_sends_killed_to_links_and_monitors(void **state)
+{
+    fixture *f = *state;
+    erlang_pid cpid, peer, watcher;
+    cn_proc_pid(cn_proc_whereis(f->fp.node, "counter"), &cpid);
+    fp_pid(&peer, 50);
+    fp_pid(&watcher, 51);
+    erlang_ref ref;
+    fp_ref(&ref, 9, 9, 9);
+    ei_x_buff ctl, msg;
+    /* The peer links to the counter and another process monitors it by pid. */
+    ei_x_new_with_version(&ctl);
+    ei_x_encode_tuple_header(&ctl, 3);
+    ei_x_encode_long(&ctl, DOP_LINK);
+    ei_x_encode_pid(&ctl, &peer);
+    ei_x_encode_pid(&ctl, &cpid);
+    fp_send(&f->fp, &ctl, NULL);
+    ei_x_free(&ctl);
+    fp_ctl_monitor(&ctl, DOP_MONITOR_P, &watcher, NULL, &cpid, &ref);
+    fp_send(&f->fp, &ctl, NULL);
+    ei_x_free(&ctl);
+    /* exit(CounterPid, kill) */
+    ei_x_new_with_version(&ctl);
+    ei_x_encode_tuple_header(&ctl, 3);
+    ei_x_encode_long(&ctl, DOP_PAYLOAD_EXIT2);
+    ei_x_encode_pid(&ctl, &watcher);
+    ei_x_encode_pid(&ctl, &cpid);
+    ei_x_new_with_version(&msg);
+    ei_x_encode_atom(&msg, "kill");
+    fp_send(&f->fp, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+    assert_null(cn_proc_whereis(f->fp.node, "counter"));
+    int got_down = 0, got_exit = 0;
+    fp_frame_view v;
+    while (fp_next(&f->fp, &v) == 0) {
+        int i = v.msg, ver;
+        char reason[MAXATOMLEN_UTF8] = "";
+        ei_decode_version(v.buf, &i, &ver);
+        ei_decode_atom(v.buf, &i, reason);
+        if (v.op == DOP_PAYLOAD_MONITOR_P_EXIT) {
+            assert_string_equal(reason, "killed");
+            got_down++;
+        } else if (v.op == DOP_PAYLOAD_EXIT) {
+            assert_string_equal(reason, "killed");
+            got_exit++;
+        }
+        fp_view_free(&v);
+    }
+    assert_int_equal(got_down, 1);
+    assert_int_equal(got_exit, 1);
+}
+
+static void unlink_id_is_acknowledged(void **state)
+{
+    fixture *f = *state;
+    erlang_pid cpid, peer;
+    cn_proc_pid(cn_proc_whereis(f->fp.node, "counter"), &cpid);
+    fp_pid(&peer, 60);
+    ei_x_buff ctl;
+    ei_x_new_with_version(&ctl);
+    ei_x_encode_tuple_header(&ctl, 3);
+    ei_x_encode_long(&ctl, DOP_LINK);
+    ei_x_encode_pid(&ctl, &peer);
+    ei_x_encode_pid(&ctl, &cpid);
+    fp_send(&f->fp, &ctl, NULL);
+    ei_x_free(&ctl);
+    cn_node_stats st;
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.links, 1);
+    ei_x_new_with_version(&ctl);
+    ei_x_encode_tuple_header(&ctl, 4);
+    ei_x_encode_long(&ctl, DOP_UNLINK_ID);
+    ei_x_encode_ulonglong(&ctl, 4242);
+    ei_x_encode_pid(&ctl, &peer);
+    ei_x_encode_pid(&ctl, &cpid);
+    fp_send(&f->fp, &ctl, NULL);
+    ei_x_free(&ctl);
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.links, 0);
+    fp_frame_view v;
+    assert_int_equal(fp_next(&f->fp, &v), 0);
+    assert_int_equal(v.op, DOP_UNLINK_ID_ACK);
+    int i = v.ctl;
+    unsigned long long id;
+    assert_int_equal(ei_decode_ulonglong(v.buf, &i, &id), 0);
+    assert_int_equal(id, 4242);
+    fp_view_free(&v);
+}
+
+static void lost_connection_drops_monitors(void **state)
+{
+    fixture *f = *state;
+    call(f, 1, 1, "increment");
+    cn_node_stats st;
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.monitors, 1);
+    const char bad[] = {0, 0, 0, 1, 'x'};
+    cn_conn_feed(f->fp.conn, bad, sizeof bad);
+    fp_run(&f->fp);
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.monitors, 0);
+    assert_int_equal(st.connections, 0);
+}
+
+static void wrong_cookie_is_refused(void **state)
+{
+    (void)state;
+    fake_peer fp;
+    assert_int_not_equal(fp_setup(&fp, "secret", "wrong", CN_DFLAGS), 0);
+    cn_node_stats st;
+    cn_node_get_stats(fp.node, &st);
+    assert_int_equal(st.connections, 0);
+    fp_teardown(&fp);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(call_replies_to_alias_with_tag_echoed, setup, teardown),
+        cmocka_unit_test_setup_teardown(counter_contract, setup, teardown),
+        cmocka_unit_test_setup_teardown(reply_goes_to_pid_without_alias, setup_no_alias, teardown),
+        cmocka_unit_test_setup_teardown(unknown_call_gets_error_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(monitor_of_unknown_name_is_down_noproc, setup, teardown),
+        cmocka_unit_test_setup_teardown(monitors_are_added_and_removed, setup, teardown),
+        cmocka_unit_test_setup_teardown(split_and_merged_frames, setup, teardown),
+        cmocka_unit_test_setup_teardown(malformed_frame_closes_only_its_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(garbage_frame_without_pass_through_closes, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_control_message_is_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(exit2_kill_sends_killed_to_links_and_monitors, setup, teardown),
+        cmocka_unit_test_setup_teardown(unlink_id_is_acknowledged, setup, teardown),
+        cmocka_unit_test_setup_teardown(lost_connection_drops_monitors, setup, teardown),
+        cmocka_unit_test(wrong_cookie_is_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
