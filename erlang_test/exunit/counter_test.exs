@@ -1,0 +1,73 @@
+defmodule CounterTest do
+  @moduledoc "The Counter on the C node answers exactly as the Elixir GenServer would."
+  use CNodeTest.Case, async: false
+
+  test "increment, decrement and get_value reply the new or current value", %{counter: counter} do
+    assert GenServer.call(counter, :get_value) == 0
+    assert GenServer.call(counter, :increment) == 1
+    assert GenServer.call(counter, :increment) == 2
+    assert GenServer.call(counter, :get_value) == 2
+    assert GenServer.call(counter, :decrement) == 1
+    assert GenServer.call(counter, :decrement) == 0
+    assert GenServer.call(counter, :decrement) == -1
+    assert GenServer.call(counter, :get_value) == -1
+  end
+
+  test "a cast increments; a later call from the same process observes it", %{counter: counter} do
+    assert GenServer.cast(counter, :increment) == :ok
+    assert GenServer.cast(counter, :increment) == :ok
+    assert GenServer.call(counter, :get_value) == 2
+  end
+
+  test "an unknown call gets {:error, {:unknown_call, request}} and changes nothing",
+       %{counter: counter} do
+    assert GenServer.call(counter, :increment) == 1
+
+    requests = [
+      :reset,
+      {:add, 5},
+      "a binary",
+      [1, 2.5, :three],
+      %{"map" => {:nested, [self()]}},
+      {make_ref(), 2 ** 70, -(2 ** 40)}
+    ]
+
+    for request <- requests do
+      assert GenServer.call(counter, request) == {:error, {:unknown_call, request}}
+    end
+
+    assert GenServer.call(counter, :get_value) == 1
+  end
+
+  test "unknown casts and stray messages are ignored and the node keeps serving",
+       %{counter: counter} do
+    assert GenServer.cast(counter, :decrement) == :ok
+    assert GenServer.cast(counter, {:set, 100}) == :ok
+    send(counter, :stray_message)
+    send(counter, {:stray, self(), make_ref()})
+    assert GenServer.call(counter, :get_value) == 0
+    assert GenServer.call(counter, :increment) == 1
+  end
+
+  test "2 caller nodes x 50 processes incrementing at once lose no increment",
+       %{counter: counter} do
+    peers = [start_peer!(), start_peer!()]
+    procs = 50
+    calls = 20
+    total = length(peers) * procs * calls
+
+    replies =
+      peers
+      |> Enum.map(fn peer ->
+        Task.async(fn ->
+          peer_call(peer, CNodeTest.Remote, :call_concurrently, [counter, :increment, procs, calls], 120_000)
+        end)
+      end)
+      |> Enum.flat_map(&Task.await(&1, :infinity))
+
+    # Every increment replied a distinct new value: together exactly 1..total.
+    assert length(replies) == total
+    assert Enum.sort(replies) == Enum.to_list(1..total)
+    assert GenServer.call(counter, :get_value) == total
+  end
+end
