@@ -240,8 +240,9 @@ static void reg_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         /* The name is gone from epmd; peers can no longer find us by it. */
-        CN_ERROR("epmd", "epmd closed the registration of %s (%s); the node is no longer "
-                 "registered", reg->alive, nread == UV_EOF ? "end of stream" : uv_strerror((int)nread));
+        const char *why = nread == UV_EOF ? "end of stream" : uv_strerror((int)nread);
+        CN_ERROR("epmd", "epmd dropped the registration of %s (%s); peers cannot find us",
+                 reg->alive, why);
         uv_read_stop(s);
         reg->state = REG_LOST;
         return;

@@ -128,8 +128,8 @@ struct cn_epmd_reg {
  *
  * Before the call, set reg->data (and reg->close_cb if wanted); the other fields
  * need no initialisation. reg must not already be registered or closing.
- * alive is copied. Returns 0, or -EINVAL for a bad alive name or a NULL cb; on
- * error cb is never called and nothing needs closing.
+ * alive is copied. Returns 0, -EINVAL for a bad alive name or a NULL cb, or
+ * -ENOMEM; on error cb is never called and nothing needs closing.
  */
 int cn_epmd_register(uv_loop_t *loop, cn_epmd_reg *reg, const char *alive, uint16_t port,
                      cn_epmd_reg_cb cb);

@@ -147,6 +147,9 @@ int cn_hs_start(cn_hs *hs, cn_buf *out);
  *   CN_ENOTALIVE  the peer refused us (nok, not_allowed, alive/false), or we
  *                 refused it through status_for
  *   -ENOMEM       out could not grow
+ *   -EIO          OpenSSL failed (random bytes or MD5)
+ *   -EINVAL       status_for returned a status longer than 64 bytes, or
+ *                 cn_hs_init() had refused the config
  * On error, out may still hold a final status message for the peer (for example
  * "not_allowed" for missing flags, or the refusing status); writing it before
  * closing is polite but optional.

@@ -20,6 +20,7 @@
 #include "cnode/log.h"
 #include "cnode/node.h"
 #include "genserver/counter.h"
+#include "genserver/net_kernel.h"
 #include "genserver/rate_limiter.h"
 #include "supervisor/statefile.h"
 #include "supervisor/supervisor.h"
@@ -31,6 +32,7 @@ typedef struct app {
     counter_config counter;
     rate_limiter_config limiter;
     sup_t *root;
+    gs_server *net_kernel;
     uv_timer_t closer;
     int exit_code;
     int stopping;
@@ -130,6 +132,10 @@ static void shutdown_app(app *a, int code)
         a->root = NULL;
         sup_stop(root);
     }
+    if (a->net_kernel) {
+        gs_stop(a->net_kernel, "shutdown");
+        a->net_kernel = NULL;
+    }
     uv_signal_stop(&a->sigterm);
     uv_signal_stop(&a->sigint);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
@@ -187,6 +193,8 @@ static void on_ready(cn_node *node, int status)
         shutdown_app(a, 1);
         return;
     }
+    if (net_kernel_start(node, &a->net_kernel) < 0)
+        CN_WARN("node", "cannot start net_kernel: Node.ping from other nodes will say pang");
     /* The seed's application: one_for_one over the counter and the rate limiter. */
     sup_child_spec children[] = {
         {.id = "counter", .start = start_counter, .arg = &a->counter, .restart = SUP_PERMANENT,

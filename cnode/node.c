@@ -138,6 +138,8 @@ static void on_connection(uv_stream_t *server, int status)
 static void on_registered(cn_epmd_reg *reg, int status, uint32_t creation)
 {
     cn_node *node = reg->data;
+    if (node->closing)
+        return;
     if (status == 0) {
         node->epmd_registered = 1;
         node->creation = creation;
@@ -172,7 +174,10 @@ int cn_node_start(cn_node *node, void (*ready_cb)(cn_node *, int))
         return 0;
     }
     node->epmd.data = node;
-    return cn_epmd_register(node->loop, &node->epmd, node->alive, node->port, on_registered);
+    rc = cn_epmd_register(node->loop, &node->epmd, node->alive, node->port, on_registered);
+    /* From here on the registration owns handles, whatever its outcome: close must unregister. */
+    node->epmd_started = rc == 0;
+    return rc;
 }
 
 /* ---- Nodes we keep connecting to ---- */
@@ -327,6 +332,18 @@ uint16_t cn_node_port(const cn_node *node) { return node->port; }
 uv_loop_t *cn_node_loop(const cn_node *node) { return node->loop; }
 uint64_t cn_node_now(const cn_node *node) { return uv_now(node->loop); }
 
+void cn_node_make_ref(cn_node *node, erlang_ref *out)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->node, sizeof out->node, "%s", node->name);
+    out->len = 3;
+    node->next_ref++;
+    out->n[0] = (unsigned)(node->next_ref & 0x3ffff);
+    out->n[1] = (unsigned)(node->next_ref >> 18);
+    out->n[2] = (unsigned)(node->next_ref >> 50);
+    out->creation = node->creation;
+}
+
 void cn_node_get_stats(const cn_node *node, cn_node_stats *st)
 {
     *st = node->stats;
@@ -367,8 +384,9 @@ void cn_node_close(cn_node *node, void (*done_cb)(cn_node *))
             cn__conn_close(c, c->state == CN_CONN_UP ? "node shutting down" : NULL);
         c = next;
     }
-    if (node->epmd_registered) {
+    if (node->epmd_started) {
         cn_epmd_unregister(&node->epmd);
+        node->epmd_started = 0;
         node->epmd_registered = 0;
     }
     uv_close((uv_handle_t *)&node->tick_timer, node_handle_closed);

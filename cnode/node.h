@@ -58,6 +58,9 @@ uv_loop_t *cn_node_loop(const cn_node *node);
 /* Monotonic milliseconds of the loop (uv_now), the clock every server uses. */
 uint64_t cn_node_now(const cn_node *node);
 
+/* A new reference made by this node, unique for its life (make_ref()). */
+void cn_node_make_ref(cn_node *node, erlang_ref *out);
+
 /* Counts of live things, for logs, tests and the benchmark. */
 typedef struct cn_node_stats {
     unsigned connections;   /* connections that finished the handshake */

@@ -146,6 +146,7 @@ struct cn_node {
     uv_check_t check;               /* end of turn: run queue, flush, zombies */
     uv_idle_t idle;                 /* keeps the loop from blocking while work is queued */
     cn_epmd_reg epmd;
+    int epmd_started;               /* cn_epmd_register returned 0: unregister on close */
     int epmd_registered;
     int open_handles;
     void (*ready_cb)(cn_node *, int);
@@ -159,6 +160,7 @@ struct cn_node {
     cn_proc *procs;                 /* by pid number */
     cn_proc *names;                 /* by registered name */
     uint32_t next_num;
+    uint64_t next_ref;
     cn_proc *zombies;
 
     cn_monitor *monitors;           /* by (conn, ref) */

@@ -52,7 +52,14 @@ struct gs_server {
     erlang_pid parent;
     int has_parent;
     ei_x_buff out, reason, cont;
+    /* A :sys.replace_state waiting for the caller's node to run its fun. */
+    gs_from *sys_from;
+    erlang_ref sys_tag;
+    int64_t sys_timer;
 };
+
+/* How long a replace_state waits for the fun's node before giving up. */
+#define REPLACE_STATE_TIMEOUT_MS 5000
 
 static void handle(gs_server *s, const char *buf, size_t len);
 
@@ -174,6 +181,8 @@ static void on_timeout(uv_timer_t *h)
 
 static void release(gs_server *s)
 {
+    gs_from_free(s->sys_from);
+    s->sys_from = NULL;
     if (s->cb->cleanup)
         s->cb->cleanup(s);
     s->user = NULL;
@@ -404,6 +413,102 @@ static void sys_status(gs_server *s, ei_x_buff *x)
 
 static void drain(gs_server *s);
 
+/*
+ * :sys.replace_state(server, fun): C cannot run an Erlang fun, so the server
+ * asks the fun's own node to: a call to its rex server, {call, erlang, apply,
+ * [Fun, [State]], user}. Until the answer (or a timeout) arrives the server
+ * handles nothing else, as an OTP server is busy inside its fun. Returns 0 when
+ * the request went out, or a negative error (then the caller replies at once).
+ */
+static int start_replace_state(gs_server *s, const gs_from *from, const char *b, int fun)
+{
+    if (s->cb->put_state == NULL)
+        return CN_ENOPROC;
+    int fun_end = fun;
+    if (ei_skip_term(b, &fun_end) < 0)
+        return CN_EDECODE;
+    erlang_pid self;
+    gs_self(s, &self);
+    cn_node_make_ref(s->node, &s->sys_tag);
+    ei_x_buff m;
+    ei_x_new_with_version(&m);
+    ei_x_encode_tuple_header(&m, 3);
+    ei_x_encode_atom(&m, "$gen_call");
+    ei_x_encode_tuple_header(&m, 2);
+    ei_x_encode_pid(&m, &self);
+    ei_x_encode_ref(&m, &s->sys_tag);
+    ei_x_encode_tuple_header(&m, 5);
+    ei_x_encode_atom(&m, "call");
+    ei_x_encode_atom(&m, "erlang");
+    ei_x_encode_atom(&m, "apply");
+    ei_x_encode_list_header(&m, 2);
+    ei_x_append_buf(&m, b + fun, fun_end - fun);
+    ei_x_encode_list_header(&m, 1);
+    encode_state(s, &m);
+    ei_x_encode_empty_list(&m);
+    ei_x_encode_empty_list(&m);
+    ei_x_encode_atom(&m, "user");
+    int rc = cn_send_name(s->proc, "rex", from->pid.node, m.buff, (size_t)m.index);
+    ei_x_free(&m);
+    if (rc < 0)
+        return rc;
+    s->sys_from = gs_from_dup(from);
+    if (s->sys_from == NULL)
+        return -ENOMEM;
+    char msg[32];
+    size_t n = cn_term_atom(msg, "$gs_replace_state_timeout");
+    s->sys_timer = gs_send_after(s, REPLACE_STATE_TIMEOUT_MS, msg, n);
+    return 0;
+}
+
+/* Finishes a pending replace_state with rex's answer, or with an error reason atom. */
+static void finish_replace_state(gs_server *s, const char *b, int result, const char *error)
+{
+    gs_from *from = s->sys_from;
+    s->sys_from = NULL;
+    gs_cancel_timer(s, s->sys_timer);
+    begin_reply(s, from);
+    ei_x_buff *x = &s->out;
+    int rc = -1;
+    if (error == NULL) {
+        int i = result, arity;
+        /* {badrpc, Reason}: the fun failed on its node. */
+        if (ei_decode_tuple_header(b, &i, &arity) == 0 && arity == 2 && atom_at(b, i, "badrpc")) {
+            error = "fun_failed";
+        } else {
+            gs_term t = {b, result};
+            rc = s->cb->put_state(s, &t);
+            if (rc < 0)
+                error = "state_refused";
+        }
+    }
+    if (error == NULL) {
+        encode_state(s, x);
+    } else {
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, "error");
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, "callback_failed");
+        ei_x_encode_atom(x, error);
+    }
+    send_reply(s, from, x->buff, (size_t)x->index);
+    gs_from_free(from);
+    drain(s);
+}
+
+/* While replace_state waits: is this rex's answer {Tag, Result}? Sets *result. */
+static int is_sys_answer(gs_server *s, const char *b, int *result)
+{
+    int i = 1, arity;
+    erlang_ref tag;
+    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 2 || ei_decode_ref(b, &i, &tag) < 0)
+        return 0;
+    if (tag.len != s->sys_tag.len || memcmp(tag.n, s->sys_tag.n, sizeof tag.n[0] * (size_t)tag.len) != 0)
+        return 0;
+    *result = i;
+    return 1;
+}
+
 static void handle_system(gs_server *s, const gs_from *from, const char *b, int req)
 {
     begin_reply(s, from);
@@ -426,12 +531,14 @@ static void handle_system(gs_server *s, const gs_from *from, const char *b, int 
         ei_x_encode_atom(x, "ok");
         terminate = i;
     } else if (arity == 2 && atom_at(b, i, "replace_state")) {
-        /* The new state is computed by a fun, which C cannot run. */
+        ei_skip_term(b, &i);
+        if (start_replace_state(s, from, b, i) == 0)
+            return; /* answered when the fun's result arrives */
         ei_x_encode_tuple_header(x, 2);
         ei_x_encode_atom(x, "error");
         ei_x_encode_tuple_header(x, 2);
         ei_x_encode_atom(x, "callback_failed");
-        ei_x_encode_atom(x, "replace_state_needs_a_fun_evaluator");
+        ei_x_encode_atom(x, s->cb->put_state ? "fun_node_unreachable" : "state_not_replaceable");
     } else {
         int e = req;
         ei_skip_term(b, &e);
@@ -599,6 +706,17 @@ static void handle(gs_server *s, const char *buf, size_t len)
         return;
     gs_from from;
     int req;
+    if (s->sys_from != NULL) {
+        int result;
+        gs_term t = {buf, 1};
+        if (is_sys_answer(s, buf, &result))
+            finish_replace_state(s, buf, result, NULL);
+        else if (gs_term_is_atom(&t, "$gs_replace_state_timeout"))
+            finish_replace_state(s, buf, 0, "timeout");
+        else
+            defer(s, buf, len);
+        return;
+    }
     if (s->continuing || s->q_head != NULL || s->suspended) {
         if (!s->continuing && is_system(buf, &from, &req)) {
             handle_system(s, &from, buf, req);
@@ -621,7 +739,7 @@ static void drain(gs_server *s)
         return;
     s->draining = 1;
     cn_proc *p = s->proc;
-    while (s->q_head && !s->continuing && !s->suspended && !s->stopping) {
+    while (s->q_head && !s->continuing && !s->suspended && !s->stopping && s->sys_from == NULL) {
         gs_msg *m = s->q_head;
         s->q_head = m->next;
         if (s->q_head == NULL)

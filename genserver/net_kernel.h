@@ -1,0 +1,15 @@
+/*
+ * A minimal net_kernel, registered as `net_kernel`: what a BEAM node asks a
+ * peer's net_kernel when it checks a connection. Node.ping/1 and
+ * net_adm:ping/1 call {is_auth, Node} and expect `yes` (a message that got
+ * through was authenticated by the handshake, as OTP's net_kernel reasons);
+ * without an answer, ping says :pang and the caller drops the connection.
+ */
+#ifndef GS_NET_KERNEL_H
+#define GS_NET_KERNEL_H
+
+#include "genserver/genserver.h"
+
+int net_kernel_start(cn_node *node, gs_server **out);
+
+#endif
