@@ -168,6 +168,7 @@ static void dispatch(cn_conn *c, const ctl *m)
                 CN_DEBUG("dist", "message from %s to unregistered name %s dropped", c->peer_name, m->to_name);
             return;
         }
+        node->stats.messages_in++;
         cn__proc_deliver(p, m->payload, m->payload_len);
         return;
     case DOP_ALIAS_SEND:

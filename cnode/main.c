@@ -44,7 +44,7 @@ static void usage(FILE *f)
             "usage: cnode --name NAME@HOST [--cookie C] [--data-dir DIR] [--port N]\n"
             "             [--connect NODE]... [--max-requests N] [--window-ms MS]\n"
             "             [--log-level debug|info|warning|error] [--net-ticktime S]\n"
-            "             [--handshake-timeout-ms MS] [--counter-initial N]\n");
+            "             [--handshake-timeout-ms MS] [--counter-initial N] [--coalesce-us US]\n");
 }
 
 static int parse_long(const char *flag, const char *s, long long min, long long max, long long *out)
@@ -228,10 +228,11 @@ int main(int argc, char **argv)
         {"net-ticktime", required_argument, 0, 't'},
         {"handshake-timeout-ms", required_argument, 0, 'H'},
         {"counter-initial", required_argument, 0, 'i'},
+        {"coalesce-us", required_argument, 0, 'u'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    cn_node_config cfg = {0};
+    cn_node_config cfg = {.coalesce_us = 150};
     app a;
     memset(&a, 0, sizeof a);
     the_app = &a;
@@ -280,6 +281,10 @@ int main(int argc, char **argv)
         case 'i':
             if (parse_long("--counter-initial", optarg, INT64_MIN, INT64_MAX, &v) < 0) return 2;
             a.counter.initial = v;
+            break;
+        case 'u':
+            if (parse_long("--coalesce-us", optarg, 0, 1000, &v) < 0) return 2;
+            cfg.coalesce_us = (unsigned)v;
             break;
         case 'h':
             usage(stdout);

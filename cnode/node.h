@@ -25,6 +25,12 @@ typedef struct cn_node_config {
     unsigned handshake_timeout_ms;  /* 0 means 7000, as erl's net_setuptime */
     size_t max_write_queue;         /* bytes queued for one peer before it is dropped; 0: 64 MiB */
     int no_epmd;                    /* tests: neither start nor register with epmd */
+    /*
+     * After a loop turn that served two or more requests, pause this many
+     * microseconds (at most 1000) before polling again, so busy peers' requests
+     * are read and answered in larger batches. 0 turns it off.
+     */
+    unsigned coalesce_us;
 } cn_node_config;
 
 /*
@@ -69,6 +75,7 @@ typedef struct cn_node_stats {
     unsigned monitors;
     unsigned links;
     uint64_t frames_in, frames_out, writes;
+    uint64_t messages_in;   /* messages delivered to local processes from peers */
 } cn_node_stats;
 void cn_node_get_stats(const cn_node *node, cn_node_stats *st);
 

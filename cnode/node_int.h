@@ -140,6 +140,8 @@ struct cn_node {
     size_t max_write_queue;
     int no_epmd;
     int closing;
+    unsigned coalesce_us;
+    uint64_t coalesce_mark;         /* messages_in at the end of the last turn */
 
     uv_tcp_t listener;
     uv_timer_t tick_timer;
