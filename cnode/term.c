@@ -1,6 +1,10 @@
 #include "cnode/term.h"
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ei.h>
 
 #include "cnode/buf.h"
 #include "cnode/error.h"
@@ -203,4 +207,36 @@ int cn_term_skip_versioned(const char *buf, size_t len, size_t *idx)
         return CN_EDECODE;
     *idx = i;
     return 0;
+}
+
+int cn_term_skip_trusted(const char *buf, int *index)
+{
+    size_t i = (size_t)*index;
+    if (walk(buf, SIZE_MAX, &i) != 0)
+        return -1;
+    *index = (int)i;
+    return 0;
+}
+
+/* Above this many bytes a term is summarised, which also bounds its depth for ei's printer. */
+#define PRINT_MAX 2048
+
+char *cn_term_sprint(const char *buf, int index)
+{
+    int end = index;
+    if (cn_term_skip_trusted(buf, &end) < 0)
+        return strdup("<malformed term>");
+    if (end - index > PRINT_MAX) {
+        char *s = malloc(48);
+        if (s)
+            snprintf(s, 48, "<term of %d bytes>", end - index);
+        return s;
+    }
+    char *text = NULL;
+    int i = index;
+    if (ei_s_print_term(&text, buf, &i) < 0) {
+        free(text);
+        return strdup("<unprintable term>");
+    }
+    return text;
 }

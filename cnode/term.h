@@ -22,4 +22,20 @@ int cn_term_skip(const char *buf, size_t len, size_t *idx);
 /* The same for a term preceded by the version byte 131. */
 int cn_term_skip_versioned(const char *buf, size_t len, size_t *idx);
 
+/*
+ * Skips one term in a buffer that has already been walked by cn_term_skip (every
+ * message a process receives has): no bounds to check, but, unlike ei_skip_term,
+ * no recursion either, so a deeply nested term cannot exhaust the C stack.
+ * Returns 0, or -1 on an unknown tag.
+ */
+int cn_term_skip_trusted(const char *buf, int *index);
+
+/*
+ * The term at buf[index] as text for a log line, in a malloc'd string the caller
+ * frees. Terms above a few kilobytes are summarised ("<term of N bytes>")
+ * instead of printed: ei's printer recurses, and a log line has no use for them.
+ * NULL on ENOMEM.
+ */
+char *cn_term_sprint(const char *buf, int index);
+
 #endif

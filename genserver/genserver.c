@@ -16,6 +16,7 @@
 
 #include "cnode/error.h"
 #include "cnode/log.h"
+#include "cnode/term.h"
 #include "genserver/genserver.h"
 
 typedef struct gs_msg {
@@ -216,12 +217,10 @@ static void log_stop(gs_server *s, const char *reason, size_t len)
 {
     if (reason_is_quiet(reason, len))
         return;
-    char *text = NULL;
-    int i = 1;
-    if (ei_s_print_term(&text, reason, &i) >= 0) {
-        CN_ERROR("genserver", "%s (%s) terminating: %s", s->name[0] ? s->name : "server",
-                 s->cb->module ? s->cb->module : "?", text);
-    }
+    (void)len;
+    char *text = cn_term_sprint(reason, 1);
+    CN_ERROR("genserver", "%s (%s) terminating: %s", s->name[0] ? s->name : "server",
+             s->cb->module ? s->cb->module : "?", text ? text : "?");
     free(text);
 }
 
@@ -425,7 +424,7 @@ static int start_replace_state(gs_server *s, const gs_from *from, const char *b,
     if (s->cb->put_state == NULL)
         return CN_ENOPROC;
     int fun_end = fun;
-    if (ei_skip_term(b, &fun_end) < 0)
+    if (cn_term_skip_trusted(b, &fun_end) < 0)
         return CN_EDECODE;
     erlang_pid self;
     gs_self(s, &self);
@@ -527,11 +526,11 @@ static void handle_system(gs_server *s, const gs_from *from, const char *b, int 
         s->suspended = 0;
         ei_x_encode_atom(x, "ok");
     } else if (ei_decode_tuple_header(b, &i, &arity) == 0 && arity == 2 && atom_at(b, i, "terminate")) {
-        ei_skip_term(b, &i);
+        cn_term_skip_trusted(b, &i);
         ei_x_encode_atom(x, "ok");
         terminate = i;
     } else if (arity == 2 && atom_at(b, i, "replace_state")) {
-        ei_skip_term(b, &i);
+        cn_term_skip_trusted(b, &i);
         if (start_replace_state(s, from, b, i) == 0)
             return; /* answered when the fun's result arrives */
         ei_x_encode_tuple_header(x, 2);
@@ -541,7 +540,7 @@ static void handle_system(gs_server *s, const gs_from *from, const char *b, int 
         ei_x_encode_atom(x, s->cb->put_state ? "fun_node_unreachable" : "state_not_replaceable");
     } else {
         int e = req;
-        ei_skip_term(b, &e);
+        cn_term_skip_trusted(b, &e);
         ei_x_encode_tuple_header(x, 2);
         ei_x_encode_atom(x, "error");
         ei_x_encode_tuple_header(x, 2);
@@ -553,9 +552,9 @@ static void handle_system(gs_server *s, const gs_from *from, const char *b, int 
         /* The reason is the second element of {terminate, Reason}. */
         int r = req, a;
         ei_decode_tuple_header(b, &r, &a);
-        ei_skip_term(b, &r);
+        cn_term_skip_trusted(b, &r);
         int e = r;
-        ei_skip_term(b, &e);
+        cn_term_skip_trusted(b, &e);
         ei_x_buff v;
         ei_x_new_with_version(&v);
         ei_x_append_buf(&v, b + r, e - r);
@@ -580,11 +579,11 @@ static int decode_from(const char *b, int *i, gs_from *from)
     from->has_alias = 0;
     int j = *i, n;
     if (ei_decode_list_header(b, &j, &n) == 0 && n == 1 && atom_at(b, j, "alias")) {
-        ei_skip_term(b, &j);
+        cn_term_skip_trusted(b, &j);
         if (ei_decode_ref(b, &j, &from->alias) == 0)
             from->has_alias = 1;
     }
-    if (ei_skip_term(b, i) < 0)
+    if (cn_term_skip_trusted(b, i) < 0)
         return -1;
     from->tag = b + start;
     from->tag_len = *i - start;
@@ -595,9 +594,7 @@ static void unknown(gs_server *s, const char *what, const char *b, int idx)
 {
     if (cn_log_threshold > CN_LOG_WARNING)
         return;
-    char *text = NULL;
-    int i = idx;
-    ei_s_print_term(&text, b, &i);
+    char *text = cn_term_sprint(b, idx);
     CN_WARN("genserver", "%s got an unknown %s: %s", s->name[0] ? s->name : "server", what, text ? text : "?");
     free(text);
 }
@@ -618,7 +615,7 @@ static void do_call(gs_server *s, const char *b, int i)
         unknown(s, "call", b, i);
         s->out.index = reply_at;
         int e = i;
-        ei_skip_term(b, &e);
+        cn_term_skip_trusted(b, &e);
         ei_x_encode_tuple_header(&s->out, 2);
         ei_x_encode_atom(&s->out, "error");
         ei_x_encode_tuple_header(&s->out, 2);
@@ -657,12 +654,12 @@ static void dispatch(gs_server *s, const char *b, size_t len)
     int i = 1, arity;
     if (ei_decode_tuple_header(b, &i, &arity) == 0) {
         if (arity == 3 && atom_at(b, i, "$gen_call")) {
-            ei_skip_term(b, &i);
+            cn_term_skip_trusted(b, &i);
             do_call(s, b, i);
             return;
         }
         if (arity == 2 && atom_at(b, i, "$gen_cast")) {
-            ei_skip_term(b, &i);
+            cn_term_skip_trusted(b, &i);
             do_simple(s, b, i, 1);
             return;
         }
@@ -676,7 +673,7 @@ static int is_system(const char *b, gs_from *from, int *req)
     int i = 1, arity;
     if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 3 || !atom_at(b, i, "system"))
         return 0;
-    ei_skip_term(b, &i);
+    cn_term_skip_trusted(b, &i);
     if (decode_from(b, &i, from) < 0)
         return 0;
     *req = i;

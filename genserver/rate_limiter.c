@@ -7,6 +7,7 @@
 #include "cnode/buf.h"
 #include "cnode/error.h"
 #include "cnode/log.h"
+#include "cnode/term.h"
 #include "genserver/rate_limiter.h"
 #include "genserver/rl_table.h"
 #include "supervisor/statefile.h"
@@ -88,7 +89,7 @@ static gs_ret rl_call(gs_server *s, const gs_term *req, const gs_from *from, gs_
     gs_term tag = {b, i};
     if (!gs_term_is_atom(&tag, "check_rate"))
         return GS_UNKNOWN;
-    ei_skip_term(b, &i);
+    cn_term_skip_trusted(b, &i);
     uint32_t remaining = 0;
     int rc = rl_check(l->table, b, i, mono_ms(s), &remaining);
     if (rc < 0) {

@@ -32,9 +32,10 @@
 
 #include "cnode/buf.h"
 
-/* Deepest nesting of tuples, lists, maps and funs accepted. Client ids are small
- * terms; the bound keeps the recursive decoder's stack use under about 64 KiB. */
-#define TK_MAX_DEPTH 256
+/* Deepest nesting of tuples, lists, maps and funs accepted. The decoder recurses
+ * (about 160 bytes of stack a level, measured), so the bound keeps it under 2 MiB,
+ * a quarter of the main thread's default stack. Deeper client ids are refused. */
+#define TK_MAX_DEPTH 10000
 
 /*
  * Decodes the term at buf + *index (external format without the version byte) and

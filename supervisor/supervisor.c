@@ -4,6 +4,7 @@
 
 #include "cnode/error.h"
 #include "cnode/log.h"
+#include "cnode/term.h"
 #include "supervisor/supervisor.h"
 
 typedef struct child {
@@ -129,9 +130,7 @@ static gs_ret child_exited(sup_t *s, size_t dead, const gs_term *reason, gs_resu
     c->running = 0;
     sup_exit_kind kind = exit_kind(reason);
     if (kind == SUP_EXIT_ABNORMAL) {
-        char *text = NULL;
-        int i = reason->index;
-        ei_s_print_term(&text, reason->buf, &i);
+        char *text = cn_term_sprint(reason->buf, reason->index);
         CN_WARN("supervisor", "%s: child %s exited: %s", label(s), c->id, text ? text : "?");
         free(text);
     }
@@ -192,7 +191,7 @@ static gs_ret sup_info(gs_server *gs, const gs_term *msg, gs_result *res)
     gs_term tag = {msg->buf, i};
     if (!gs_term_is_atom(&tag, "EXIT"))
         return GS_UNKNOWN;
-    ei_skip_term(msg->buf, &i);
+    cn_term_skip_trusted(msg->buf, &i);
     erlang_pid from;
     if (ei_decode_pid(msg->buf, &i, &from) < 0)
         return GS_UNKNOWN;
@@ -207,7 +206,7 @@ static gs_ret sup_info(gs_server *gs, const gs_term *msg, gs_result *res)
     if (s->has_parent && ei_cmp_pids(&s->parent, &from) == 0) {
         /* The parent's exit: stop the children (terminate does), then go with the same reason. */
         int e = reason.index;
-        ei_skip_term(reason.buf, &e);
+        cn_term_skip_trusted(reason.buf, &e);
         ei_x_append_buf(res->reason, reason.buf + reason.index, e - reason.index);
         return GS_STOP;
     }

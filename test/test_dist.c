@@ -332,6 +332,59 @@ static void exit2_kill_sends_killed_to_links_and_monitors(void **state)
     assert_int_equal(got_exit, 1);
 }
 
+/* A reason nested a million levels deep, as the bytes of a term (no version byte). */
+static void deep_term(cn_buf *b, size_t depth)
+{
+    for (size_t i = 0; i < depth; i++) {
+        cn_buf_put_u8(b, 104);
+        cn_buf_put_u8(b, 1);
+    }
+    cn_buf_put_u8(b, 119);
+    cn_buf_put_u8(b, 4);
+    cn_buf_append(b, "boom", 4);
+}
+
+static void deeply_nested_exit_reasons_do_not_crash(void **state)
+{
+    fixture *f = *state;
+    erlang_pid cpid, from;
+    fp_pid(&from, 70);
+    for (int payload = 0; payload <= 1; payload++) {
+        cn_proc *p = cn_proc_whereis(f->fp.node, "counter");
+        assert_non_null(p);
+        cn_proc_pid(p, &cpid);
+        /* exit(Counter, Reason) with Reason inline in the control tuple, then as a payload. */
+        ei_x_buff ctl;
+        ei_x_new_with_version(&ctl);
+        ei_x_encode_tuple_header(&ctl, payload ? 3 : 4);
+        ei_x_encode_long(&ctl, payload ? DOP_PAYLOAD_EXIT2 : DOP_EXIT2);
+        ei_x_encode_pid(&ctl, &from);
+        ei_x_encode_pid(&ctl, &cpid);
+        cn_buf reason;
+        cn_buf_init(&reason);
+        if (payload)
+            cn_buf_put_u8(&reason, 131);
+        deep_term(&reason, 1000000);
+        cn_buf frame;
+        cn_buf_init(&frame);
+        cn_buf_put_u32(&frame, (uint32_t)(1 + (size_t)ctl.index + reason.len));
+        cn_buf_put_u8(&frame, CN_PASS_THROUGH);
+        cn_buf_append(&frame, ctl.buff, (size_t)ctl.index);
+        cn_buf_append(&frame, reason.data, reason.len);
+        cn_conn_feed(f->fp.conn, frame.data, frame.len);
+        fp_run(&f->fp);
+        cn_buf_free(&frame);
+        cn_buf_free(&reason);
+        ei_x_free(&ctl);
+        /* The counter died of it; the node and the connection did not. */
+        assert_null(cn_proc_whereis(f->fp.node, "counter"));
+        assert_false(f->fp.closed);
+        assert_int_equal(counter_start(f->fp.node, &f->cfg, "counter", NULL, &f->counter), 0);
+    }
+    call(f, 1, 1, "get_value");
+    assert_int_equal(reply_value(f, DOP_ALIAS_SEND), 0);
+}
+
 static void unlink_id_is_acknowledged(void **state)
 {
     fixture *f = *state;
@@ -409,6 +462,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(garbage_frame_without_pass_through_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_control_message_is_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(exit2_kill_sends_killed_to_links_and_monitors, setup, teardown),
+        cmocka_unit_test_setup_teardown(deeply_nested_exit_reasons_do_not_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(unlink_id_is_acknowledged, setup, teardown),
         cmocka_unit_test_setup_teardown(lost_connection_drops_monitors, setup, teardown),
         cmocka_unit_test(wrong_cookie_is_refused),
