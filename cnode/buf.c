@@ -21,6 +21,9 @@ int cn_buf_reserve(cn_buf *b, size_t n)
 {
     if (b->cap - b->len >= n)
         return 0;
+    /* len + n must not wrap: such a request can never be met. */
+    if (n > SIZE_MAX - b->len)
+        return -ENOMEM;
     size_t want = b->len + n;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < want) {
