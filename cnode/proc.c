@@ -252,6 +252,27 @@ int cn_proc_link(cn_proc *p, const erlang_pid *pid)
     return rc;
 }
 
+/*
+ * Drops the link exit signals from `from` to `to` that are queued but not yet
+ * delivered. erlang:unlink/1 promises that once it returns the link has no
+ * further effect on the caller, even when the other side already died.
+ */
+static void purge_link_signals(cn_node *node, uint32_t to, uint32_t from)
+{
+    cn_local_msg **pp = &node->rq_head, *last = NULL;
+    while (*pp) {
+        cn_local_msg *m = *pp;
+        if (m->kind == CN_LMSG_EXIT_LINK && m->to == to && m->from == from) {
+            *pp = m->next;
+            free(m);
+            continue;
+        }
+        last = m;
+        pp = &m->next;
+    }
+    node->rq_tail = last;
+}
+
 int cn_proc_unlink(cn_proc *p, const erlang_pid *pid)
 {
     cn_node *node = p->node;
@@ -259,6 +280,8 @@ int cn_proc_unlink(cn_proc *p, const erlang_pid *pid)
     if (cn__is_local(node, pid)) {
         cn_peer_pid a = {NULL, pid->num, 0, node->creation};
         cn__link_remove(p, &a);
+        if (pid->creation == node->creation && pid->serial == 0)
+            purge_link_signals(node, p->num, pid->num);
         cn_proc *o = cn__proc_by_pid(node, pid);
         if (o) {
             cn_peer_pid b = {NULL, p->num, 0, node->creation};
