@@ -422,14 +422,14 @@ static int mkdir_p(const char *dir)
         rc = mkdir(p, 0700) < 0 && errno != EEXIST ? -errno : 0;
         *s = '/';
         if (rc < 0) {
-            CN_ERROR(COMP, "data dir %s: cannot create %.*s: %s", dir, (int)(s - p), p,
+            CN_DEBUG(COMP, "data dir %s: cannot create %.*s: %s", dir, (int)(s - p), p,
                      cn_strerror(rc));
             return rc;
         }
     }
     if (mkdir(p, 0700) < 0 && errno != EEXIST) {
         rc = -errno;
-        CN_ERROR(COMP, "data dir %s: cannot create it: %s", dir, cn_strerror(rc));
+        CN_DEBUG(COMP, "data dir %s: cannot create it: %s", dir, cn_strerror(rc));
         return rc;
     }
     return 0;
@@ -448,7 +448,7 @@ int sup_state_check_dir(const char *dir)
     else if (!S_ISDIR(st.st_mode))
         rc = -ENOTDIR;
     if (rc < 0) {
-        CN_ERROR(COMP, "data dir %s: %s", dir, cn_strerror(rc));
+        CN_DEBUG(COMP, "data dir %s: %s", dir, cn_strerror(rc));
         return rc;
     }
     char probe[PATH_MAX];
@@ -459,13 +459,13 @@ int sup_state_check_dir(const char *dir)
     int fd = mkostemp(probe, O_CLOEXEC);
     if (fd < 0) {
         rc = -errno;
-        CN_ERROR(COMP, "data dir %s: cannot create a file in it: %s", dir, cn_strerror(rc));
+        CN_DEBUG(COMP, "data dir %s: cannot create a file in it: %s", dir, cn_strerror(rc));
         return rc;
     }
     close(fd);
     if (unlink(probe) < 0) {
         rc = -errno;
-        CN_ERROR(COMP, "data dir %s: cannot remove a file from it: %s", dir, cn_strerror(rc));
+        CN_DEBUG(COMP, "data dir %s: cannot remove a file from it: %s", dir, cn_strerror(rc));
         return rc;
     }
     remove_leftovers(dir);

@@ -87,7 +87,7 @@ int sup_state_load(const char *dir, const char *name, uint16_t schema, cn_buf *o
  *
  * Returns 0, or -EINVAL (NULL or empty), -ENOTDIR (dir or a parent is not a
  * directory), -EACCES, -EROFS, -ENOSPC, -ENAMETOOLONG or another -errno. The
- * failing step is logged at error; the caller prints one line with
+ * failing step is logged at debug; the caller prints one line with
  * cn_strerror() and exits.
  */
 int sup_state_check_dir(const char *dir);
