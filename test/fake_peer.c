@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -234,4 +235,65 @@ void fp_msg_cast(ei_x_buff *x, const char *req)
     ei_x_encode_tuple_header(x, 2);
     ei_x_encode_atom(x, "$gen_cast");
     ei_x_encode_atom(x, req);
+}
+
+void fp_msg_request(ei_x_buff *x, const char *label, const erlang_pid *from, const erlang_ref *ref,
+                    const char *req, size_t req_len)
+{
+    ei_x_new_with_version(x);
+    ei_x_encode_tuple_header(x, 3);
+    ei_x_encode_atom(x, label);
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_pid(x, from);
+    ei_x_encode_list_header(x, 1);
+    ei_x_encode_atom(x, "alias");
+    ei_x_encode_ref(x, ref);
+    ei_x_append_buf(x, req, (int)req_len);
+}
+
+void fp_request(fake_peer *fp, const char *label, unsigned from, unsigned refn, const char *name,
+                const char *req, size_t req_len)
+{
+    erlang_pid pid;
+    erlang_ref ref;
+    fp_pid(&pid, from);
+    fp_ref(&ref, refn, 0, 0);
+    ei_x_buff ctl, msg;
+    fp_ctl_reg_send(&ctl, &pid, name);
+    fp_msg_request(&msg, label, &pid, &ref, req, req_len);
+    fp_send(fp, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+}
+
+int fp_next_reply(fake_peer *fp, fp_frame_view *v, int *index)
+{
+    if (fp_next(fp, v) != 0)
+        return -1;
+    assert_int_equal(v->op, DOP_ALIAS_SEND);
+    assert_true(v->msg > 0);
+    int i = v->msg, ver, arity;
+    assert_int_equal(ei_decode_version(v->buf, &i, &ver), 0);
+    assert_int_equal(ei_decode_tuple_header(v->buf, &i, &arity), 0);
+    assert_int_equal(arity, 2);
+    assert_int_equal(ei_skip_term(v->buf, &i), 0);
+    *index = i;
+    return 0;
+}
+
+char *fp_next_reply_text(fake_peer *fp)
+{
+    fp_frame_view v;
+    int i;
+    if (fp_next_reply(fp, &v, &i) != 0)
+        return NULL;
+    char *text = NULL;
+    assert_true(ei_s_print_term(&text, v.buf, &i) >= 0);
+    fp_view_free(&v);
+    char *w = text;
+    for (const char *r = text; *r; r++)
+        if (*r != ' ')
+            *w++ = *r;
+    *w = '\0';
+    return text;
 }

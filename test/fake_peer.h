@@ -66,4 +66,33 @@ void fp_ctl_monitor(ei_x_buff *x, int op, const erlang_pid *from, const char *na
 void fp_msg_call(ei_x_buff *x, const erlang_pid *from, const erlang_ref *ref, int alias, const char *req);
 void fp_msg_cast(ei_x_buff *x, const char *req);
 
+/*
+ * Added for the tests of servers whose requests are not atoms.
+ *
+ * fp_msg_request encodes {Label, {From, [alias | Ref]}, Req} into x (a new buffer,
+ * with version byte; free it with ei_x_free): label "$gen_call" makes a
+ * GenServer.call, "system" a :sys request. req is one complete term without a
+ * version byte, req_len bytes long; it is copied.
+ */
+void fp_msg_request(ei_x_buff *x, const char *label, const erlang_pid *from, const erlang_ref *ref,
+                    const char *req, size_t req_len);
+/*
+ * Sends that request to the registered name from the peer's pid number `from`,
+ * with tag [alias | fp_ref(refn, 0, 0)], and runs the loop.
+ */
+void fp_request(fake_peer *fp, const char *label, unsigned from, unsigned refn, const char *name,
+                const char *req, size_t req_len);
+/*
+ * Pops the next frame, asserts it is an ALIAS_SEND carrying a reply {Tag, Reply},
+ * and points *index at Reply inside v->buf. 0, or -1 when no frame is pending.
+ * Free v with fp_view_free.
+ */
+int fp_next_reply(fake_peer *fp, fp_frame_view *v, int *index);
+/*
+ * As fp_next_reply, but returns Reply printed by ei_s_print_term with every space
+ * removed ("{error,{unknown_call,foo}}"), or NULL when no frame is pending.
+ * The string is malloc'd: the caller frees it.
+ */
+char *fp_next_reply_text(fake_peer *fp);
+
 #endif
