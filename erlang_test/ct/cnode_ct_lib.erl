@@ -10,38 +10,101 @@
 %% outlives the test case process, so end_per_testcase can still stop the node.
 -module(cnode_ct_lib).
 
--export([start/1, stop/1, log_tail/1]).
+-export([start/1, start/2, launch/2, restart/2, stop/1, await_exit/2, data_dir_for/1,
+         log_tail/1]).
 
 -define(READY_TIMEOUT, 20000).
 -define(STOP_TIMEOUT, 10000).
 
-%% start(Args) -> #{node, port, os_pid, log, owner}. Extra flags in Args (strings).
-%% Fails the test case when no READY line comes.
+%% start(Args) -> #{node, name, port, os_pid, log, owner, data_dir}. Extra flags in Args
+%% (strings). Fails the test case when no READY line comes.
 start(Args) ->
-    Name = lists:flatten(io_lib:format("ct_c~b_~s", [erlang:unique_integer([positive]),
-                                                      os:getenv("CNODE_TEST_RUN_ID")])),
+    start(Args, #{}).
+
+%% start(Args, Opts): as start/1; Opts as for launch/2.
+start(Args, Opts) ->
+    case launch(Args, Opts) of
+        {ready, CNode} ->
+            CNode;
+        {exited, Status, CNode} ->
+            ct:fail("~p exited with status ~p before READY~n~s",
+                    [maps:get(node, CNode), Status, log_tail(CNode)])
+    end.
+
+%% launch(Args, Opts) -> {ready, CNode} | {exited, Status, CNode}: starts a C node and waits
+%% (bounded) for its READY line or its exit, whichever comes first. Opts: name (the part
+%% before @; the same name again is a new process of the same node, on the same data dir
+%% and log) and data_dir (default <run dir>/data/<name>, created; a given one is passed on
+%% as it is).
+launch(Args, Opts) ->
+    Name = case Opts of
+               #{name := N} -> N;
+               _ -> lists:flatten(io_lib:format("ct_c~b_~s", [erlang:unique_integer([positive]),
+                                                              os:getenv("CNODE_TEST_RUN_ID")]))
+           end,
     Node = list_to_atom(Name ++ "@127.0.0.1"),
     RunDir = os:getenv("CNODE_TEST_RUN_DIR"),
     Log = filename:join(RunDir, Name ++ ".log"),
-    DataDir = filename:join([RunDir, "data", Name]),
-    ok = filelib:ensure_dir(filename:join(DataDir, "x")),
+    DataDir = case Opts of
+                  #{data_dir := D} ->
+                      D;
+                  _ ->
+                      D = data_dir_for(Name),
+                      ok = filelib:ensure_dir(filename:join(D, "x")),
+                      D
+              end,
     AllArgs = ["--name", atom_to_list(Node), "--cookie", atom_to_list(erlang:get_cookie()),
                "--data-dir", DataDir | Args],
     Parent = self(),
     Ref = make_ref(),
     Owner = spawn(fun() -> own_port(Parent, Ref, Log, AllArgs) end),
-    CNode = #{node => Node, log => Log, owner => Owner},
+    CNode = #{node => Node, name => Name, log => Log, owner => Owner, data_dir => DataDir},
     receive
         {Ref, ready, OsPid, ReadyNode, Port} when ReadyNode =:= Node ->
-            CNode#{os_pid => OsPid, port => Port};
+            {ready, CNode#{os_pid => OsPid, port => Port}};
         {Ref, ready, _, ReadyNode, _} ->
             ct:fail("READY named ~p, not ~p", [ReadyNode, Node]);
         {Ref, exited, Status} ->
-            ct:fail("~p exited with status ~p before READY~n~s", [Node, Status, log_tail(CNode)])
+            {exited, Status, CNode}
     after ?READY_TIMEOUT ->
         Status = stop(CNode),
         ct:fail("~p printed no READY line within ~b ms (stopped, status ~p)~n~s",
                 [Node, ?READY_TIMEOUT, Status, log_tail(CNode)])
+    end.
+
+%% The data dir a C node named Name gets by default.
+data_dir_for(Name) ->
+    filename:join([os:getenv("CNODE_TEST_RUN_DIR"), "data", Name]).
+
+%% restart(Old, Args) -> CNode: a new process of the node Old (same name, data dir and log),
+%% once Old has exited and this node has seen its connection go.
+restart(Old = #{node := Node}, Args) ->
+    wait_gone(Node, 200),
+    start(Args, maps:with([name, data_dir], Old)).
+
+wait_gone(Node, 0) ->
+    ct:fail("~p still in nodes(connected)", [Node]);
+wait_gone(Node, N) ->
+    case lists:member(Node, nodes(connected)) of
+        true -> timer:sleep(50), wait_gone(Node, N - 1);
+        false -> ok
+    end.
+
+%% await_exit(CNode, Timeout) -> exit status, once the node exits by itself (it is not
+%% signalled), or the atom timeout.
+await_exit(#{owner := Owner}, Timeout) ->
+    Tag = make_ref(),
+    MRef = erlang:monitor(process, Owner),
+    Owner ! {await_exit, self(), Tag},
+    receive
+        {Tag, Status} ->
+            erlang:demonitor(MRef, [flush]),
+            Status;
+        {'DOWN', MRef, process, _, Reason} ->
+            {owner_down, Reason}
+    after Timeout ->
+        erlang:demonitor(MRef, [flush]),
+        timeout
     end.
 
 %% stop(CNode) -> exit status: SIGTERM (SIGKILL after a bound), then waits for it to go.
@@ -74,9 +137,10 @@ own_port(Parent, Ref, Log, Args) ->
                       {args, ["-c", Script, "sh", Log, os:getenv("CNODE_BIN") | Args]}]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     ok = file:write_file(os:getenv("CNODE_TEST_PIDFILE"), [integer_to_list(OsPid), "\n"], [append]),
-    port_loop(Port, OsPid, Parent, Ref).
+    port_loop(Port, OsPid, Parent, Ref, []).
 
-port_loop(Port, OsPid, Parent, Ref) ->
+%% Waiters are the {From, Tag} of await_exit/2 calls, told the status at the exit.
+port_loop(Port, OsPid, Parent, Ref, Waiters) ->
     receive
         {Port, {data, {eol, <<"READY ", Rest/binary>>}}} ->
             case string:lexemes(Rest, " ") of
@@ -85,18 +149,31 @@ port_loop(Port, OsPid, Parent, Ref) ->
                 _ ->
                     ok
             end,
-            port_loop(Port, OsPid, Parent, Ref);
+            port_loop(Port, OsPid, Parent, Ref, Waiters);
         {Port, {data, _Other}} ->
-            port_loop(Port, OsPid, Parent, Ref);
+            port_loop(Port, OsPid, Parent, Ref, Waiters);
         {Port, {exit_status, Status}} ->
             Parent ! {Ref, exited, Status},
-            receive {stop, From, Tag} -> From ! {Tag, Status} end;
+            [From ! {Tag, Status} || {From, Tag} <- Waiters],
+            exited(Status);
+        {await_exit, From, Tag} ->
+            port_loop(Port, OsPid, Parent, Ref, [{From, Tag} | Waiters]);
         {stop, From, Tag} ->
             os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
-            receive
-                {Port, {exit_status, Status}} -> From ! {Tag, Status}
-            after ?STOP_TIMEOUT ->
-                os:cmd("kill -KILL " ++ integer_to_list(OsPid)),
-                receive {Port, {exit_status, Status}} -> From ! {Tag, Status} end
-            end
+            Status = receive
+                         {Port, {exit_status, S}} -> S
+                     after ?STOP_TIMEOUT ->
+                         os:cmd("kill -KILL " ++ integer_to_list(OsPid)),
+                         receive {Port, {exit_status, S}} -> S end
+                     end,
+            [W ! {WTag, Status} || {W, WTag} <- [{From, Tag} | Waiters]],
+            exited(Status)
+    end.
+
+%% After the exit: every later stop/1 or await_exit/2 gets the same status.
+exited(Status) ->
+    receive
+        {Request, From, Tag} when Request =:= stop; Request =:= await_exit ->
+            From ! {Tag, Status},
+            exited(Status)
     end.

@@ -20,7 +20,7 @@ defmodule CNodeTest do
 
   defmodule CNode do
     @moduledoc "A running C node: its node name, distribution port, OS pid and log file."
-    defstruct [:name, :node, :port, :os_pid, :log, :owner]
+    defstruct [:name, :node, :port, :os_pid, :log, :owner, :data_dir]
   end
 
   ## The run
@@ -47,7 +47,7 @@ defmodule CNodeTest do
   Starts a C node and waits for its READY line; stops it when the test ends and fails the
   test if it then does not exit 0 on SIGTERM (a crash during the test shows up there).
 
-  Options: `:args` (more flags), `:cookie` (default the run's), `:name`.
+  Options: as for `launch_cnode/1`.
   """
   def start_cnode!(opts \\ []) do
     cnode = start_cnode(opts)
@@ -64,11 +64,34 @@ defmodule CNodeTest do
 
   @doc "Starts a C node without an on_exit hook; see `start_cnode!/1`."
   def start_cnode(opts \\ []) do
+    case launch_cnode(opts) do
+      {:ready, cnode} ->
+        cnode
+
+      {:exited, status, cnode} ->
+        flunk("#{cnode.node} exited with status #{status} before READY\n" <> log_tail(cnode))
+    end
+  end
+
+  @doc """
+  Starts a C node and waits (bounded) for its READY line or its exit, whichever comes
+  first: `{:ready, cnode}` or `{:exited, status, cnode}`. No on_exit hook.
+
+  Options: `:args` (more flags), `:cookie` (default the run's), `:name`, `:data_dir`
+  (default `<run dir>/data/<name>`, created; a given one is passed on as it is). The same
+  `:name` again gives a new node process on the same data dir and log.
+  """
+  def launch_cnode(opts \\ []) do
     name = Keyword.get_lazy(opts, :name, fn -> unique_name("c") end)
     node = :"#{name}@#{@host}"
     log = Path.join(run_dir(), "#{name}.log")
-    data_dir = Path.join([run_dir(), "data", name])
-    File.mkdir_p!(data_dir)
+
+    data_dir =
+      Keyword.get_lazy(opts, :data_dir, fn ->
+        dir = data_dir_for(name)
+        File.mkdir_p!(dir)
+        dir
+      end)
 
     args =
       ["--name", Atom.to_string(node), "--cookie", Keyword.get(opts, :cookie, cookie())] ++
@@ -77,20 +100,33 @@ defmodule CNodeTest do
     parent = self()
     ref = make_ref()
     owner = spawn(fn -> own_port(parent, ref, log, args) end)
-    cnode = %CNode{name: name, node: node, log: log, owner: owner}
+    cnode = %CNode{name: name, node: node, log: log, owner: owner, data_dir: data_dir}
 
     receive do
       {^ref, :ready, os_pid, ready_node, port} ->
         assert ready_node == Atom.to_string(node), "READY named #{ready_node}, not #{node}"
-        %CNode{cnode | os_pid: os_pid, port: port}
+        {:ready, %CNode{cnode | os_pid: os_pid, port: port}}
 
       {^ref, :exited, status} ->
-        flunk("#{node} exited with status #{status} before READY\n" <> log_tail(cnode))
+        {:exited, status, cnode}
     after
       @ready_timeout ->
         status = stop_cnode(cnode)
         flunk("#{node} printed no READY line within #{@ready_timeout} ms (stopped, status #{status})\n" <> log_tail(cnode))
     end
+  end
+
+  @doc "The data dir a C node named `name` gets by default."
+  def data_dir_for(name), do: Path.join([run_dir(), "data", name])
+
+  @doc """
+  Starts a new process of the same C node (same name, data dir, log) after `old` has
+  exited, with `opts` as for `start_cnode!/1` (stopped and checked when the test ends).
+  """
+  def restart_cnode!(%CNode{} = old, opts \\ []) do
+    # This node notices the old connection's end before the name comes back.
+    wait_until(fn -> old.node not in Node.list(:connected) end, 10_000, "#{old.node} to leave Node.list")
+    start_cnode!(Keyword.merge(opts, name: old.name, data_dir: old.data_dir))
   end
 
   # The port's owner outlives the test process, so on_exit can still stop the node and
@@ -109,10 +145,11 @@ defmodule CNodeTest do
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
     record_os_pid(os_pid)
-    port_loop(port, os_pid, parent, ref)
+    port_loop(port, os_pid, parent, ref, [])
   end
 
-  defp port_loop(port, os_pid, parent, ref) do
+  # `waiters` are the `{from, tag}` of await_cnode_exit/2 calls, told the status at the exit.
+  defp port_loop(port, os_pid, parent, ref, waiters) do
     receive do
       {^port, {:data, {:eol, "READY " <> rest}}} ->
         case String.split(rest) do
@@ -120,31 +157,42 @@ defmodule CNodeTest do
           _ -> :ignore
         end
 
-        port_loop(port, os_pid, parent, ref)
+        port_loop(port, os_pid, parent, ref, waiters)
 
       {^port, {:data, _other_output}} ->
-        port_loop(port, os_pid, parent, ref)
+        port_loop(port, os_pid, parent, ref, waiters)
 
       {^port, {:exit_status, status}} ->
         send(parent, {ref, :exited, status})
+        Enum.each(waiters, fn {from, tag} -> send(from, {tag, status}) end)
         exited(status)
+
+      {:await_exit, from, tag} ->
+        port_loop(port, os_pid, parent, ref, [{from, tag} | waiters])
 
       {:stop, from, tag} ->
         System.cmd("kill", ["-TERM", "#{os_pid}"], stderr_to_stdout: true)
 
-        receive do
-          {^port, {:exit_status, status}} -> send(from, {tag, status})
-        after
-          @stop_timeout ->
-            System.cmd("kill", ["-KILL", "#{os_pid}"], stderr_to_stdout: true)
-            receive do: ({^port, {:exit_status, status}} -> send(from, {tag, status}))
-        end
+        status =
+          receive do
+            {^port, {:exit_status, status}} -> status
+          after
+            @stop_timeout ->
+              System.cmd("kill", ["-KILL", "#{os_pid}"], stderr_to_stdout: true)
+              receive do: ({^port, {:exit_status, status}} -> status)
+          end
+
+        Enum.each([{from, tag} | waiters], fn {waiter, wtag} -> send(waiter, {wtag, status}) end)
+        exited(status)
     end
   end
 
+  # After the exit: every later stop_cnode or await_cnode_exit gets the same status.
   defp exited(status) do
     receive do
-      {:stop, from, tag} -> send(from, {tag, status})
+      {request, from, tag} when request in [:stop, :await_exit] ->
+        send(from, {tag, status})
+        exited(status)
     end
   end
 
@@ -161,6 +209,30 @@ defmodule CNodeTest do
 
       {:DOWN, ^mref, :process, _, reason} ->
         flunk("the port owner of #{node} died: #{inspect(reason)}")
+    end
+  end
+
+  @doc """
+  Waits (bounded) for a C node to exit by itself, without signalling it; its exit status.
+  Fails the test when it is still running after `timeout` (the on_exit hook, or the run's
+  cleanup, then stops it).
+  """
+  def await_cnode_exit(%CNode{owner: owner, node: node} = cnode, timeout \\ @stop_timeout) do
+    tag = make_ref()
+    mref = Process.monitor(owner)
+    send(owner, {:await_exit, self(), tag})
+
+    receive do
+      {^tag, status} ->
+        Process.demonitor(mref, [:flush])
+        status
+
+      {:DOWN, ^mref, :process, _, reason} ->
+        flunk("the port owner of #{node} died: #{inspect(reason)}")
+    after
+      timeout ->
+        Process.demonitor(mref, [:flush])
+        flunk("#{node} was still running #{timeout} ms later\n" <> log_tail(cnode))
     end
   end
 
@@ -254,6 +326,78 @@ defmodule CNodeTest do
     end
   end
 
+  ## Servers on a C node
+
+  @doc "The pid of a gen_server (a name such as `{:counter, node}`), from `:sys.get_status`."
+  def server_pid(server) do
+    {:status, pid, {:module, :gen_server}, _} = :sys.get_status(server, 5_000)
+    pid
+  end
+
+  @doc """
+  Polls (bounded) until `server` is registered again under a pid other than `old`, as
+  after a restart by its supervisor; the new pid.
+  """
+  def await_new_pid(server, old, timeout \\ 5_000) do
+    wait_until(
+      fn ->
+        try do
+          case server_pid(server) do
+            ^old -> nil
+            new -> new
+          end
+        catch
+          # Not registered yet (noproc), or restarting.
+          :exit, _ -> nil
+        end
+      end,
+      timeout,
+      "#{inspect(server)} to run under a pid other than #{inspect(old)}"
+    )
+  end
+
+  @doc """
+  A process linked to `pid` (a gen_server) that runs until told: `send(holder, {:exit, reason})` makes it
+  exit with `reason`, `send(holder, :unlink)` unlinks (it then replies `{holder, :unlinked}`).
+  Returns once the link is in place at `pid` (a `:sys` request to `pid` made after the link
+  was answered). It exits :normal, leaving `pid` alone, when the test process ends.
+  """
+  def spawn_linked_holder(pid) do
+    parent = self()
+
+    holder =
+      spawn(fn ->
+        Process.monitor(parent)
+        Process.link(pid)
+        # Signals from one process arrive in order: the link is set up before this call.
+        :sys.get_state(pid, 5_000)
+        send(parent, {self(), :linked})
+        holder_loop(parent, pid)
+      end)
+
+    receive do
+      {^holder, :linked} -> holder
+    after
+      5_000 -> flunk("the holder of a link to #{inspect(pid)} did not report the link")
+    end
+  end
+
+  defp holder_loop(parent, pid) do
+    receive do
+      {:exit, reason} ->
+        exit(reason)
+
+      :unlink ->
+        Process.unlink(pid)
+        :sys.get_state(pid, 5_000)
+        send(parent, {self(), :unlinked})
+        holder_loop(parent, pid)
+
+      {:DOWN, _, :process, ^parent, _} ->
+        Process.unlink(pid)
+    end
+  end
+
   @doc "Opens `count` raw TCP connections to a C node's distribution port."
   def open_raw(%CNode{port: port}, count) do
     for _ <- 1..count do
@@ -337,6 +481,29 @@ defmodule CNodeTest.Remote do
           exit({:caller_died, reason})
       end
     end)
+  end
+
+  @doc """
+  Spawns a process on this (peer) node that links to `pid` (a gen_server) and then waits
+  forever; returns once the link is in place at `pid` (a `:sys` request made after the link
+  was answered).
+  """
+  def spawn_link_holder(pid) do
+    parent = self()
+
+    holder =
+      spawn(fn ->
+        Process.link(pid)
+        :sys.get_state(pid, 5_000)
+        send(parent, {self(), :linked})
+        Process.sleep(:infinity)
+      end)
+
+    receive do
+      {^holder, :linked} -> holder
+    after
+      5_000 -> exit(:link_not_confirmed)
+    end
   end
 
   @doc "Watches `node` for `ms` milliseconds; returns the nodedown messages for it."
