@@ -426,12 +426,13 @@ void cn_node_free(cn_node *node)
         free(m);
     }
     cn__free_zombies(node);
+    /* The name table lives inside the processes: clear it before they are freed. */
+    HASH_CLEAR(hh_name, node->names);
     cn_proc *p, *tmp;
     HASH_ITER(hh, node->procs, p, tmp) {
         HASH_DELETE(hh, node->procs, p);
         free(p);
     }
-    HASH_CLEAR(hh_name, node->names);
     while (node->free_monitors) {
         cn_monitor *m = node->free_monitors;
         node->free_monitors = m->t_next;
