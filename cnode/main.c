@@ -44,7 +44,8 @@ static void usage(FILE *f)
             "usage: cnode --name NAME@HOST [--cookie C] [--data-dir DIR] [--port N]\n"
             "             [--connect NODE]... [--max-requests N] [--window-ms MS]\n"
             "             [--log-level debug|info|warning|error] [--net-ticktime S]\n"
-            "             [--handshake-timeout-ms MS] [--counter-initial N] [--coalesce-us US]\n");
+            "             [--handshake-timeout-ms MS] [--counter-initial N] [--coalesce-us US]\n"
+            "             [--busy-poll-us US]\n");
 }
 
 static int parse_long(const char *flag, const char *s, long long min, long long max, long long *out)
@@ -229,10 +230,11 @@ int main(int argc, char **argv)
         {"handshake-timeout-ms", required_argument, 0, 'H'},
         {"counter-initial", required_argument, 0, 'i'},
         {"coalesce-us", required_argument, 0, 'u'},
+        {"busy-poll-us", required_argument, 0, 'b'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    cn_node_config cfg = {.coalesce_us = 150};
+    cn_node_config cfg = {.coalesce_us = 150, .busy_poll_us = 200};
     app a;
     memset(&a, 0, sizeof a);
     the_app = &a;
@@ -285,6 +287,10 @@ int main(int argc, char **argv)
         case 'u':
             if (parse_long("--coalesce-us", optarg, 0, 1000, &v) < 0) return 2;
             cfg.coalesce_us = (unsigned)v;
+            break;
+        case 'b':
+            if (parse_long("--busy-poll-us", optarg, 0, 1000, &v) < 0) return 2;
+            cfg.busy_poll_us = (unsigned)v;
             break;
         case 'h':
             usage(stdout);

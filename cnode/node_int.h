@@ -142,6 +142,8 @@ struct cn_node {
     int closing;
     unsigned coalesce_us;
     uint64_t coalesce_mark;         /* messages_in at the end of the last turn */
+    unsigned busy_poll_us;
+    uint64_t spin_until;            /* uv_hrtime() until which the loop polls without blocking */
 
     uv_tcp_t listener;
     uv_timer_t tick_timer;

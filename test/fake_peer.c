@@ -43,11 +43,19 @@ void fp_run(fake_peer *fp)
 
 int fp_setup(fake_peer *fp, const char *node_cookie, const char *peer_cookie, uint64_t peer_flags)
 {
+    cn_node_config cfg = {.cookie = node_cookie};
+    return fp_setup_with(fp, &cfg, peer_cookie, peer_flags);
+}
+
+int fp_setup_with(fake_peer *fp, const cn_node_config *node_cfg, const char *peer_cookie, uint64_t peer_flags)
+{
     memset(fp, 0, sizeof *fp);
     cn_buf_init(&fp->out);
     fp->flags = peer_flags;
     assert_int_equal(uv_loop_init(&fp->loop), 0);
-    cn_node_config cfg = {.name = FP_NODE, .cookie = node_cookie, .no_epmd = 1};
+    cn_node_config cfg = *node_cfg;
+    cfg.name = FP_NODE;
+    cfg.no_epmd = 1;
     assert_int_equal(cn_node_new(&fp->loop, &cfg, &fp->node), 0);
     fp->conn = cn_conn_new(fp->node, &fake_transport, 0);
     assert_non_null(fp->conn);

@@ -31,6 +31,8 @@ typedef struct fake_peer {
 
 /* Starts the node and connects the peer; 0, or the handshake's error. */
 int fp_setup(fake_peer *fp, const char *node_cookie, const char *peer_cookie, uint64_t peer_flags);
+/* As fp_setup, with the node's config (its name and no_epmd are set here). */
+int fp_setup_with(fake_peer *fp, const cn_node_config *node_cfg, const char *peer_cookie, uint64_t peer_flags);
 /* Closes the node and asserts every handle was closed. */
 void fp_teardown(fake_peer *fp);
 /* Runs a few loop turns, so queued work and writes happen. */
