@@ -47,7 +47,7 @@ else
 fi
 : "${BENCH_CASTERS:=1,4}" "${BENCH_CONCURRENCY:=1,8,64}" "${BENCH_IDS:=100000}"
 : "${BENCH_MEM_CALLERS:=64}" "${BENCH_MAX_REQUESTS:=1000000}" "${BENCH_WINDOW_MS:=600000}"
-: "${BENCH_PEER_ERL:=}" "${BENCH_CALLER_ERL:=}"
+: "${BENCH_PEER_ERL:=}" "${BENCH_CALLER_ERL:=}" "${BENCH_CNODE_ARGS:=}"
 export BENCH_QUICK BENCH_CELL_S BENCH_WARM_S BENCH_CAST_S BENCH_MEM_CLIENTS BENCH_MAX_S \
        BENCH_CASTERS BENCH_CONCURRENCY BENCH_IDS BENCH_MEM_CALLERS BENCH_MAX_REQUESTS \
        BENCH_WINDOW_MS
@@ -122,6 +122,8 @@ elixirc --no-docs -o "$EBIN" erlang_test/bench/servers.ex >"$RUN_DIR/elixirc.log
 
 cnode_name="bench_c_$RUN_ID@127.0.0.1"
 cnode_flags=(--max-requests "$BENCH_MAX_REQUESTS" --window-ms "$BENCH_WINDOW_MS")
+read -r -a cnode_extra <<< "$BENCH_CNODE_ARGS"
+[ ${#cnode_extra[@]} -gt 0 ] && cnode_flags+=("${cnode_extra[@]}")
 "$CNODE_BIN" --name "$cnode_name" --cookie "$COOKIE" --data-dir "$DATA_TMP" "${cnode_flags[@]}" \
     </dev/null >"$RUN_DIR/cnode.out" 2>"$CNODE_LOG" &
 CNODE_PID=$!
