@@ -93,9 +93,18 @@ wait_gone(Node, N) ->
 %% await_exit(CNode, Timeout) -> exit status, once the node exits by itself (it is not
 %% signalled), or the atom timeout.
 await_exit(#{owner := Owner}, Timeout) ->
+    ask_owner(Owner, await_exit, Timeout).
+
+%% stop(CNode) -> exit status: SIGTERM (SIGKILL after a bound), then waits for it to go.
+stop(#{owner := Owner}) ->
+    ask_owner(Owner, stop, infinity).
+
+%% Sends {Request, self(), Tag} to a node's port owner and waits, up to Timeout, for its
+%% {Tag, Status}: Status, {owner_down, Reason} when the owner died, or timeout.
+ask_owner(Owner, Request, Timeout) ->
     Tag = make_ref(),
     MRef = erlang:monitor(process, Owner),
-    Owner ! {await_exit, self(), Tag},
+    Owner ! {Request, self(), Tag},
     receive
         {Tag, Status} ->
             erlang:demonitor(MRef, [flush]),
@@ -105,19 +114,6 @@ await_exit(#{owner := Owner}, Timeout) ->
     after Timeout ->
         erlang:demonitor(MRef, [flush]),
         timeout
-    end.
-
-%% stop(CNode) -> exit status: SIGTERM (SIGKILL after a bound), then waits for it to go.
-stop(#{owner := Owner}) ->
-    Tag = make_ref(),
-    MRef = erlang:monitor(process, Owner),
-    Owner ! {stop, self(), Tag},
-    receive
-        {Tag, Status} ->
-            erlang:demonitor(MRef, [flush]),
-            Status;
-        {'DOWN', MRef, process, _, Reason} ->
-            {owner_down, Reason}
     end.
 
 log_tail(#{log := Log}) ->

@@ -198,17 +198,9 @@ defmodule CNodeTest do
 
   @doc "SIGTERM (SIGKILL after #{@stop_timeout} ms); waits for the node to go; its exit status."
   def stop_cnode(%CNode{owner: owner, node: node}) do
-    tag = make_ref()
-    mref = Process.monitor(owner)
-    send(owner, {:stop, self(), tag})
-
-    receive do
-      {^tag, status} ->
-        Process.demonitor(mref, [:flush])
-        status
-
-      {:DOWN, ^mref, :process, _, reason} ->
-        flunk("the port owner of #{node} died: #{inspect(reason)}")
+    case ask_owner(owner, :stop, :infinity) do
+      {:ok, status} -> status
+      {:down, reason} -> flunk("the port owner of #{node} died: #{inspect(reason)}")
     end
   end
 
@@ -218,21 +210,31 @@ defmodule CNodeTest do
   cleanup, then stops it).
   """
   def await_cnode_exit(%CNode{owner: owner, node: node} = cnode, timeout \\ @stop_timeout) do
+    case ask_owner(owner, :await_exit, timeout) do
+      {:ok, status} -> status
+      {:down, reason} -> flunk("the port owner of #{node} died: #{inspect(reason)}")
+      :timeout -> flunk("#{node} was still running #{timeout} ms later\n" <> log_tail(cnode))
+    end
+  end
+
+  # Sends {request, self(), tag} to a node's port owner and waits, up to timeout, for its
+  # {tag, exit status}: {:ok, status}, {:down, reason} when the owner died, or :timeout.
+  defp ask_owner(owner, request, timeout) do
     tag = make_ref()
     mref = Process.monitor(owner)
-    send(owner, {:await_exit, self(), tag})
+    send(owner, {request, self(), tag})
 
     receive do
       {^tag, status} ->
         Process.demonitor(mref, [:flush])
-        status
+        {:ok, status}
 
       {:DOWN, ^mref, :process, _, reason} ->
-        flunk("the port owner of #{node} died: #{inspect(reason)}")
+        {:down, reason}
     after
       timeout ->
         Process.demonitor(mref, [:flush])
-        flunk("#{node} was still running #{timeout} ms later\n" <> log_tail(cnode))
+        :timeout
     end
   end
 
