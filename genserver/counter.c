@@ -1,6 +1,6 @@
-#include <stdlib.h>
-
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cnode/buf.h"
@@ -9,14 +9,96 @@
 #include "genserver/counter.h"
 #include "supervisor/statefile.h"
 
-/* The state file's payload: the value as 8 bytes, big endian. Bump on any change. */
+/*
+ * The state file's payload: the value in two's complement, big endian, as 8 bytes
+ * when it fits in 64 bits and as 16 bytes past that (files of earlier versions
+ * all hold 8). Bump on any other change.
+ */
 #define COUNTER_SCHEMA 1
+
+/*
+ * The value is a 128-bit integer, so that a counter pushed past 2^63 (by
+ * --counter-initial and increments, or by :sys.replace_state) goes on exactly as
+ * an Elixir integer would, a bignum on the wire, instead of overflowing.
+ */
+__extension__ typedef __int128 cval;
+__extension__ typedef unsigned __int128 ucval;
+#define CVAL_MAX ((cval)(~(ucval)0 >> 1))
+#define CVAL_MIN (-CVAL_MAX - 1)
 
 typedef struct counter {
     const counter_config *cfg;
     char name[256];
-    long long value;
+    cval value;
 } counter;
+
+static int fits_64(cval v)
+{
+    return v >= LLONG_MIN && v <= LLONG_MAX;
+}
+
+/* An integer term: as ei encodes a long long, or a SMALL_BIG_EXT past 64 bits. */
+static int encode_value(ei_x_buff *x, cval v)
+{
+    if (fits_64(v))
+        return ei_x_encode_longlong(x, (long long)v);
+    ucval mag = v < 0 ? -(ucval)v : (ucval)v;
+    char b[3 + 16];
+    int n = 0;
+    for (; mag != 0; mag >>= 8)
+        b[3 + n++] = (char)(mag & 0xff);
+    b[0] = (char)ERL_SMALL_BIG_EXT;
+    b[1] = (char)n;
+    b[2] = v < 0;
+    return ei_x_append_buf(x, b, 3 + n);
+}
+
+/*
+ * Decodes an integer term that fits in 128 bits. The term has been walked with
+ * bounds checks already (gs_term), so a SMALL_BIG_EXT holds all its digits.
+ * -1 for anything else, index untouched.
+ */
+static int decode_value(const char *buf, int *index, cval *out)
+{
+    long long ll;
+    int i = *index;
+    if (ei_decode_longlong(buf, &i, &ll) == 0) {
+        *out = ll;
+        *index = i;
+        return 0;
+    }
+    int type, size;
+    i = *index;
+    if (ei_get_type(buf, &i, &type, &size) < 0 || type != ERL_SMALL_BIG_EXT || size > 16)
+        return -1;
+    const unsigned char *p = (const unsigned char *)buf + i;
+    ucval mag = 0;
+    for (int k = size - 1; k >= 0; k--)
+        mag = mag << 8 | p[3 + k];
+    int neg = p[2] != 0;
+    if (mag > (ucval)CVAL_MAX + (neg ? 1 : 0))
+        return -1;
+    *out = neg ? (cval)(0 - mag) : (cval)mag;
+    if (ei_skip_term(buf, &i) < 0)
+        return -1;
+    *index = i;
+    return 0;
+}
+
+/* For log lines: the value in decimal. buf holds at least 41 bytes. */
+static const char *value_text(cval v, char *buf, size_t size)
+{
+    char *e = buf + size - 1, *q = e;
+    *q = '\0';
+    ucval mag = v < 0 ? -(ucval)v : (ucval)v;
+    do {
+        *--q = (char)('0' + (int)(mag % 10));
+        mag /= 10;
+    } while (mag != 0 && q > buf + 1);
+    if (v < 0)
+        *--q = '-';
+    return q;
+}
 
 /* A saved value wins over the configured initial one: a restart loses nothing. */
 static gs_ret counter_init(gs_server *s, const gs_term *arg, gs_result *res)
@@ -30,11 +112,17 @@ static gs_ret counter_init(gs_server *s, const gs_term *arg, gs_result *res)
     cn_buf b;
     cn_buf_init(&b);
     int rc = sup_state_load(c->cfg->data_dir, c->name, COUNTER_SCHEMA, &b);
-    if (rc == 0 && b.len == 8) {
-        c->value = (long long)cn_get_u64(b.data);
-        CN_INFO("counter", "%s: restored value %lld", c->name, c->value);
+    char text[48];
+    if (rc == 0 && (b.len == 8 || b.len == 16)) {
+        const unsigned char *p = (const unsigned char *)b.data;
+        ucval u = (p[0] & 0x80) ? ~(ucval)0 : 0; /* sign-extended */
+        for (size_t i = 0; i < b.len; i++)
+            u = u << 8 | p[i];
+        c->value = (cval)u;
+        CN_INFO("counter", "%s: restored value %s", c->name, value_text(c->value, text, sizeof text));
     } else if (rc == 0) {
-        CN_WARN("counter", "%s: saved state has %zu bytes, not 8; starting from %lld", c->name, b.len, c->value);
+        CN_WARN("counter", "%s: saved state has %zu bytes, not 8 or 16; starting from %s", c->name, b.len,
+                value_text(c->value, text, sizeof text));
     }
     cn_buf_free(&b);
     return GS_OK;
@@ -46,26 +134,45 @@ static void counter_terminate(gs_server *s, const gs_term *reason)
     counter *c = gs_data(s);
     if (c == NULL || c->cfg->data_dir == NULL)
         return;
-    unsigned char v[8];
-    uint64_t u = (uint64_t)c->value;
-    for (int i = 0; i < 8; i++)
-        v[i] = (unsigned char)(u >> (56 - 8 * i));
-    int rc = sup_state_save(c->cfg->data_dir, c->name, COUNTER_SCHEMA, v, sizeof v);
+    unsigned char v[16];
+    size_t n = fits_64(c->value) ? 8 : 16;
+    ucval u = (ucval)c->value;
+    for (size_t i = 0; i < n; i++)
+        v[n - 1 - i] = (unsigned char)(u >> (8 * i));
+    int rc = sup_state_save(c->cfg->data_dir, c->name, COUNTER_SCHEMA, v, n);
     if (rc < 0)
         CN_ERROR("counter", "%s: cannot save state in %s: %s", c->name, c->cfg->data_dir, cn_strerror(rc));
+}
+
+/* value + by, or -1 when it would leave 128 bits (2^64 times further than int64). */
+static int step(counter *c, int by)
+{
+    if ((by > 0 && c->value == CVAL_MAX) || (by < 0 && c->value == CVAL_MIN)) {
+        CN_ERROR("counter", "%s: the value would leave 128 bits; unchanged", c->name);
+        return -1;
+    }
+    c->value += by;
+    return 0;
 }
 
 static gs_ret counter_call(gs_server *s, const gs_term *req, const gs_from *from, gs_result *res)
 {
     (void)from;
     counter *c = gs_data(s);
+    int by = 0;
     if (gs_term_is_atom(req, "increment"))
-        c->value++;
+        by = 1;
     else if (gs_term_is_atom(req, "decrement"))
-        c->value--;
+        by = -1;
     else if (!gs_term_is_atom(req, "get_value"))
         return GS_UNKNOWN;
-    ei_x_encode_longlong(res->reply, c->value);
+    if (by != 0 && step(c, by) < 0) {
+        ei_x_encode_tuple_header(res->reply, 2);
+        ei_x_encode_atom(res->reply, "error");
+        ei_x_encode_atom(res->reply, "overflow");
+        return GS_REPLY;
+    }
+    encode_value(res->reply, c->value);
     return GS_REPLY;
 }
 
@@ -75,7 +182,7 @@ static gs_ret counter_cast(gs_server *s, const gs_term *req, gs_result *res)
     counter *c = gs_data(s);
     if (!gs_term_is_atom(req, "increment"))
         return GS_UNKNOWN;
-    c->value++;
+    step(c, 1);
     return GS_NOREPLY;
 }
 
@@ -87,15 +194,16 @@ static void counter_cleanup(gs_server *s)
 static int counter_get_state(gs_server *s, ei_x_buff *out)
 {
     counter *c = gs_data(s);
-    return ei_x_encode_longlong(out, c->value);
+    return encode_value(out, c->value);
 }
 
+/* Any integer that fits in 128 bits; anything else is refused, the value unchanged. */
 static int counter_put_state(gs_server *s, const gs_term *state)
 {
     counter *c = gs_data(s);
-    long long v;
+    cval v;
     int i = state->index;
-    if (ei_decode_longlong(state->buf, &i, &v) < 0)
+    if (decode_value(state->buf, &i, &v) < 0)
         return -1;
     c->value = v;
     return 0;

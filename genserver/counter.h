@@ -6,8 +6,10 @@
  *   GenServer.call(counter, :get_value)  -> current value
  *   GenServer.cast(counter, :increment)
  *
- * Values are 64-bit signed integers (an Elixir counter would grow into a
- * bignum past 2^63; at one increment per nanosecond that takes 292 years).
+ * Values are exact integers of up to 128 bits: past 2^63 they travel as bignums,
+ * exactly as an Elixir counter's would. An increment that would leave 128 bits
+ * (2^64 times further than 64 bits reach) replies {:error, :overflow} and changes
+ * nothing. :sys.replace_state takes any integer that fits.
  */
 #ifndef GS_COUNTER_H
 #define GS_COUNTER_H

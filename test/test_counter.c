@@ -1,0 +1,217 @@
+/*
+ * The Counter server (genserver/counter.h) over the in-memory transport: its
+ * contract, values past 64 bits travelling as bignums exactly as an Elixir
+ * integer's would, and the value kept across a restart through its state file.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cnode/protocol.h"
+#include "genserver/counter.h"
+#include "test/fake_peer.h"
+
+typedef struct fx {
+    fake_peer fp;
+    counter_config cfg;
+    gs_server *gs;
+    char dir[64];
+    unsigned refs;
+} fx;
+
+static void start_counter(fx *f)
+{
+    assert_int_equal(counter_start(f->fp.node, &f->cfg, "counter", NULL, &f->gs), 0);
+    fp_run(&f->fp);
+}
+
+static fx *start(long long initial, int with_dir)
+{
+    fx *f = test_calloc(1, sizeof *f);
+    assert_int_equal(fp_setup(&f->fp, "k", "k", CN_DFLAGS), 0);
+    f->cfg.initial = initial;
+    if (with_dir) {
+        strcpy(f->dir, "/tmp/test_counter.XXXXXX");
+        assert_non_null(mkdtemp(f->dir));
+        f->cfg.data_dir = f->dir;
+    }
+    start_counter(f);
+    return f;
+}
+
+static void stop_counter(fx *f)
+{
+    gs_stop(f->gs, "shutdown");
+    fp_run(&f->fp);
+    assert_null(cn_proc_whereis(f->fp.node, "counter"));
+}
+
+static void stop(fx *f)
+{
+    if (cn_proc_whereis(f->fp.node, "counter"))
+        stop_counter(f);
+    fp_teardown(&f->fp);
+    if (f->dir[0]) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/counter.state", f->dir);
+        unlink(path);
+        assert_int_equal(rmdir(f->dir), 0);
+    }
+    test_free(f);
+}
+
+/* GenServer.call(counter, Atom) (label "$gen_call"), or a :sys request (label "system"). */
+static void request(fx *f, const char *label, const char *atom)
+{
+    char req[MAXATOMLEN + 8];
+    int n = 0;
+    ei_encode_atom(req, &n, atom);
+    fp_request(&f->fp, label, 7, ++f->refs, "counter", req, (size_t)n);
+}
+
+static void call(fx *f, const char *atom) { request(f, "$gen_call", atom); }
+
+static void cast_increment(fx *f)
+{
+    erlang_pid from;
+    fp_pid(&from, 7);
+    ei_x_buff ctl, msg;
+    fp_ctl_reg_send(&ctl, &from, "counter");
+    fp_msg_cast(&msg, "increment");
+    fp_send(&f->fp, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+}
+
+/* The next reply must be exactly these bytes of external term format. */
+static void expect_reply_bytes(fx *f, const unsigned char *want, size_t n)
+{
+    fp_frame_view v;
+    int i;
+    assert_int_equal(fp_next_reply(&f->fp, &v, &i), 0);
+    int end = i;
+    assert_int_equal(ei_skip_term(v.buf, &end), 0);
+    assert_int_equal((size_t)(end - i), n);
+    assert_memory_equal(v.buf + i, want, n);
+    fp_view_free(&v);
+}
+
+/* The next reply must be the integer `want`, in whichever form ei gives it. */
+static void expect_reply_int(fx *f, long long want)
+{
+    fp_frame_view v;
+    int i;
+    assert_int_equal(fp_next_reply(&f->fp, &v, &i), 0);
+    long long got;
+    if (ei_decode_longlong(v.buf, &i, &got) != 0)
+        fail_msg("the reply is not a 64-bit integer");
+    assert_true(got == want);
+    fp_view_free(&v);
+}
+
+static void expect_reply_text(fx *f, const char *want)
+{
+    char *text = fp_next_reply_text(&f->fp);
+    assert_non_null(text);
+    assert_string_equal(text, want);
+    free(text);
+}
+
+/* 2^63 and -(2^63 + 1): SMALL_BIG_EXT, 8 little-endian digits, as term_to_binary makes them. */
+static const unsigned char two_63[] = {110, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0x80};
+static const unsigned char minus_two_63_minus_1[] = {110, 8, 1, 1, 0, 0, 0, 0, 0, 0, 0x80};
+
+static void the_contract_from_the_initial_value(void **state)
+{
+    (void)state;
+    fx *f = start(41, 0);
+    call(f, "get_value");
+    expect_reply_int(f, 41);
+    call(f, "increment");
+    expect_reply_int(f, 42);
+    call(f, "decrement");
+    call(f, "decrement");
+    expect_reply_int(f, 41);
+    expect_reply_int(f, 40);
+    cast_increment(f);
+    call(f, "get_value");
+    expect_reply_int(f, 41);
+    stop(f);
+}
+
+static void an_unknown_call_is_an_error_and_changes_nothing(void **state)
+{
+    (void)state;
+    fx *f = start(5, 0);
+    call(f, "reset");
+    expect_reply_text(f, "{error,{unknown_call,reset}}");
+    call(f, "get_value");
+    expect_reply_int(f, 5);
+    stop(f);
+}
+
+static void past_int64_max_the_value_is_a_bignum(void **state)
+{
+    (void)state;
+    fx *f = start(LLONG_MAX, 0);
+    call(f, "increment");
+    expect_reply_bytes(f, two_63, sizeof two_63);
+    request(f, "system", "get_state");
+    expect_reply_bytes(f, two_63, sizeof two_63);
+    call(f, "decrement");
+    expect_reply_int(f, LLONG_MAX);
+    stop(f);
+}
+
+static void below_int64_min_too(void **state)
+{
+    (void)state;
+    fx *f = start(LLONG_MIN, 0);
+    call(f, "decrement");
+    call(f, "decrement");
+    expect_reply_text(f, "-9223372036854775809");
+    expect_reply_bytes(f, (const unsigned char[]){110, 8, 1, 2, 0, 0, 0, 0, 0, 0, 0x80}, 11);
+    call(f, "increment");
+    expect_reply_bytes(f, minus_two_63_minus_1, sizeof minus_two_63_minus_1);
+    stop(f);
+}
+
+static void a_restart_gets_the_saved_value_back_in_either_width(void **state)
+{
+    (void)state;
+    fx *f = start(LLONG_MAX, 1);
+    call(f, "increment");
+    expect_reply_bytes(f, two_63, sizeof two_63);
+    stop_counter(f);
+    /* The saved value wins over the configured one. */
+    f->cfg.initial = 0;
+    start_counter(f);
+    call(f, "get_value");
+    expect_reply_bytes(f, two_63, sizeof two_63);
+    call(f, "decrement");
+    expect_reply_int(f, LLONG_MAX);
+    stop_counter(f);
+    start_counter(f);
+    call(f, "get_value");
+    expect_reply_int(f, LLONG_MAX);
+    stop(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(the_contract_from_the_initial_value),
+        cmocka_unit_test(an_unknown_call_is_an_error_and_changes_nothing),
+        cmocka_unit_test(past_int64_max_the_value_is_a_bignum),
+        cmocka_unit_test(below_int64_min_too),
+        cmocka_unit_test(a_restart_gets_the_saved_value_back_in_either_width),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
