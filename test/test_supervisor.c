@@ -3,6 +3,7 @@
  * that has no connections: strategies, restart order, intensity, restart types,
  * nesting, and state that survives a restart through the state files.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "cnode/error.h"
 #include "cnode/proc.h"
 #include "genserver/counter.h"
 #include "supervisor/supervisor.h"
@@ -266,6 +268,48 @@ static void nested_supervisors(void **state)
     assert_string_equal(events, "stop:y stop:x stop:a ");
 }
 
+static int start_failing_child(cn_node *node, cn_proc *parent, void *arg, cn_proc **out)
+{
+    (void)node, (void)parent, (void)arg, (void)out;
+    return -EINVAL;
+}
+
+static void dynamic_children_start_restart_and_stop(void **state)
+{
+    fx *f = *state;
+    sup_flags flags = {.strategy = SUP_SIMPLE_ONE_FOR_ONE, .intensity = 3, .period_s = 5};
+    assert_int_equal(sup_start(f->node, "dyn", &flags, NULL, 0, NULL, on_exit_cb, f, &f->sup), 0);
+    assert_int_equal(sup_child_count(f->sup), 0);
+    sup_child_spec a = SPEC("a", SUP_PERMANENT), b = SPEC("b", SUP_PERMANENT), c = SPEC("c", SUP_TEMPORARY);
+    assert_int_equal(sup_start_child(f->sup, &a), 0);
+    assert_int_equal(sup_start_child(f->sup, &b), 0);
+    assert_int_equal(sup_start_child(f->sup, &c), 0);
+    assert_string_equal(events, "init:a init:b init:c ");
+    assert_int_equal(sup_child_count(f->sup), 3);
+    /* The same id twice is refused; a child that cannot start is not kept. */
+    assert_int_equal(sup_start_child(f->sup, &a), CN_EEXIST);
+    sup_child_spec bad = {.id = "bad", .start = start_failing_child, .restart = SUP_PERMANENT,
+                          .shutdown_ms = 5000, .type = SUP_WORKER};
+    assert_int_equal(sup_start_child(f->sup, &bad), -EINVAL);
+    assert_int_equal(sup_child_count(f->sup), 3);
+    /* Each child is restarted alone; a temporary one is forgotten. */
+    events[0] = '\0';
+    erlang_pid b0, b1;
+    pid_of(f, "b", &b0);
+    crash(f, "b", "boom");
+    pid_of(f, "b", &b1);
+    assert_int_not_equal(ei_cmp_pids(&b0, &b1), 0);
+    assert_string_equal(events, "stop:b init:b ");
+    crash(f, "c", "boom");
+    assert_null(cn_proc_whereis(f->node, "c"));
+    assert_int_equal(sup_child_count(f->sup), 2);
+    events[0] = '\0';
+    sup_stop(f->sup);
+    run(f);
+    assert_string_equal(events, "stop:b stop:a ");
+    assert_int_equal(f->exited, 1);
+}
+
 static void counter_value_survives_a_restart(void **state)
 {
     fx *f = *state;
@@ -312,6 +356,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(temporary_child_is_forgotten, setup, teardown),
         cmocka_unit_test_setup_teardown(kill_is_not_trapped_and_skips_terminate, setup, teardown),
         cmocka_unit_test_setup_teardown(nested_supervisors, setup, teardown),
+        cmocka_unit_test_setup_teardown(dynamic_children_start_restart_and_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(counter_value_survives_a_restart, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
