@@ -49,17 +49,22 @@ defmodule CounterTest do
     assert GenServer.call(counter, :increment) == 1
   end
 
+  @tag cnode_args: ["--counter-initial", "9223372036854775807"]
   test "past 2^63 the value goes on as an Elixir integer would, a bignum", %{counter: counter} do
     max = 2 ** 63 - 1
-    assert :sys.replace_state(counter, fn _ -> max end) == max
+    assert GenServer.call(counter, :get_value) == max
     assert GenServer.call(counter, :increment) == max + 1
     assert GenServer.call(counter, :increment) == max + 2
     assert :sys.get_state(counter) == max + 2
     assert GenServer.call(counter, :decrement) == max + 1
     assert GenServer.call(counter, :decrement) == max
+  end
 
-    assert :sys.replace_state(counter, fn _ -> -(2 ** 100) end) == -(2 ** 100)
-    assert GenServer.call(counter, :decrement) == -(2 ** 100) - 1
+  @tag cnode_args: ["--counter-initial", "-9223372036854775808"]
+  test "below -2^63 too", %{counter: counter} do
+    assert GenServer.call(counter, :decrement) == -(2 ** 63) - 1
+    assert GenServer.cast(counter, :increment) == :ok
+    assert GenServer.call(counter, :get_value) == -(2 ** 63)
   end
 
   test "2 caller nodes x 50 processes incrementing at once lose no increment",

@@ -7,7 +7,7 @@
 %%
 %% It is not the product and not part of `make test`. Flags it cannot mean the same way
 %% (--data-dir, --max-requests, --window-ms, --log-level) are accepted and ignored;
-%% --handshake-timeout-ms becomes net_setuptime.
+%% --handshake-timeout-ms becomes net_setuptime; --counter-initial is the counter's start.
 -module(cnode_ref).
 -behaviour(gen_server).
 
@@ -33,6 +33,7 @@ parse(["--port", V | T], O) -> parse(T, O#{port => int(V)});
 parse(["--connect", V | T], O = #{connect := C}) -> parse(T, O#{connect => C ++ [list_to_atom(V)]});
 parse(["--net-ticktime", V | T], O) -> parse(T, O#{ticktime => int(V)});
 parse(["--handshake-timeout-ms", V | T], O) -> parse(T, O#{setup_ms => int(V)});
+parse(["--counter-initial", V | T], O) -> parse(T, O#{initial => int(V)});
 parse([F, _ | T], O) when F =:= "--data-dir"; F =:= "--max-requests";
                           F =:= "--window-ms"; F =:= "--log-level" -> parse(T, O);
 parse([F | _], _) -> throw({usage, "bad flag " ++ F}).
@@ -57,7 +58,7 @@ start(Opts = #{name := Name}) ->
         {error, Reason} -> fail(io_lib:format("cannot start distribution as ~s: ~p", [Name, Reason]))
     end,
     maps:is_key(cookie, Opts) andalso erlang:set_cookie(maps:get(cookie, Opts)),
-    {ok, _} = gen_server:start({local, counter}, ?MODULE, 0, []),
+    {ok, _} = gen_server:start({local, counter}, ?MODULE, maps:get(initial, Opts, 0), []),
     [spawn(fun() -> keep_connected(Node) end) || Node <- maps:get(connect, Opts)],
     [Alive, _Host] = string:split(atom_to_list(Name), "@"),
     {port, Port, _} = erl_epmd:port_please(Alive, {127, 0, 0, 1}),
