@@ -66,9 +66,14 @@ void cn__node_wake(cn_node *node)
  * many calls, and the CPU goes to the callers meanwhile. The pause comes after
  * the turn's writes, so no reply waits for it.
  */
+static int will_pause(const cn_node *node, uint64_t handled)
+{
+    return node->coalesce_us > 0 && handled >= COALESCE_MIN_BATCH;
+}
+
 static void coalesce(cn_node *node, uint64_t handled)
 {
-    if (node->coalesce_us == 0 || handled < COALESCE_MIN_BATCH)
+    if (!will_pause(node, handled))
         return;
     node->stats.pauses++;
     struct timespec ts = {0, (long)node->coalesce_us * 1000};
@@ -81,8 +86,8 @@ static void coalesce(cn_node *node, uint64_t handled)
  * interrupt, dearer still in a virtual machine: 42 us for a pipe round trip
  * across cores on the machines this was measured on, 5 us on one core), the
  * next request of a caller that is waiting for its reply is better met by a
- * loop that is still polling. After a turn that served fewer requests than a
- * coalescing batch, the loop polls with a zero timeout for busy_poll_us; a
+ * loop that is still polling. After a turn that served requests and does not
+ * pause, the loop polls with a zero timeout for busy_poll_us; a
  * quiet node then sleeps in epoll as before.
  */
 static int keep_polling(cn_node *node, uint64_t handled)
@@ -90,7 +95,7 @@ static int keep_polling(cn_node *node, uint64_t handled)
     if (node->busy_poll_us == 0)
         return 0;
     uint64_t now = uv_hrtime();
-    if (handled >= COALESCE_MIN_BATCH && node->coalesce_us > 0)
+    if (will_pause(node, handled))
         node->spin_until = 0;
     else if (handled > 0)
         node->spin_until = now + (uint64_t)node->busy_poll_us * 1000;
@@ -159,7 +164,6 @@ int cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_node **out)
     node->max_write_queue = cfg->max_write_queue ? cfg->max_write_queue : (size_t)64 << 20;
     node->no_epmd = cfg->no_epmd;
     node->coalesce_us = cfg->coalesce_us > 1000 ? 1000 : cfg->coalesce_us;
-    node->busy_poll_us = cfg->busy_poll_us > 1000 ? 1000 : cfg->busy_poll_us;
     node->busy_poll_us = cfg->busy_poll_us > 1000 ? 1000 : cfg->busy_poll_us;
     node->next_num = 1;
     /* Until epmd hands out a creation, a random one keeps our pids distinct. */

@@ -245,6 +245,18 @@ void fp_msg_cast(ei_x_buff *x, const char *req)
     ei_x_encode_atom(x, req);
 }
 
+void fp_cast(fake_peer *fp, unsigned from, const char *name, const char *req)
+{
+    erlang_pid pid;
+    fp_pid(&pid, from);
+    ei_x_buff ctl, msg;
+    fp_ctl_reg_send(&ctl, &pid, name);
+    fp_msg_cast(&msg, req);
+    fp_send(fp, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+}
+
 void fp_msg_request(ei_x_buff *x, const char *label, const erlang_pid *from, const erlang_ref *ref,
                     const char *req, size_t req_len)
 {

@@ -67,6 +67,8 @@ void fp_ctl_monitor(ei_x_buff *x, int op, const erlang_pid *from, const char *na
 /* A $gen_call message {'$gen_call', {From, Tag}, Request-atom}; alias: tag is [alias | Ref]. */
 void fp_msg_call(ei_x_buff *x, const erlang_pid *from, const erlang_ref *ref, int alias, const char *req);
 void fp_msg_cast(ei_x_buff *x, const char *req);
+/* GenServer.cast(name, req-atom) from the peer's pid number `from`, then runs the loop. */
+void fp_cast(fake_peer *fp, unsigned from, const char *name, const char *req);
 
 /*
  * Added for the tests of servers whose requests are not atoms.

@@ -78,18 +78,6 @@ static void request(fx *f, const char *label, const char *atom)
 
 static void call(fx *f, const char *atom) { request(f, "$gen_call", atom); }
 
-static void cast_increment(fx *f)
-{
-    erlang_pid from;
-    fp_pid(&from, 7);
-    ei_x_buff ctl, msg;
-    fp_ctl_reg_send(&ctl, &from, "counter");
-    fp_msg_cast(&msg, "increment");
-    fp_send(&f->fp, &ctl, &msg);
-    ei_x_free(&ctl);
-    ei_x_free(&msg);
-}
-
 /* The next reply must be exactly these bytes of external term format. */
 static void expect_reply_bytes(fx *f, const unsigned char *want, size_t n)
 {
@@ -140,7 +128,7 @@ static void the_contract_from_the_initial_value(void **state)
     call(f, "decrement");
     expect_reply_int(f, 41);
     expect_reply_int(f, 40);
-    cast_increment(f);
+    fp_cast(&f->fp, 7, "counter", "increment");
     call(f, "get_value");
     expect_reply_int(f, 41);
     stop(f);

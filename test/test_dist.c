@@ -123,14 +123,7 @@ static void counter_contract(void **state)
     call(f, 3, 1, "decrement");
     assert_int_equal(reply_value(f, DOP_ALIAS_SEND), 1);
     /* A cast, then a call that sees it. */
-    erlang_pid from;
-    fp_pid(&from, 9);
-    ei_x_buff ctl, msg;
-    fp_ctl_reg_send(&ctl, &from, "counter");
-    fp_msg_cast(&msg, "increment");
-    fp_send(&f->fp, &ctl, &msg);
-    ei_x_free(&ctl);
-    ei_x_free(&msg);
+    fp_cast(&f->fp, 9, "counter", "increment");
     call(f, 4, 1, "get_value");
     assert_int_equal(reply_value(f, DOP_ALIAS_SEND), 2);
 }
