@@ -20,7 +20,8 @@
     X(ENOTALIVE, -4010, "name not allowed or already in use")               \
     X(EAGAIN_HS, -4011, "handshake needs more bytes")                      \
     X(ESTOPPED, -4012, "server stopped in init")                            \
-    X(EIGNORED, -4013, "server init returned ignore")
+    X(EIGNORED, -4013, "server init returned ignore")                       \
+    X(EBUSY, -4014, "still open: close it first")
 
 enum {
 #define CN_ERR_ENUM(name, value, text) CN_##name = (value),

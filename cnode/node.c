@@ -8,6 +8,7 @@
  * and writes every connection's output in one write. The idle handle is started
  * whenever work is queued, so the loop polls without blocking until it is done.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,13 +31,14 @@ static void node_handle_closed(uv_handle_t *h)
 
 void cn__node_maybe_closed(cn_node *node)
 {
-    if (!node->closing || node->open_handles > 0 || node->all_conns != NULL || node->targets != NULL)
+    if (!node->closing || node->closed || node->open_handles > 0 || node->all_conns != NULL ||
+        node->targets != NULL)
         return;
-    if (node->closed_cb) {
-        void (*cb)(cn_node *) = node->closed_cb;
-        node->closed_cb = NULL;
+    node->closed = 1;
+    void (*cb)(cn_node *) = node->closed_cb;
+    node->closed_cb = NULL;
+    if (cb)
         cb(node);
-    }
 }
 
 static void idle_noop(uv_idle_t *h)
@@ -427,8 +429,7 @@ static void target_closed(uv_handle_t *h)
 
 void cn_node_close(cn_node *node, void (*done_cb)(cn_node *))
 {
-    if (node->closing)
-        return;
+    assert(!node->closing);
     node->closed_cb = done_cb;
     /* Write what is queued (replies, exit signals from terminating servers) first. */
     for (cn_conn *c = node->all_conns; c; c = c->all_next)
@@ -457,10 +458,12 @@ void cn_node_close(cn_node *node, void (*done_cb)(cn_node *))
     uv_close((uv_handle_t *)&node->check, node_handle_closed);
 }
 
-void cn_node_free(cn_node *node)
+int cn_node_free(cn_node *node)
 {
     if (node == NULL)
-        return;
+        return 0;
+    if (!node->closed)
+        return CN_EBUSY;
     while (node->rq_head) {
         cn_local_msg *m = node->rq_head;
         node->rq_head = m->next;
@@ -480,4 +483,8 @@ void cn_node_free(cn_node *node)
         free(m);
     }
     free(node);
+    return 0;
 }
+
+void cn_node_set_data(cn_node *node, void *data) { node->data = data; }
+void *cn_node_data(const cn_node *node) { return node->data; }

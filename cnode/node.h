@@ -57,12 +57,22 @@ int cn_node_connect(cn_node *node, const char *peer_name);
 
 /*
  * Closes every connection, unregisters from epmd and closes every handle the node
- * owns. Local processes must have exited first (the supervisor's shutdown does
- * that). When the loop has run the close callbacks, done_cb is called and the node
- * may be freed with cn_node_free.
+ * owns, as uv_close does for a handle. Local processes must have exited first
+ * (the application's shutdown does that): the node frees any left without
+ * telling their behaviours. done_cb (may be NULL) is always called, exactly once, from a later
+ * turn of the loop, whether or not the node was ever started; after it the node
+ * may be freed with cn_node_free. A second close is a broken contract (asserted).
  */
 void cn_node_close(cn_node *node, void (*done_cb)(cn_node *node));
-void cn_node_free(cn_node *node);
+/*
+ * Frees a node whose close has completed. A node that is not closed is not
+ * freed: CN_EBUSY, and nothing changes. NULL is 0.
+ */
+int cn_node_free(cn_node *node);
+
+/* The user's pointer, as libuv's handle->data: the node never touches it. */
+void cn_node_set_data(cn_node *node, void *data);
+void *cn_node_data(const cn_node *node);
 
 const char *cn_node_name(const cn_node *node);
 uint32_t cn_node_creation(const cn_node *node);

@@ -155,6 +155,8 @@ struct cn_node {
     int open_handles;
     void (*ready_cb)(cn_node *, int);
     void (*closed_cb)(cn_node *);
+    int closed;                     /* close finished: cn_node_free may free it */
+    void *data;                     /* the user's (cn_node_set_data) */
 
     cn_conn *conns;                 /* UP connections by peer name */
     cn_conn *all_conns;

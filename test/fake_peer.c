@@ -113,7 +113,7 @@ void fp_teardown(fake_peer *fp)
 {
     cn_node_close(fp->node, node_closed);
     uv_run(&fp->loop, UV_RUN_DEFAULT);
-    cn_node_free(fp->node);
+    assert_int_equal(cn_node_free(fp->node), 0);
     assert_int_equal(uv_loop_close(&fp->loop), 0);
     cn_buf_free(&fp->out);
 }

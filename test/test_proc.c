@@ -251,7 +251,7 @@ static int teardown(void **state)
     }
     cn_node_close(f->node, closed);
     uv_run(&f->loop, UV_RUN_DEFAULT);
-    cn_node_free(f->node);
+    assert_int_equal(cn_node_free(f->node), 0);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     free(f);
     return 0;
