@@ -30,7 +30,7 @@ CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=
 LDFLAGS += -fsanitize=$(SANITIZER)
 endif
 
-LIB_SRCS := $(filter-out cnode/main.c,$(wildcard cnode/*.c genserver/*.c supervisor/*.c))
+LIB_SRCS := $(filter-out supervisor/main.c,$(wildcard cnode/*.c genserver/*.c supervisor/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 TEST_SRCS := $(wildcard test/test_*.c)
 TEST_BINS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
@@ -52,14 +52,14 @@ $(BUILD)/libcnode.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/cnode: $(BUILD)/obj/cnode/main.o $(BUILD)/libcnode.a
+$(BUILD)/cnode: $(BUILD)/obj/supervisor/main.o $(BUILD)/libcnode.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/test/%: $(BUILD)/obj/test/%.o $(TEST_SUPPORT_OBJS) $(BUILD)/libcnode.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
--include $(LIB_OBJS:.o=.d) $(BUILD)/obj/cnode/main.d $(TEST_SRCS:test/%.c=$(BUILD)/obj/test/%.d)
+-include $(LIB_OBJS:.o=.d) $(BUILD)/obj/supervisor/main.d $(TEST_SRCS:test/%.c=$(BUILD)/obj/test/%.d)
 
 deps:
 	@scripts/bootstrap.sh
