@@ -4,6 +4,7 @@
 #   make                      build/cnode and build/libcnode.a
 #   make run                  start cnode@127.0.0.1 (prints the iex line)
 #   make test                 unit tests plain and sanitized, Common Test, ExUnit
+#                             (ct and exunit build the sanitized node build/san/cnode too)
 #   make bench                the side-by-side benchmark (not part of make test)
 #   make SANITIZER=address,undefined unit   one sanitized unit run
 
@@ -37,7 +38,7 @@ TEST_BINS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
 TEST_SUPPORT := $(filter-out $(TEST_SRCS),$(wildcard test/*.c))
 TEST_SUPPORT_OBJS := $(TEST_SUPPORT:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all deps run test unit unit-san interop ct exunit bench clean
+.PHONY: all deps run test unit unit-san san-cnode interop ct exunit bench clean
 all: $(BUILD)/cnode $(BUILD)/libcnode.a
 
 # Objects are rebuilt when the compiler flags change, not only when sources do.
@@ -77,10 +78,15 @@ unit-san:
 
 interop: ct exunit
 
-ct: all
+# The interop suites also run the sanitized node (build/san/cnode) where a case must show
+# no sanitizer report, so they build it first.
+san-cnode:
+	@$(MAKE) --no-print-directory SANITIZER=address,undefined build/san/cnode
+
+ct: all san-cnode
 	@scripts/ct.sh
 
-exunit: all
+exunit: all san-cnode
 	@scripts/exunit.sh
 
 test: deps
