@@ -315,7 +315,7 @@ int gs__decode_from(const char *b, int *i, gs_from *from)
 {
     int arity;
     if (ei_decode_tuple_header(b, i, &arity) < 0 || arity != 2 || ei_decode_pid(b, i, &from->pid) < 0)
-        return -1;
+        return CN_EDECODE;
     int start = *i;
     from->has_alias = 0;
     int j = *i, n;
@@ -325,7 +325,7 @@ int gs__decode_from(const char *b, int *i, gs_from *from)
             from->has_alias = 1;
     }
     if (cn_term_skip_trusted(b, i) < 0)
-        return -1;
+        return CN_EDECODE;
     from->tag = b + start;
     from->tag_len = *i - start;
     return 0;

@@ -59,7 +59,7 @@ struct gs_server {
 
 /* Compares an atom in any of its encodings at b[idx] with an ASCII name, without decoding. */
 int gs__atom_at(const char *b, int idx, const char *atom);
-/* Decodes {Pid, Tag} at *i (the From of a call or a system message); 0 or -1. */
+/* Decodes {Pid, Tag} at *i (the From of a call or a system message); 0 or CN_EDECODE. */
 int gs__decode_from(const char *b, int *i, gs_from *from);
 /* Starts {Tag, ...} in s->out for a reply to from; returns the index where the reply goes. */
 int gs__begin_reply(gs_server *s, const gs_from *from);

@@ -206,7 +206,7 @@ static void sys_terminate(gs_server *s, const gs_from *from, const char *b, int 
     ei_x_free(&v);
 }
 
-/* Encodes the reply to an atom request into x; 0, or -1 when the atom is not one of ours. */
+/* Is the request one of the atoms we answer? Then its reply is encoded into x. */
 static int sys_atom_request(gs_server *s, const char *b, int req, ei_x_buff *x)
 {
     if (gs__atom_at(b, req, "get_state")) {
@@ -220,9 +220,9 @@ static int sys_atom_request(gs_server *s, const char *b, int req, ei_x_buff *x)
         s->suspended = 0;
         ei_x_encode_atom(x, "ok");
     } else {
-        return -1;
+        return 0;
     }
-    return 0;
+    return 1;
 }
 
 void gs__handle_system(gs_server *s, const gs_from *from, const char *b, int req)
@@ -230,7 +230,7 @@ void gs__handle_system(gs_server *s, const gs_from *from, const char *b, int req
     gs__begin_reply(s, from);
     ei_x_buff *x = &s->out;
     int arity = 0, i = req;
-    if (sys_atom_request(s, b, req, x) == 0) {
+    if (sys_atom_request(s, b, req, x)) {
         /* Replied below. */
     } else if (ei_decode_tuple_header(b, &i, &arity) == 0 && arity == 2 && gs__atom_at(b, i, "terminate")) {
         cn_term_skip_trusted(b, &i);
