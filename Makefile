@@ -4,6 +4,7 @@
 #   make                      build/cnode and build/libcnode.a
 #   make run                  start cnode@127.0.0.1 (prints the iex line)
 #   make test                 unit tests plain and sanitized, Common Test, ExUnit
+#                             (ct and exunit build the sanitized node build/san/cnode too)
 #   make bench                the side-by-side benchmark (not part of make test)
 #   make SANITIZER=address,undefined unit   one sanitized unit run
 
@@ -30,14 +31,14 @@ CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=
 LDFLAGS += -fsanitize=$(SANITIZER)
 endif
 
-LIB_SRCS := $(filter-out cnode/main.c,$(wildcard cnode/*.c genserver/*.c supervisor/*.c))
+LIB_SRCS := $(filter-out supervisor/main.c,$(wildcard cnode/*.c genserver/*.c supervisor/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 TEST_SRCS := $(wildcard test/test_*.c)
 TEST_BINS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
 TEST_SUPPORT := $(filter-out $(TEST_SRCS),$(wildcard test/*.c))
 TEST_SUPPORT_OBJS := $(TEST_SUPPORT:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all deps run test unit unit-san interop ct exunit bench clean
+.PHONY: all deps run test unit unit-san san-cnode interop ct exunit bench clean
 all: $(BUILD)/cnode $(BUILD)/libcnode.a
 
 # Objects are rebuilt when the compiler flags change, not only when sources do.
@@ -52,14 +53,14 @@ $(BUILD)/libcnode.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/cnode: $(BUILD)/obj/cnode/main.o $(BUILD)/libcnode.a
+$(BUILD)/cnode: $(BUILD)/obj/supervisor/main.o $(BUILD)/libcnode.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/test/%: $(BUILD)/obj/test/%.o $(TEST_SUPPORT_OBJS) $(BUILD)/libcnode.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
--include $(LIB_OBJS:.o=.d) $(BUILD)/obj/cnode/main.d $(TEST_SRCS:test/%.c=$(BUILD)/obj/test/%.d)
+-include $(LIB_OBJS:.o=.d) $(BUILD)/obj/supervisor/main.d $(TEST_SRCS:test/%.c=$(BUILD)/obj/test/%.d)
 
 deps:
 	@scripts/bootstrap.sh
@@ -77,10 +78,15 @@ unit-san:
 
 interop: ct exunit
 
-ct: all
+# The interop suites also run the sanitized node (build/san/cnode) where a case must show
+# no sanitizer report, so they build it first.
+san-cnode:
+	@$(MAKE) --no-print-directory SANITIZER=address,undefined build/san/cnode
+
+ct: all san-cnode
 	@scripts/ct.sh
 
-exunit: all
+exunit: all san-cnode
 	@scripts/exunit.sh
 
 test: deps

@@ -1,3 +1,7 @@
+/*
+ * The Counter server (genserver/counter.h): a 128-bit value, the wire contract
+ * of the Elixir Counter, and its state file (saved in terminate, loaded in init).
+ */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -6,8 +10,9 @@
 #include "cnode/buf.h"
 #include "cnode/error.h"
 #include "cnode/log.h"
+#include "cnode/mem.h"
 #include "genserver/counter.h"
-#include "supervisor/statefile.h"
+#include "genserver/statefile.h"
 
 /*
  * The state file's payload: the value in two's complement, big endian, as 8 bytes
@@ -37,11 +42,11 @@ static int fits_64(cval v)
     return v >= LLONG_MIN && v <= LLONG_MAX;
 }
 
-/* An integer term: as ei encodes a long long, or a SMALL_BIG_EXT past 64 bits. */
+/* An integer term: as ei encodes a long long, or a SMALL_BIG_EXT past 64 bits. 0 or CN_EDECODE. */
 static int encode_value(ei_x_buff *x, cval v)
 {
     if (fits_64(v))
-        return ei_x_encode_longlong(x, (long long)v);
+        return ei_x_encode_longlong(x, (long long)v) < 0 ? CN_EDECODE : 0;
     ucval mag = v < 0 ? -(ucval)v : (ucval)v;
     char b[3 + 16];
     int n = 0;
@@ -50,13 +55,13 @@ static int encode_value(ei_x_buff *x, cval v)
     b[0] = (char)ERL_SMALL_BIG_EXT;
     b[1] = (char)n;
     b[2] = v < 0;
-    return ei_x_append_buf(x, b, 3 + n);
+    return ei_x_append_buf(x, b, 3 + n) < 0 ? CN_EDECODE : 0;
 }
 
 /*
  * Decodes an integer term that fits in 128 bits. The term has been walked with
  * bounds checks already (gs_term), so a SMALL_BIG_EXT holds all its digits.
- * -1 for anything else, index untouched.
+ * CN_EDECODE for anything else, index untouched.
  */
 static int decode_value(const char *buf, int *index, cval *out)
 {
@@ -70,17 +75,17 @@ static int decode_value(const char *buf, int *index, cval *out)
     int type, size;
     i = *index;
     if (ei_get_type(buf, &i, &type, &size) < 0 || type != ERL_SMALL_BIG_EXT || size > 16)
-        return -1;
+        return CN_EDECODE;
     const unsigned char *p = (const unsigned char *)buf + i;
     ucval mag = 0;
     for (int k = size - 1; k >= 0; k--)
         mag = mag << 8 | p[3 + k];
     int neg = p[2] != 0;
     if (mag > (ucval)CVAL_MAX + (neg ? 1 : 0))
-        return -1;
+        return CN_EDECODE;
     *out = neg ? (cval)(0 - mag) : (cval)mag;
     if (ei_skip_term(buf, &i) < 0)
-        return -1;
+        return CN_EDECODE;
     *index = i;
     return 0;
 }
@@ -111,7 +116,7 @@ static gs_ret counter_init(gs_server *s, const gs_term *arg, gs_result *res)
         return GS_OK;
     cn_buf b;
     cn_buf_init(&b);
-    int rc = sup_state_load(c->cfg->data_dir, c->name, COUNTER_SCHEMA, &b);
+    int rc = gs_state_load(c->cfg->data_dir, c->name, COUNTER_SCHEMA, &b);
     char text[48];
     if (rc == 0 && (b.len == 8 || b.len == 16)) {
         const unsigned char *p = (const unsigned char *)b.data;
@@ -139,17 +144,17 @@ static void counter_terminate(gs_server *s, const gs_term *reason)
     ucval u = (ucval)c->value;
     for (size_t i = 0; i < n; i++)
         v[n - 1 - i] = (unsigned char)(u >> (8 * i));
-    int rc = sup_state_save(c->cfg->data_dir, c->name, COUNTER_SCHEMA, v, n);
+    int rc = gs_state_save(c->cfg->data_dir, c->name, COUNTER_SCHEMA, v, n);
     if (rc < 0)
         CN_ERROR("counter", "%s: cannot save state in %s: %s", c->name, c->cfg->data_dir, cn_strerror(rc));
 }
 
-/* value + by, or -1 when it would leave 128 bits (2^64 times further than int64). */
+/* value + by: 0, or -ERANGE (value unchanged) when it would leave 128 bits (2^64 times further than int64). */
 static int step(counter *c, int by)
 {
     if ((by > 0 && c->value == CVAL_MAX) || (by < 0 && c->value == CVAL_MIN)) {
         CN_ERROR("counter", "%s: the value would leave 128 bits; unchanged", c->name);
-        return -1;
+        return -ERANGE;
     }
     c->value += by;
     return 0;
@@ -203,8 +208,9 @@ static int counter_put_state(gs_server *s, const gs_term *state)
     counter *c = gs_data(s);
     cval v;
     int i = state->index;
-    if (decode_value(state->buf, &i, &v) < 0)
-        return -1;
+    int rc = decode_value(state->buf, &i, &v);
+    if (rc < 0)
+        return rc;
     c->value = v;
     return 0;
 }
@@ -222,9 +228,7 @@ const gs_callbacks counter_callbacks = {
 
 int counter_start(cn_node *node, const counter_config *cfg, const char *name, cn_proc *parent, gs_server **out)
 {
-    counter *c = calloc(1, sizeof *c);
-    if (c == NULL)
-        return -1;
+    counter *c = cn_calloc(1, sizeof *c);
     c->cfg = cfg;
     snprintf(c->name, sizeof c->name, "%s", name ? name : "counter");
     gs_options opt = {.name = name, .parent = parent};

@@ -1,5 +1,8 @@
 /*
- * The gen_server behaviour on top of cnode processes.
+ * The gen_server behaviour on top of cnode processes: dispatch of calls, casts
+ * and other messages to the callbacks, replies, timers, handle_continue and
+ * the stop paths. The system messages (the sys module) are in gs_sys.c; the
+ * two share genserver_int.h.
  *
  * The hot path, a GenServer.call: the message is decoded just enough to find
  * the caller's pid, its tag and the request; the reply is encoded into a buffer
@@ -10,57 +13,15 @@
  * handle_continue are copied to a queue and handled afterwards, in order;
  * system messages still get through a suspended server, as in OTP.
  */
-#include <errno.h>
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cnode/error.h"
 #include "cnode/log.h"
+#include "cnode/mem.h"
 #include "cnode/term.h"
-#include "genserver/genserver.h"
-
-typedef struct gs_msg {
-    struct gs_msg *next;
-    size_t len;
-    char data[];
-} gs_msg;
-
-typedef struct gs_timer {
-    uv_timer_t h;
-    gs_server *s;
-    int64_t id;
-    struct gs_timer *next;
-    size_t len;
-    char data[];
-} gs_timer;
-
-struct gs_server {
-    cn_proc *proc;
-    cn_node *node;
-    const gs_callbacks *cb;
-    void *user;
-    char name[256];
-    int suspended;
-    int continuing;
-    int stopping;
-    int draining;
-    gs_msg *q_head, *q_tail;
-    gs_timer *timers;
-    int64_t next_timer_id;
-    uv_timer_t timeout;     /* the gen_server timeout of the last callback result */
-    uv_timer_t cont_timer;  /* runs handle_continue on the next loop turn */
-    int handles_open;
-    erlang_pid parent;
-    int has_parent;
-    ei_x_buff out, reason, cont;
-    /* A :sys.replace_state waiting for the caller's node to run its fun. */
-    gs_from *sys_from;
-    erlang_ref sys_tag;
-    int64_t sys_timer;
-};
-
-/* How long a replace_state waits for the fun's node before giving up. */
-#define REPLACE_STATE_TIMEOUT_MS 5000
+#include "genserver/genserver_int.h"
 
 static void handle(gs_server *s, const char *buf, size_t len);
 
@@ -70,8 +31,7 @@ cn_proc *gs_proc(const gs_server *s) { return s->proc; }
 cn_node *gs_node(const gs_server *s) { return s->node; }
 void gs_self(const gs_server *s, erlang_pid *out) { cn_proc_pid(s->proc, out); }
 
-/* Compares an atom in any of its encodings with an ASCII name, without decoding. */
-static int atom_at(const char *b, int idx, const char *atom)
+int gs__atom_at(const char *b, int idx, const char *atom)
 {
     unsigned char tag = (unsigned char)b[idx];
     size_t n, want = strlen(atom);
@@ -90,7 +50,7 @@ static int atom_at(const char *b, int idx, const char *atom)
 
 int gs_term_is_atom(const gs_term *t, const char *atom)
 {
-    return atom_at(t->buf, t->index, atom);
+    return gs__atom_at(t->buf, t->index, atom);
 }
 
 /* ---- Timers ---- */
@@ -143,9 +103,7 @@ static void timer_fired(uv_timer_t *h)
 
 int64_t gs_send_after(gs_server *s, uint64_t ms, const char *msg, size_t len)
 {
-    gs_timer *t = malloc(sizeof *t + len);
-    if (t == NULL)
-        return -ENOMEM;
+    gs_timer *t = cn_malloc(sizeof *t + len);
     uv_timer_init(cn_node_loop(s->node), &t->h);
     t->s = s;
     t->id = ++s->next_timer_id;
@@ -208,7 +166,7 @@ static int reason_is_quiet(const char *r, size_t len)
         return 1;
     /* {shutdown, _} */
     int i = 1, arity;
-    if (ei_decode_tuple_header(r, &i, &arity) == 0 && arity == 2 && atom_at(r, i, "shutdown"))
+    if (ei_decode_tuple_header(r, &i, &arity) == 0 && arity == 2 && gs__atom_at(r, i, "shutdown"))
         return 1;
     return 0;
 }
@@ -233,8 +191,7 @@ static void run_terminate(gs_server *s, const char *reason, size_t len)
     }
 }
 
-/* Ends the server from inside: terminate, then the process exits with reason. */
-static void stop_with(gs_server *s, const char *reason, size_t len)
+void gs__stop_with(gs_server *s, const char *reason, size_t len)
 {
     if (s->stopping)
         return;
@@ -249,7 +206,7 @@ void gs_stop(gs_server *s, const char *reason_atom)
 {
     char buf[300];
     size_t n = cn_term_atom(buf, reason_atom);
-    stop_with(s, buf, n);
+    gs__stop_with(s, buf, n);
 }
 
 /* The process is dying from outside (exit signal, kill, node shutdown). */
@@ -268,15 +225,14 @@ static void on_exiting(cn_proc *p, cn_exit_cause cause, const char *reason, size
 
 /* ---- Replies ---- */
 
-static int send_reply(gs_server *s, const gs_from *from, const char *msg, size_t len)
+int gs__send_reply(gs_server *s, const gs_from *from, const char *msg, size_t len)
 {
     if (from->has_alias)
         return cn_send_alias(s->proc, &from->alias, &from->pid, msg, len);
     return cn_send(s->proc, &from->pid, msg, len);
 }
 
-/* Starts {Tag, ...} in s->out; returns the index where the reply goes. */
-static int begin_reply(gs_server *s, const gs_from *from)
+int gs__begin_reply(gs_server *s, const gs_from *from)
 {
     s->out.index = 0;
     ei_x_encode_version(&s->out);
@@ -288,21 +244,18 @@ static int begin_reply(gs_server *s, const gs_from *from)
 int gs_reply(gs_server *s, const gs_from *from, const char *reply, size_t len)
 {
     ei_x_buff x;
-    if (ei_x_new_with_version(&x) < 0)
-        return -ENOMEM;
+    cn_x_new_with_version(&x);
     ei_x_encode_tuple_header(&x, 2);
     ei_x_append_buf(&x, from->tag, from->tag_len);
     ei_x_append_buf(&x, reply, (int)len);
-    int rc = send_reply(s, from, x.buff, (size_t)x.index);
+    int rc = gs__send_reply(s, from, x.buff, (size_t)x.index);
     ei_x_free(&x);
     return rc;
 }
 
 gs_from *gs_from_dup(const gs_from *from)
 {
-    gs_from *f = malloc(sizeof *f + (size_t)from->tag_len);
-    if (f == NULL)
-        return NULL;
+    gs_from *f = cn_malloc(sizeof *f + (size_t)from->tag_len);
     *f = *from;
     char *tag = (char *)(f + 1);
     memcpy(tag, from->tag, (size_t)from->tag_len);
@@ -336,14 +289,14 @@ static void apply(gs_server *s, gs_ret r, gs_result *res)
         char normal[16];
         if (s->reason.index == 0) {
             size_t n = cn_term_atom(normal, "normal");
-            stop_with(s, normal, n);
+            gs__stop_with(s, normal, n);
             return;
         }
         /* The reason buffer holds a bare term: give it a version byte. */
         ei_x_buff v;
-        ei_x_new_with_version(&v);
+        cn_x_new_with_version(&v);
         ei_x_append_buf(&v, s->reason.buff, s->reason.index);
-        stop_with(s, v.buff, (size_t)v.index);
+        gs__stop_with(s, v.buff, (size_t)v.index);
         ei_x_free(&v);
         return;
     }
@@ -355,236 +308,24 @@ static void apply(gs_server *s, gs_ret r, gs_result *res)
         uv_timer_start(&s->timeout, on_timeout, (uint64_t)res->timeout_ms, 0);
 }
 
-/* ---- The system protocol (sys module) ---- */
-
-static void encode_state(gs_server *s, ei_x_buff *x)
-{
-    if (s->cb->get_state == NULL || s->cb->get_state(s, x) < 0)
-        ei_x_encode_atom(x, "undefined");
-}
-
-static void sys_status(gs_server *s, ei_x_buff *x)
-{
-    erlang_pid self;
-    gs_self(s, &self);
-    /* {status, Pid, {module, gen_server}, [PDict, SysState, Parent, Debug, Misc]} */
-    ei_x_encode_tuple_header(x, 4);
-    ei_x_encode_atom(x, "status");
-    ei_x_encode_pid(x, &self);
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "module");
-    ei_x_encode_atom(x, "gen_server");
-    ei_x_encode_list_header(x, 5);
-    ei_x_encode_empty_list(x);
-    ei_x_encode_atom(x, s->suspended ? "suspended" : "running");
-    ei_x_encode_pid(x, s->has_parent ? &s->parent : &self);
-    ei_x_encode_empty_list(x);
-    /* Misc, as gen_server:format_status/2 lays it out. */
-    char header[320];
-    snprintf(header, sizeof header, "Status for generic server %s", s->name[0] ? s->name : "");
-    ei_x_encode_list_header(x, 3);
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "header");
-    ei_x_encode_string(x, header);
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "data");
-    ei_x_encode_list_header(x, 3);
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_string(x, "Status");
-    ei_x_encode_atom(x, s->suspended ? "suspended" : "running");
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_string(x, "Parent");
-    ei_x_encode_pid(x, s->has_parent ? &s->parent : &self);
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_string(x, "Logged events");
-    ei_x_encode_empty_list(x);
-    ei_x_encode_empty_list(x);
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "data");
-    ei_x_encode_list_header(x, 1);
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_string(x, "State");
-    encode_state(s, x);
-    ei_x_encode_empty_list(x);
-    ei_x_encode_empty_list(x);
-    ei_x_encode_empty_list(x);
-}
-
-static void drain(gs_server *s);
-
-/*
- * :sys.replace_state(server, fun): C cannot run an Erlang fun, so the server
- * asks the fun's own node to: a call to its rex server, {call, erlang, apply,
- * [Fun, [State]], user}. Until the answer (or a timeout) arrives the server
- * handles nothing else, as an OTP server is busy inside its fun. Returns 0 when
- * the request went out, or a negative error (then the caller replies at once).
- */
-static int start_replace_state(gs_server *s, const gs_from *from, const char *b, int fun)
-{
-    if (s->cb->put_state == NULL)
-        return CN_ENOPROC;
-    int fun_end = fun;
-    if (cn_term_skip_trusted(b, &fun_end) < 0)
-        return CN_EDECODE;
-    erlang_pid self;
-    gs_self(s, &self);
-    cn_node_make_ref(s->node, &s->sys_tag);
-    ei_x_buff m;
-    ei_x_new_with_version(&m);
-    ei_x_encode_tuple_header(&m, 3);
-    ei_x_encode_atom(&m, "$gen_call");
-    ei_x_encode_tuple_header(&m, 2);
-    ei_x_encode_pid(&m, &self);
-    ei_x_encode_ref(&m, &s->sys_tag);
-    ei_x_encode_tuple_header(&m, 5);
-    ei_x_encode_atom(&m, "call");
-    ei_x_encode_atom(&m, "erlang");
-    ei_x_encode_atom(&m, "apply");
-    ei_x_encode_list_header(&m, 2);
-    ei_x_append_buf(&m, b + fun, fun_end - fun);
-    ei_x_encode_list_header(&m, 1);
-    encode_state(s, &m);
-    ei_x_encode_empty_list(&m);
-    ei_x_encode_empty_list(&m);
-    ei_x_encode_atom(&m, "user");
-    int rc = cn_send_name(s->proc, "rex", from->pid.node, m.buff, (size_t)m.index);
-    ei_x_free(&m);
-    if (rc < 0)
-        return rc;
-    s->sys_from = gs_from_dup(from);
-    if (s->sys_from == NULL)
-        return -ENOMEM;
-    char msg[32];
-    size_t n = cn_term_atom(msg, "$gs_replace_state_timeout");
-    s->sys_timer = gs_send_after(s, REPLACE_STATE_TIMEOUT_MS, msg, n);
-    return 0;
-}
-
-/* Finishes a pending replace_state with rex's answer, or with an error reason atom. */
-static void finish_replace_state(gs_server *s, const char *b, int result, const char *error)
-{
-    gs_from *from = s->sys_from;
-    s->sys_from = NULL;
-    gs_cancel_timer(s, s->sys_timer);
-    begin_reply(s, from);
-    ei_x_buff *x = &s->out;
-    int rc = -1;
-    if (error == NULL) {
-        int i = result, arity;
-        /* {badrpc, Reason}: the fun failed on its node. */
-        if (ei_decode_tuple_header(b, &i, &arity) == 0 && arity == 2 && atom_at(b, i, "badrpc")) {
-            error = "fun_failed";
-        } else {
-            gs_term t = {b, result};
-            rc = s->cb->put_state(s, &t);
-            if (rc < 0)
-                error = "state_refused";
-        }
-    }
-    if (error == NULL) {
-        encode_state(s, x);
-    } else {
-        ei_x_encode_tuple_header(x, 2);
-        ei_x_encode_atom(x, "error");
-        ei_x_encode_tuple_header(x, 2);
-        ei_x_encode_atom(x, "callback_failed");
-        ei_x_encode_atom(x, error);
-    }
-    send_reply(s, from, x->buff, (size_t)x->index);
-    gs_from_free(from);
-    drain(s);
-}
-
-/* While replace_state waits: is this rex's answer {Tag, Result}? Sets *result. */
-static int is_sys_answer(gs_server *s, const char *b, int *result)
-{
-    int i = 1, arity;
-    erlang_ref tag;
-    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 2 || ei_decode_ref(b, &i, &tag) < 0)
-        return 0;
-    if (tag.len != s->sys_tag.len || memcmp(tag.n, s->sys_tag.n, sizeof tag.n[0] * (size_t)tag.len) != 0)
-        return 0;
-    *result = i;
-    return 1;
-}
-
-static void handle_system(gs_server *s, const gs_from *from, const char *b, int req)
-{
-    begin_reply(s, from);
-    ei_x_buff *x = &s->out;
-    int arity = 0, i = req;
-    char why[16];
-    int terminate = 0;
-    if (atom_at(b, req, "get_state")) {
-        encode_state(s, x);
-    } else if (atom_at(b, req, "get_status")) {
-        sys_status(s, x);
-    } else if (atom_at(b, req, "suspend")) {
-        s->suspended = 1;
-        ei_x_encode_atom(x, "ok");
-    } else if (atom_at(b, req, "resume")) {
-        s->suspended = 0;
-        ei_x_encode_atom(x, "ok");
-    } else if (ei_decode_tuple_header(b, &i, &arity) == 0 && arity == 2 && atom_at(b, i, "terminate")) {
-        cn_term_skip_trusted(b, &i);
-        ei_x_encode_atom(x, "ok");
-        terminate = i;
-    } else if (arity == 2 && atom_at(b, i, "replace_state")) {
-        cn_term_skip_trusted(b, &i);
-        if (start_replace_state(s, from, b, i) == 0)
-            return; /* answered when the fun's result arrives */
-        ei_x_encode_tuple_header(x, 2);
-        ei_x_encode_atom(x, "error");
-        ei_x_encode_tuple_header(x, 2);
-        ei_x_encode_atom(x, "callback_failed");
-        ei_x_encode_atom(x, s->cb->put_state ? "fun_node_unreachable" : "state_not_replaceable");
-    } else {
-        int e = req;
-        cn_term_skip_trusted(b, &e);
-        ei_x_encode_tuple_header(x, 2);
-        ei_x_encode_atom(x, "error");
-        ei_x_encode_tuple_header(x, 2);
-        ei_x_encode_atom(x, "unknown_system_msg");
-        ei_x_append_buf(x, b + req, e - req);
-    }
-    send_reply(s, from, x->buff, (size_t)x->index);
-    if (terminate) {
-        /* The reason is the second element of {terminate, Reason}. */
-        int r = req, a;
-        ei_decode_tuple_header(b, &r, &a);
-        cn_term_skip_trusted(b, &r);
-        int e = r;
-        cn_term_skip_trusted(b, &e);
-        ei_x_buff v;
-        ei_x_new_with_version(&v);
-        ei_x_append_buf(&v, b + r, e - r);
-        stop_with(s, v.buff, (size_t)v.index);
-        ei_x_free(&v);
-        (void)why;
-        return;
-    }
-    if (!s->suspended)
-        drain(s);
-}
-
 /* ---- Dispatch ---- */
 
-/* Decodes {Pid, Tag}; the tag is [alias | Ref] for OTP 24+ callers. */
-static int decode_from(const char *b, int *i, gs_from *from)
+/* The tag is [alias | Ref] for OTP 24+ callers. */
+int gs__decode_from(const char *b, int *i, gs_from *from)
 {
     int arity;
     if (ei_decode_tuple_header(b, i, &arity) < 0 || arity != 2 || ei_decode_pid(b, i, &from->pid) < 0)
-        return -1;
+        return CN_EDECODE;
     int start = *i;
     from->has_alias = 0;
     int j = *i, n;
-    if (ei_decode_list_header(b, &j, &n) == 0 && n == 1 && atom_at(b, j, "alias")) {
+    if (ei_decode_list_header(b, &j, &n) == 0 && n == 1 && gs__atom_at(b, j, "alias")) {
         cn_term_skip_trusted(b, &j);
         if (ei_decode_ref(b, &j, &from->alias) == 0)
             from->has_alias = 1;
     }
     if (cn_term_skip_trusted(b, i) < 0)
-        return -1;
+        return CN_EDECODE;
     from->tag = b + start;
     from->tag_len = *i - start;
     return 0;
@@ -602,14 +343,14 @@ static void unknown(gs_server *s, const char *what, const char *b, int idx)
 static void do_call(gs_server *s, const char *b, int i)
 {
     gs_from from;
-    if (decode_from(b, &i, &from) < 0) {
+    if (gs__decode_from(b, &i, &from) < 0) {
         unknown(s, "malformed call", b, 1);
         return;
     }
     gs_term req = {b, i};
     gs_result res;
     reset_result(s, &res);
-    int reply_at = begin_reply(s, &from);
+    int reply_at = gs__begin_reply(s, &from);
     gs_ret r = s->cb->handle_call ? s->cb->handle_call(s, &req, &from, &res) : GS_UNKNOWN;
     if (r == GS_UNKNOWN) {
         unknown(s, "call", b, i);
@@ -624,7 +365,7 @@ static void do_call(gs_server *s, const char *b, int i)
         r = GS_REPLY;
     }
     if (r == GS_REPLY || (r == GS_STOP && s->out.index > reply_at))
-        send_reply(s, &from, s->out.buff, (size_t)s->out.index);
+        gs__send_reply(s, &from, s->out.buff, (size_t)s->out.index);
     apply(s, r, &res);
 }
 
@@ -653,12 +394,12 @@ static void dispatch(gs_server *s, const char *b, size_t len)
         uv_timer_stop(&s->timeout);
     int i = 1, arity;
     if (ei_decode_tuple_header(b, &i, &arity) == 0) {
-        if (arity == 3 && atom_at(b, i, "$gen_call")) {
+        if (arity == 3 && gs__atom_at(b, i, "$gen_call")) {
             cn_term_skip_trusted(b, &i);
             do_call(s, b, i);
             return;
         }
-        if (arity == 2 && atom_at(b, i, "$gen_cast")) {
+        if (arity == 2 && gs__atom_at(b, i, "$gen_cast")) {
             cn_term_skip_trusted(b, &i);
             do_simple(s, b, i, 1);
             return;
@@ -667,26 +408,9 @@ static void dispatch(gs_server *s, const char *b, size_t len)
     do_simple(s, b, 1, 0);
 }
 
-/* A system message {system, From, Request}? Sets *req to the request's index. */
-static int is_system(const char *b, gs_from *from, int *req)
-{
-    int i = 1, arity;
-    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 3 || !atom_at(b, i, "system"))
-        return 0;
-    cn_term_skip_trusted(b, &i);
-    if (decode_from(b, &i, from) < 0)
-        return 0;
-    *req = i;
-    return 1;
-}
-
 static void defer(gs_server *s, const char *buf, size_t len)
 {
-    gs_msg *m = malloc(sizeof *m + len);
-    if (m == NULL) {
-        CN_ERROR("genserver", "%s: out of memory; a message was dropped", s->name);
-        return;
-    }
+    gs_msg *m = cn_malloc(sizeof *m + len);
     m->next = NULL;
     m->len = len;
     memcpy(m->data, buf, len);
@@ -704,33 +428,27 @@ static void handle(gs_server *s, const char *buf, size_t len)
     gs_from from;
     int req;
     if (s->sys_from != NULL) {
-        int result;
-        gs_term t = {buf, 1};
-        if (is_sys_answer(s, buf, &result))
-            finish_replace_state(s, buf, result, NULL);
-        else if (gs_term_is_atom(&t, "$gs_replace_state_timeout"))
-            finish_replace_state(s, buf, 0, "timeout");
-        else
+        if (!gs__sys_take(s, buf))
             defer(s, buf, len);
         return;
     }
     if (s->continuing || s->q_head != NULL || s->suspended) {
-        if (!s->continuing && is_system(buf, &from, &req)) {
-            handle_system(s, &from, buf, req);
+        if (!s->continuing && gs__is_system(buf, &from, &req)) {
+            gs__handle_system(s, &from, buf, req);
             return;
         }
         defer(s, buf, len);
         return;
     }
-    if (is_system(buf, &from, &req)) {
-        handle_system(s, &from, buf, req);
+    if (gs__is_system(buf, &from, &req)) {
+        gs__handle_system(s, &from, buf, req);
         return;
     }
     dispatch(s, buf, len);
 }
 
 /* Handles deferred messages in order, until none is left or the server defers again. */
-static void drain(gs_server *s)
+void gs__drain(gs_server *s)
 {
     if (s->draining)
         return;
@@ -743,8 +461,8 @@ static void drain(gs_server *s)
             s->q_tail = NULL;
         gs_from from;
         int req;
-        if (is_system(m->data, &from, &req))
-            handle_system(s, &from, m->data, req);
+        if (gs__is_system(m->data, &from, &req))
+            gs__handle_system(s, &from, m->data, req);
         else
             dispatch(s, m->data, m->len);
         free(m);
@@ -761,7 +479,7 @@ static void run_continue(uv_timer_t *h)
         return;
     /* Take the continue term out of s->cont: the callback may set a new one. */
     ei_x_buff term;
-    ei_x_new(&term);
+    cn_x_new(&term);
     ei_x_append_buf(&term, s->cont.buff, s->cont.index);
     gs_term t = {term.buff, 0};
     gs_result res;
@@ -775,7 +493,7 @@ static void run_continue(uv_timer_t *h)
     ei_x_free(&term);
     apply(s, r, &res);
     if (!s->stopping && !s->continuing)
-        drain(s);
+        gs__drain(s);
 }
 
 static void schedule_continue(gs_server *s)
@@ -793,35 +511,63 @@ static void on_message(cn_proc *p, const char *buf, size_t len)
 
 static const cn_proc_ops gs_ops = {on_message, on_exiting};
 
+/* A server with its buffers and handles, not yet a process. */
+static gs_server *server_new(cn_node *node, const gs_callbacks *cb, void *user)
+{
+    gs_server *s = cn_calloc(1, sizeof *s);
+    s->node = node;
+    s->cb = cb;
+    s->user = user;
+    cn_x_new(&s->out);
+    cn_x_new(&s->reason);
+    cn_x_new(&s->cont);
+    uv_timer_init(cn_node_loop(node), &s->timeout);
+    uv_timer_init(cn_node_loop(node), &s->cont_timer);
+    s->timeout.data = s->cont_timer.data = s;
+    s->handles_open = 2;
+    return s;
+}
+
+/*
+ * Runs init as proc_lib's start does: on stop or ignore the process ends
+ * without terminate (cleanup runs), and the error says which.
+ */
+static int run_init(gs_server *s, const gs_options *opt)
+{
+    char nil[8];
+    int ni = 0;
+    ei_encode_version(nil, &ni);
+    ei_encode_empty_list(nil, &ni);
+    gs_term arg = {opt->arg ? opt->arg : nil, 1};
+    gs_result res;
+    reset_result(s, &res);
+    gs_ret r = s->cb->init ? s->cb->init(s, &arg, &res) : GS_OK;
+    if (r == GS_STOP || r == GS_IGNORE) {
+        s->stopping = 1;
+        release(s);
+        char why[16];
+        size_t n = cn_term_atom(why, r == GS_IGNORE ? "normal" : "shutdown");
+        cn_proc_exit(s->proc, why, n);
+        return r == GS_IGNORE ? CN_EIGNORED : CN_ESTOPPED;
+    }
+    apply(s, GS_OK, &res);
+    return 0;
+}
+
 int gs_start(cn_node *node, const gs_callbacks *cb, void *user, const gs_options *opt, gs_server **out)
 {
     gs_options none = {0};
     if (opt == NULL)
         opt = &none;
-    gs_server *s = calloc(1, sizeof *s);
-    if (s == NULL) {
-        gs_server tmp = {.cb = cb, .user = user};
-        if (cb->cleanup)
-            cb->cleanup(&tmp);
-        return -ENOMEM;
-    }
-    s->node = node;
-    s->cb = cb;
-    s->user = user;
-    ei_x_new(&s->out);
-    ei_x_new(&s->reason);
-    ei_x_new(&s->cont);
-    uv_timer_init(cn_node_loop(node), &s->timeout);
-    uv_timer_init(cn_node_loop(node), &s->cont_timer);
-    s->timeout.data = s->cont_timer.data = s;
-    s->handles_open = 2;
-    int taken = opt->name && cn_proc_whereis(node, opt->name) != NULL;
-    s->proc = taken ? NULL : cn_proc_spawn(node, &gs_ops, s);
-    if (s->proc == NULL) {
+    gs_server *s = server_new(node, cb, user);
+    if (opt->name && cn_proc_whereis(node, opt->name) != NULL) {
+        /* release runs cleanup: the callbacks own user from the call on. */
         s->stopping = 1;
         release(s);
-        return taken ? CN_EEXIST : -ENOMEM;
+        return CN_EEXIST;
     }
+    s->proc = cn_proc_spawn(node, &gs_ops, s);
+    assert(s->proc != NULL); /* spawning only allocates, and allocation does not fail (cnode/mem.h) */
     if (opt->name) {
         snprintf(s->name, sizeof s->name, "%s", opt->name);
         cn_proc_register(s->proc, opt->name);
@@ -831,26 +577,8 @@ int gs_start(cn_node *node, const gs_callbacks *cb, void *user, const gs_options
         s->has_parent = 1;
         cn_proc_link(s->proc, &s->parent);
     }
-
-    char nil[8];
-    int ni = 0;
-    ei_encode_version(nil, &ni);
-    ei_encode_empty_list(nil, &ni);
-    gs_term arg = {opt->arg ? opt->arg : nil, 1};
-    gs_result res;
-    reset_result(s, &res);
-    gs_ret r = cb->init ? cb->init(s, &arg, &res) : GS_OK;
-    if (r == GS_STOP || r == GS_IGNORE) {
-        /* As proc_lib: the process ends without terminate, and start reports why. */
-        s->stopping = 1;
-        release(s);
-        char why[16];
-        size_t n = cn_term_atom(why, r == GS_IGNORE ? "normal" : "shutdown");
-        cn_proc_exit(s->proc, why, n);
-        return r == GS_IGNORE ? CN_EIGNORED : CN_ESTOPPED;
-    }
-    apply(s, GS_OK, &res);
-    if (out)
+    int rc = run_init(s, opt);
+    if (rc == 0 && out)
         *out = s;
-    return 0;
+    return rc;
 }

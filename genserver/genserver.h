@@ -104,7 +104,7 @@ typedef struct gs_options {
  * (gs_data), owned by the callbacks from here on: on any failure cleanup has
  * already run, so the caller never frees it. Returns 0 and the server in *out;
  * CN_EEXIST when the name is taken, CN_ESTOPPED when init stopped, CN_EIGNORED
- * when init returned ignore, -ENOMEM.
+ * when init returned ignore.
  */
 int gs_start(cn_node *node, const gs_callbacks *cb, void *user, const gs_options *opt, gs_server **out);
 
@@ -126,7 +126,7 @@ int gs_reply(gs_server *s, const gs_from *from, const char *reply, size_t len);
 /*
  * Sends msg (a term with version byte, copied) to this server after ms
  * milliseconds, as erlang:send_after; it arrives by handle_info. Returns a timer
- * id > 0, or a negative error.
+ * id > 0 for gs_cancel_timer.
  */
 int64_t gs_send_after(gs_server *s, uint64_t ms, const char *msg, size_t len);
 /* Cancels a timer. 0 if it was pending, CN_ENOPROC if it already fired or never was. */

@@ -1,3 +1,4 @@
+/* net_kernel (genserver/net_kernel.h): {is_auth, Node} answers yes. */
 #include "genserver/net_kernel.h"
 
 static gs_ret nk_call(gs_server *s, const gs_term *req, const gs_from *from, gs_result *res)
@@ -20,8 +21,8 @@ static const gs_callbacks net_kernel_callbacks = {
     .handle_call = nk_call,
 };
 
-int net_kernel_start(cn_node *node, gs_server **out)
+int net_kernel_start(cn_node *node, cn_proc *parent, gs_server **out)
 {
-    gs_options opt = {.name = "net_kernel"};
+    gs_options opt = {.name = "net_kernel", .parent = parent};
     return gs_start(node, &net_kernel_callbacks, NULL, &opt, out);
 }

@@ -1,3 +1,8 @@
+/*
+ * The RateLimiter server (genserver/rate_limiter.h) around the table of
+ * genserver/rl_table.h: the wire contract, the sliced cleanup, and the state
+ * file saved in terminate and loaded in handle_continue.
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,10 +12,11 @@
 #include "cnode/buf.h"
 #include "cnode/error.h"
 #include "cnode/log.h"
+#include "cnode/mem.h"
 #include "cnode/term.h"
 #include "genserver/rate_limiter.h"
 #include "genserver/rl_table.h"
-#include "supervisor/statefile.h"
+#include "genserver/statefile.h"
 
 /* The state file's payload is rl_save's image. Bump when that changes. */
 #define RL_SCHEMA 1
@@ -38,8 +44,7 @@ static void send_self_after(gs_server *s, uint64_t ms, const char *atom)
 {
     char msg[32];
     size_t n = cn_term_atom(msg, atom);
-    if (gs_send_after(s, ms, msg, n) < 0)
-        CN_ERROR("rate_limiter", "cannot arm the cleanup timer");
+    gs_send_after(s, ms, msg, n);
 }
 
 static gs_ret rl_init(gs_server *s, const gs_term *arg, gs_result *res)
@@ -66,7 +71,7 @@ static gs_ret rl_continue(gs_server *s, const gs_term *cont, gs_result *res)
         return GS_UNKNOWN;
     cn_buf b;
     cn_buf_init(&b);
-    int rc = sup_state_load(l->cfg->data_dir, l->name, RL_SCHEMA, &b);
+    int rc = gs_state_load(l->cfg->data_dir, l->name, RL_SCHEMA, &b);
     if (rc == 0) {
         rc = rl_load(l->table, b.data, b.len, mono_ms(s), wall_ms());
         if (rc < 0)
@@ -135,7 +140,7 @@ static void rl_terminate(gs_server *s, const gs_term *reason)
     cn_buf_init(&b);
     int rc = rl_save(l->table, mono_ms(s), wall_ms(), &b);
     if (rc == 0)
-        rc = sup_state_save(l->cfg->data_dir, l->name, RL_SCHEMA, b.data, b.len);
+        rc = gs_state_save(l->cfg->data_dir, l->name, RL_SCHEMA, b.data, b.len);
     if (rc < 0)
         CN_ERROR("rate_limiter", "%s: cannot save state: %s", l->name, cn_strerror(rc));
     cn_buf_free(&b);
@@ -180,9 +185,7 @@ int rate_limiter_start(cn_node *node, const rate_limiter_config *cfg, const char
 {
     if (cfg->max_requests == 0 || cfg->window_ms <= 0)
         return -EINVAL;
-    limiter *l = calloc(1, sizeof *l);
-    if (l == NULL)
-        return -ENOMEM;
+    limiter *l = cn_calloc(1, sizeof *l);
     l->cfg = cfg;
     snprintf(l->name, sizeof l->name, "%s", name ? name : "rate_limiter");
     gs_options opt = {.name = name, .parent = parent};

@@ -15,7 +15,10 @@ LIB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIB_JOBS=()
 LIB_TMP_HOME=
 
-# lib_init SUITE: sets RUN_ID, RUN_DIR, COOKIE, CNODE_BIN; installs the cleanup traps.
+# lib_init SUITE: sets RUN_ID, RUN_DIR, COOKIE, CNODE_BIN, CNODE_SAN_BIN; installs the
+# cleanup traps. CNODE_SAN_BIN (default build/san/cnode, which `make ct` and `make exunit`
+# build) is the sanitized node of the cases that must show no sanitizer report; a missing
+# one fails those cases, not the run.
 lib_init() {
     local suite=$1
 
@@ -42,7 +45,13 @@ lib_init() {
         exit 1
     fi
 
-    export CNODE_BIN
+    CNODE_SAN_BIN=${CNODE_SAN_BIN:-build/san/cnode}
+    case $CNODE_SAN_BIN in
+        /*) ;;
+        *) CNODE_SAN_BIN="$LIB_ROOT/$CNODE_SAN_BIN" ;;
+    esac
+
+    export CNODE_BIN CNODE_SAN_BIN
     export CNODE_TEST_RUN_ID=$RUN_ID
     export CNODE_TEST_RUN_DIR=$RUN_DIR
     export CNODE_TEST_PIDFILE="$RUN_DIR/pids"

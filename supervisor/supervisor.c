@@ -1,10 +1,19 @@
+/*
+ * The supervisor (supervisor/supervisor.h) as a gen_server that traps exits:
+ * children in start order, the restart plan of supervisor/sup_policy.h, the
+ * intensity check, ordered shutdown, which_children and count_children, and an
+ * on_exit that fires once from the behaviour's cleanup, the one callback that
+ * runs whatever ended the process.
+ */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cnode/error.h"
 #include "cnode/log.h"
+#include "cnode/mem.h"
 #include "cnode/term.h"
+#include "genserver/genserver.h"
 #include "supervisor/supervisor.h"
 
 typedef struct child {
@@ -27,6 +36,8 @@ struct sup_t {
     int has_parent;
     void (*on_exit)(sup_t *, const char *, void *);
     void *data;
+    /* on_exit's reason: set by terminate, which a kill skips. */
+    char exit_reason[MAXATOMLEN_UTF8];
 };
 
 static const char *label(const sup_t *s)
@@ -41,10 +52,7 @@ static int add_child(sup_t *s, const sup_child_spec *spec)
             return CN_EEXIST;
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 8;
-        child *c = realloc(s->children, cap * sizeof *c);
-        if (c == NULL)
-            return -ENOMEM;
-        s->children = c;
+        s->children = cn_realloc(s->children, cap * sizeof s->children[0]);
         s->cap = cap;
     }
     child *c = &s->children[s->n++];
@@ -143,13 +151,9 @@ static gs_ret child_exited(sup_t *s, size_t dead, const gs_term *reason, gs_resu
         if (sup_intensity_add(&s->intensity, (int64_t)cn_node_now(s->node)))
             return give_up(s, res);
         size_t n = s->n;
-        size_t *stop = calloc(n + 1, sizeof *stop), *start = calloc(n + 1, sizeof *start);
+        size_t *stop = cn_calloc(n + 1, sizeof *stop), *start = cn_calloc(n + 1, sizeof *start);
         size_t nstop = 0, nstart = 0;
-        sup_restart_type *types = calloc(n + 1, sizeof *types);
-        if (stop == NULL || start == NULL || types == NULL) {
-            free(stop), free(start), free(types);
-            return give_up(s, res);
-        }
+        sup_restart_type *types = cn_calloc(n + 1, sizeof *types);
         for (size_t i = 0; i < n; i++)
             types[i] = s->children[i].spec.restart;
         if (sup_plan_restart(s->flags.strategy, types, n, dead, stop, &nstop, start, &nstart) < 0) {
@@ -272,20 +276,21 @@ static void sup_terminate(gs_server *gs, const gs_term *reason)
     /* Stopping from outside (parent exit, node shutdown): children go first, in reverse order. */
     s->stopping = 1;
     stop_all(s);
-    if (s->on_exit) {
-        char why[MAXATOMLEN_UTF8] = "shutdown";
-        int i = reason->index;
-        if (ei_decode_atom(reason->buf, &i, why) < 0)
-            snprintf(why, sizeof why, "shutdown");
-        s->on_exit(s, why, s->data);
-    }
+    int i = reason->index;
+    if (ei_decode_atom(reason->buf, &i, s->exit_reason) < 0)
+        snprintf(s->exit_reason, sizeof s->exit_reason, "shutdown");
 }
 
+/*
+ * Runs last, once, whatever ended the supervisor, also a kill that skipped
+ * terminate: so on_exit is called here, and its owner never keeps a pointer to
+ * a freed supervisor.
+ */
 static void sup_cleanup(gs_server *gs)
 {
     sup_t *s = gs_data(gs);
-    if (s == NULL)
-        return;
+    if (s->on_exit)
+        s->on_exit(s, s->exit_reason, s->data);
     free(s->children);
     free(s);
 }
@@ -311,10 +316,9 @@ static const gs_callbacks sup_callbacks = {
 int sup_start(cn_node *node, const char *name, const sup_flags *flags, const sup_child_spec *specs, size_t n,
               cn_proc *parent, void (*on_exit)(sup_t *, const char *, void *), void *data, sup_t **out)
 {
-    sup_t *s = calloc(1, sizeof *s);
-    if (s == NULL)
-        return -ENOMEM;
+    sup_t *s = cn_calloc(1, sizeof *s);
     s->node = node;
+    snprintf(s->exit_reason, sizeof s->exit_reason, "killed");
     s->flags = *flags;
     if (s->flags.intensity < 0)
         s->flags.intensity = SUP_ELIXIR_DEFAULT_INTENSITY;
@@ -339,12 +343,10 @@ int sup_start(cn_node *node, const char *name, const sup_flags *flags, const sup
         s->has_parent = 1;
     }
     gs_options opt = {.name = name, .parent = parent};
+    /* From here on the behaviour owns s: on any failure its cleanup frees it. */
     int rc = gs_start(node, &sup_callbacks, s, &opt, &s->gs);
-    if (rc < 0) {
-        free(s->children);
-        free(s);
+    if (rc < 0)
         return rc;
-    }
     cn_proc_trap_exit(gs_proc(s->gs), 1);
     for (size_t i = 0; i < s->n; i++) {
         rc = start_one(s, &s->children[i]);

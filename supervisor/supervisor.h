@@ -7,7 +7,11 @@
  * (supervisor/sup_policy.h); more restarts than `intensity` within `period_s`
  * seconds make the supervisor shut every child down in order and exit with
  * reason 'shutdown', as an OTP supervisor does. A root supervisor's exit is the
- * node's signal to stop with a non-zero status.
+ * node's signal to stop with a non-zero status (supervisor/app.h).
+ *
+ * A supervisor killed with :kill runs no terminate: its children learn of its
+ * end through their links ('killed'), and each runs its own terminate, as
+ * under OTP. Whatever ended it, its on_exit runs exactly once.
  *
  * Shutting a child down is synchronous: children live in this process's loop,
  * so the supervisor unlinks, delivers the exit signal at once and the child's
@@ -24,7 +28,6 @@
 
 #include "cnode/node.h"
 #include "cnode/proc.h"
-#include "genserver/genserver.h"
 #include "supervisor/sup_policy.h"
 
 typedef struct sup_t sup_t;
@@ -58,9 +61,17 @@ typedef struct sup_flags {
  * Starts a supervisor, registered as name (NULL for none), linked to parent
  * (NULL for a root), and starts every child in order. If a child fails to start,
  * the ones already started are stopped in reverse order and the error returned.
- * specs are copied. on_exit (may be NULL) is called once when the supervisor
- * exits, with its reason as an atom name ("shutdown" after intensity was
- * exceeded, "normal" after sup_stop).
+ * specs are copied. Returns 0 and the supervisor in *out (may be NULL), or a
+ * negative error (CN_EEXIST when the name is taken, the first child's start
+ * error), and then nothing is left running and on_exit is never called.
+ *
+ * on_exit (may be NULL) is called exactly once when the supervisor has exited,
+ * whatever ended it, with its reason as an atom name: "normal" after sup_stop,
+ * "shutdown" after the restart intensity was exceeded, the parent's reason
+ * when the parent exited, "killed" after an untrappable kill (then its
+ * children are still running and get 'killed' through their links on this
+ * loop turn). The supervisor is freed when on_exit returns: whoever holds the
+ * sup_t drops it there.
  */
 int sup_start(cn_node *node, const char *name, const sup_flags *flags, const sup_child_spec *specs, size_t n,
               cn_proc *parent, void (*on_exit)(sup_t *, const char *reason, void *data), void *data,

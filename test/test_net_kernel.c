@@ -25,7 +25,7 @@ static int setup(void **state)
     fx *f = calloc(1, sizeof *f);
     if (f == NULL || fp_setup(&f->fp, "k", "k", CN_DFLAGS) != 0)
         return -1;
-    if (net_kernel_start(f->fp.node, &f->gs) != 0)
+    if (net_kernel_start(f->fp.node, NULL, &f->gs) != 0)
         return -1;
     *state = f;
     return 0;

@@ -1,5 +1,5 @@
 /*
- * Unit tests for supervisor/statefile. Every test gets its own mkdtemp directory,
+ * Unit tests for genserver/statefile. Every test gets its own mkdtemp directory,
  * removed in teardown. Set TEST_LOG=1 to see the module's log lines.
  */
 #include <dirent.h>
@@ -26,7 +26,7 @@
 #include "cnode/buf.h"
 #include "cnode/error.h"
 #include "cnode/log.h"
-#include "supervisor/statefile.h"
+#include "genserver/statefile.h"
 
 #define NAME "counter"
 #define MAX_ASIDE 64
@@ -148,7 +148,7 @@ static void fill(unsigned char *p, size_t n, uint32_t seed)
 
 static void save_text(fixture *f, uint16_t schema, const char *s)
 {
-    assert_int_equal(sup_state_save(f->dir, NAME, schema, s, strlen(s)), 0);
+    assert_int_equal(gs_state_save(f->dir, NAME, schema, s, strlen(s)), 0);
 }
 
 /*
@@ -165,7 +165,7 @@ static void expect_set_aside(fixture *f, uint16_t schema, int want)
 
     cn_buf out;
     cn_buf_init(&out);
-    assert_int_equal(sup_state_load(f->dir, NAME, schema, &out), want);
+    assert_int_equal(gs_state_load(f->dir, NAME, schema, &out), want);
     assert_int_equal(out.len, 0);
     assert_false(exists(f->path));
 
@@ -187,7 +187,7 @@ static void expect_set_aside(fixture *f, uint16_t schema, int want)
     assert_int_equal(got_len, orig_len);
     assert_memory_equal(got, orig, orig_len);
 
-    assert_int_equal(sup_state_load(f->dir, NAME, schema, &out), -ENOENT);
+    assert_int_equal(gs_state_load(f->dir, NAME, schema, &out), -ENOENT);
     cn_buf_free(&out);
     free(got);
     free(orig);
@@ -225,13 +225,13 @@ static void test_round_trip(void **state)
     cn_buf out;
     cn_buf_init(&out);
     save_text(f, 7, "hello, state");
-    assert_int_equal(sup_state_load(f->dir, NAME, 7, &out), 0);
+    assert_int_equal(gs_state_load(f->dir, NAME, 7, &out), 0);
     assert_int_equal(out.len, strlen("hello, state"));
     assert_memory_equal(out.data, "hello, state", out.len);
 
     /* A second save replaces the first, and load discards what out held. */
     save_text(f, 7, "v2");
-    assert_int_equal(sup_state_load(f->dir, NAME, 7, &out), 0);
+    assert_int_equal(gs_state_load(f->dir, NAME, 7, &out), 0);
     assert_int_equal(out.len, 2);
     assert_memory_equal(out.data, "v2", 2);
 
@@ -248,12 +248,12 @@ static void test_empty_payload(void **state)
     fixture *f = *state;
     cn_buf out;
     cn_buf_init(&out);
-    assert_int_equal(sup_state_save(f->dir, NAME, 1, NULL, 0), 0);
+    assert_int_equal(gs_state_save(f->dir, NAME, 1, NULL, 0), 0);
     size_t n;
     free(read_file(f->path, &n));
-    assert_int_equal(n, SUP_STATE_HEADER_LEN);
+    assert_int_equal(n, GS_STATE_HEADER_LEN);
     assert_int_equal(cn_buf_append(&out, "junk", 4), 0);
-    assert_int_equal(sup_state_load(f->dir, NAME, 1, &out), 0);
+    assert_int_equal(gs_state_load(f->dir, NAME, 1, &out), 0);
     assert_int_equal(out.len, 0);
     cn_buf_free(&out);
 }
@@ -265,10 +265,10 @@ static void test_large_payload(void **state)
     unsigned char *p = malloc(n);
     assert_non_null(p);
     fill(p, n, 99);
-    assert_int_equal(sup_state_save(f->dir, NAME, 2, p, n), 0);
+    assert_int_equal(gs_state_save(f->dir, NAME, 2, p, n), 0);
     cn_buf out;
     cn_buf_init(&out);
-    assert_int_equal(sup_state_load(f->dir, NAME, 2, &out), 0);
+    assert_int_equal(gs_state_load(f->dir, NAME, 2, &out), 0);
     assert_int_equal(out.len, n);
     assert_memory_equal(out.data, p, n);
     cn_buf_free(&out);
@@ -279,7 +279,7 @@ static void test_large_payload(void **state)
 static void test_file_layout(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(sup_state_save(f->dir, NAME, 0x0102, "abc", 3), 0);
+    assert_int_equal(gs_state_save(f->dir, NAME, 0x0102, "abc", 3), 0);
     size_t n;
     unsigned char *p = read_file(f->path, &n);
     assert_int_equal(n, 27);
@@ -298,7 +298,7 @@ static void test_missing_file(void **state)
     fixture *f = *state;
     cn_buf out;
     cn_buf_init(&out);
-    assert_int_equal(sup_state_load(f->dir, NAME, 1, &out), -ENOENT);
+    assert_int_equal(gs_state_load(f->dir, NAME, 1, &out), -ENOENT);
     assert_int_equal(out.len, 0);
     assert_int_equal(count_names(f->dir, ""), 0);
     cn_buf_free(&out);
@@ -318,17 +318,17 @@ static void test_torn_write(void **state)
 
     cn_buf out;
     cn_buf_init(&out);
-    assert_int_equal(sup_state_load(f->dir, NAME, 1, &out), 0);
+    assert_int_equal(gs_state_load(f->dir, NAME, 1, &out), 0);
     assert_int_equal(out.len, 9);
     assert_memory_equal(out.data, "old state", 9);
-    assert_int_equal(sup_state_load(f->dir, "other", 1, &out), -ENOENT);
+    assert_int_equal(gs_state_load(f->dir, "other", 1, &out), -ENOENT);
     assert_int_equal(count_names(f->dir, NAME ".state.corrupt-"), 0);
 
     /* The start-up check clears the leftovers and nothing else. */
-    assert_int_equal(sup_state_check_dir(f->dir), 0);
+    assert_int_equal(gs_state_check_dir(f->dir), 0);
     assert_false(exists(tmp));
     assert_false(exists(tmp2));
-    assert_int_equal(sup_state_load(f->dir, NAME, 1, &out), 0);
+    assert_int_equal(gs_state_load(f->dir, NAME, 1, &out), 0);
     assert_memory_equal(out.data, "old state", 9);
     cn_buf_free(&out);
 }
@@ -339,7 +339,7 @@ static void test_bad_checksum(void **state)
 {
     fixture *f = *state;
     save_text(f, 1, "payload bytes");
-    poke(f->path, SUP_STATE_HEADER_LEN + 5, 0x01);
+    poke(f->path, GS_STATE_HEADER_LEN + 5, 0x01);
     expect_set_aside(f, 1, CN_ECORRUPT);
 
     /* The checksum covers the header too: a flipped schema field is corruption,
@@ -357,8 +357,8 @@ static void test_truncated(void **state)
 {
     fixture *f = *state;
     const char *payload = "0123456789abcdefghij";
-    off_t full = SUP_STATE_HEADER_LEN + (off_t)strlen(payload);
-    const off_t lens[] = {0, 1, 3, 4, 6, 8, 16, 23, 24, 25, SUP_STATE_HEADER_LEN + 10, full - 1};
+    off_t full = GS_STATE_HEADER_LEN + (off_t)strlen(payload);
+    const off_t lens[] = {0, 1, 3, 4, 6, 8, 16, 23, 24, 25, GS_STATE_HEADER_LEN + 10, full - 1};
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
         save_text(f, 1, payload);
         truncate_to(f->path, lens[i]);
@@ -422,7 +422,7 @@ static void test_schema_mismatch(void **state)
     assert_int_equal(rename(aside, f->path), 0);
     cn_buf out;
     cn_buf_init(&out);
-    assert_int_equal(sup_state_load(f->dir, NAME, 1, &out), 0);
+    assert_int_equal(gs_state_load(f->dir, NAME, 1, &out), 0);
     assert_memory_equal(out.data, "schema one", 10);
     cn_buf_free(&out);
 }
@@ -489,13 +489,13 @@ static void test_not_a_regular_file(void **state)
     cn_buf_init(&out);
     /* A FIFO must not hang the load, and a directory is not state either. */
     assert_int_equal(mkfifo(f->path, 0600), 0);
-    assert_int_equal(sup_state_load(f->dir, NAME, 1, &out), CN_ECORRUPT);
+    assert_int_equal(gs_state_load(f->dir, NAME, 1, &out), CN_ECORRUPT);
     assert_false(exists(f->path));
     assert_int_equal(mkdir(f->path, 0700), 0);
-    assert_int_equal(sup_state_load(f->dir, NAME, 1, &out), CN_ECORRUPT);
+    assert_int_equal(gs_state_load(f->dir, NAME, 1, &out), CN_ECORRUPT);
     assert_false(exists(f->path));
     assert_int_equal(count_names(f->dir, NAME ".state.corrupt-"), 2);
-    assert_int_equal(sup_state_load(f->dir, NAME, 1, &out), -ENOENT);
+    assert_int_equal(gs_state_load(f->dir, NAME, 1, &out), -ENOENT);
     cn_buf_free(&out);
 }
 
@@ -509,7 +509,7 @@ static void test_save_failure_leaves_no_temp(void **state)
     assert_int_equal(mkdir(f->path, 0700), 0);
     mkpath(inner, f->path, "keep");
     write_file(inner, "x", 1);
-    int rc = sup_state_save(f->dir, NAME, 1, "new", 3);
+    int rc = gs_state_save(f->dir, NAME, 1, "new", 3);
     assert_true(rc == -EISDIR || rc == -ENOTEMPTY || rc == -EEXIST);
     assert_int_equal(count_names(f->dir, ""), 1);
     assert_true(exists(inner));
@@ -520,12 +520,12 @@ static void test_save_bad_dir(void **state)
     fixture *f = *state;
     char p[PATH_MAX];
     mkpath(p, f->dir, "missing");
-    assert_int_equal(sup_state_save(p, NAME, 1, "x", 1), -ENOENT);
+    assert_int_equal(gs_state_save(p, NAME, 1, "x", 1), -ENOENT);
     mkpath(p, f->dir, "file");
     write_file(p, "x", 1);
-    assert_int_equal(sup_state_save(p, NAME, 1, "x", 1), -ENOTDIR);
-    assert_int_equal(sup_state_save(NULL, NAME, 1, "x", 1), -EINVAL);
-    assert_int_equal(sup_state_save(f->dir, NAME, 1, NULL, 1), -EINVAL);
+    assert_int_equal(gs_state_save(p, NAME, 1, "x", 1), -ENOTDIR);
+    assert_int_equal(gs_state_save(NULL, NAME, 1, "x", 1), -EINVAL);
+    assert_int_equal(gs_state_save(f->dir, NAME, 1, NULL, 1), -EINVAL);
 }
 
 static void test_bad_names(void **state)
@@ -535,25 +535,25 @@ static void test_bad_names(void **state)
     cn_buf out;
     cn_buf_init(&out);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(sup_state_save(f->dir, bad[i], 1, "x", 1), -EINVAL);
-        assert_int_equal(sup_state_load(f->dir, bad[i], 1, &out), -EINVAL);
+        assert_int_equal(gs_state_save(f->dir, bad[i], 1, "x", 1), -EINVAL);
+        assert_int_equal(gs_state_load(f->dir, bad[i], 1, &out), -EINVAL);
     }
-    assert_int_equal(sup_state_save(f->dir, NULL, 1, "x", 1), -EINVAL);
-    assert_int_equal(sup_state_load(f->dir, NULL, 1, &out), -EINVAL);
+    assert_int_equal(gs_state_save(f->dir, NULL, 1, "x", 1), -EINVAL);
+    assert_int_equal(gs_state_load(f->dir, NULL, 1, &out), -EINVAL);
     assert_int_equal(count_names(f->dir, ""), 0);
 
-    char longest[SUP_STATE_NAME_MAX + 2];
+    char longest[GS_STATE_NAME_MAX + 2];
     memset(longest, 'n', sizeof longest);
-    longest[SUP_STATE_NAME_MAX + 1] = '\0';
-    assert_int_equal(sup_state_save(f->dir, longest, 1, "x", 1), -ENAMETOOLONG);
+    longest[GS_STATE_NAME_MAX + 1] = '\0';
+    assert_int_equal(gs_state_save(f->dir, longest, 1, "x", 1), -ENAMETOOLONG);
     /* The longest allowed name still fits with every suffix we add to it. */
-    longest[SUP_STATE_NAME_MAX] = '\0';
-    assert_int_equal(sup_state_save(f->dir, longest, 1, "x", 1), 0);
-    assert_int_equal(sup_state_load(f->dir, longest, 2, &out), CN_EVERSION);
+    longest[GS_STATE_NAME_MAX] = '\0';
+    assert_int_equal(gs_state_save(f->dir, longest, 1, "x", 1), 0);
+    assert_int_equal(gs_state_load(f->dir, longest, 2, &out), CN_EVERSION);
     assert_int_equal(count_names(f->dir, longest), 1);
     /* Names that merely look odd are fine. */
-    assert_int_equal(sup_state_save(f->dir, "rate_limiter.v2", 1, "x", 1), 0);
-    assert_int_equal(sup_state_load(f->dir, "rate_limiter.v2", 1, &out), 0);
+    assert_int_equal(gs_state_save(f->dir, "rate_limiter.v2", 1, "x", 1), 0);
+    assert_int_equal(gs_state_load(f->dir, "rate_limiter.v2", 1, &out), 0);
     cn_buf_free(&out);
 }
 
@@ -564,16 +564,16 @@ static void test_check_dir_creates(void **state)
     fixture *f = *state;
     char p[PATH_MAX];
     mkpath(p, f->dir, "a/b/c/");
-    assert_int_equal(sup_state_check_dir(p), 0);
+    assert_int_equal(gs_state_check_dir(p), 0);
     struct stat st;
     assert_int_equal(stat(p, &st), 0);
     assert_true(S_ISDIR(st.st_mode));
     /* The probe is gone, and a second check of an existing dir is fine. */
     assert_int_equal(count_names(p, ""), 0);
-    assert_int_equal(sup_state_check_dir(p), 0);
-    assert_int_equal(sup_state_check_dir(f->dir), 0);
-    assert_int_equal(sup_state_check_dir(""), -EINVAL);
-    assert_int_equal(sup_state_check_dir(NULL), -EINVAL);
+    assert_int_equal(gs_state_check_dir(p), 0);
+    assert_int_equal(gs_state_check_dir(f->dir), 0);
+    assert_int_equal(gs_state_check_dir(""), -EINVAL);
+    assert_int_equal(gs_state_check_dir(NULL), -EINVAL);
 }
 
 static void test_check_dir_not_a_dir(void **state)
@@ -583,11 +583,11 @@ static void test_check_dir_not_a_dir(void **state)
     mkpath(file, f->dir, "plain");
     write_file(file, "x", 1);
     /* These fail for root too: no permission bit is involved. */
-    assert_int_equal(sup_state_check_dir(file), -ENOTDIR);
+    assert_int_equal(gs_state_check_dir(file), -ENOTDIR);
     mkpath(under, f->dir, "plain/data");
-    assert_int_equal(sup_state_check_dir(under), -ENOTDIR);
+    assert_int_equal(gs_state_check_dir(under), -ENOTDIR);
     mkpath(under, f->dir, "plain/data/deeper");
-    assert_int_equal(sup_state_check_dir(under), -ENOTDIR);
+    assert_int_equal(gs_state_check_dir(under), -ENOTDIR);
 }
 
 static void test_check_dir_unwritable_skipped_as_root(void **state)
@@ -601,10 +601,10 @@ static void test_check_dir_unwritable_skipped_as_root(void **state)
      * test_check_dir_not_a_dir covers a failure that root cannot get around. */
     if (geteuid() == 0)
         skip();
-    assert_int_equal(sup_state_check_dir(p), -EACCES);
+    assert_int_equal(gs_state_check_dir(p), -EACCES);
     char sub[PATH_MAX];
     mkpath(sub, f->dir, "ro/sub");
-    assert_int_equal(sup_state_check_dir(sub), -EACCES);
+    assert_int_equal(gs_state_check_dir(sub), -EACCES);
 }
 
 static void test_check_dir_cleans_only_leftovers(void **state)
@@ -628,7 +628,7 @@ static void test_check_dir_cleans_only_leftovers(void **state)
     mkpath(p, f->dir, ".d.state.tmp-dddddd");
     assert_int_equal(mkdir(p, 0700), 0);
 
-    assert_int_equal(sup_state_check_dir(f->dir), 0);
+    assert_int_equal(gs_state_check_dir(f->dir), 0);
     for (size_t i = 0; i < sizeof leftovers / sizeof leftovers[0]; i++) {
         mkpath(p, f->dir, leftovers[i]);
         assert_false(exists(p));

@@ -246,6 +246,46 @@ static void kill_is_not_trapped_and_skips_terminate(void **state)
     run(f);
 }
 
+/*
+ * exit(Sup, kill): no terminate, so the children are not stopped by the
+ * supervisor; they get 'killed' through their links and run their own
+ * terminate. on_exit still fires, once, with "killed", so its owner can drop
+ * the pointer before the supervisor is freed.
+ */
+static void killed_supervisor_calls_on_exit_once_and_children_terminate(void **state)
+{
+    fx *f = *state;
+    start_abc(f, SUP_ONE_FOR_ONE, SUP_PERMANENT);
+    crash(f, "sup", "kill");
+    assert_int_equal(f->exited, 1);
+    assert_string_equal(f->exit_reason, "killed");
+    assert_null(cn_proc_whereis(f->node, "sup"));
+    assert_null(cn_proc_whereis(f->node, "a"));
+    assert_null(cn_proc_whereis(f->node, "b"));
+    assert_null(cn_proc_whereis(f->node, "c"));
+    /* Each child's own terminate, in the order the links delivered the signal. */
+    assert_non_null(strstr(events, "stop:a"));
+    assert_non_null(strstr(events, "stop:b"));
+    assert_non_null(strstr(events, "stop:c"));
+    assert_null(strstr(events, "init:"));
+}
+
+/* The name is taken: nothing runs, on_exit never fires, and nothing is freed twice (ASan). */
+static void start_with_a_taken_name_fails_cleanly(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(cn_proc_register(f->killer, "sup"), 0);
+    sup_child_spec specs[] = {SPEC("a", SUP_PERMANENT)};
+    sup_flags flags = {.strategy = SUP_ONE_FOR_ONE, .intensity = 3, .period_s = 5};
+    sup_t *s = NULL;
+    assert_int_equal(sup_start(f->node, "sup", &flags, specs, 1, NULL, on_exit_cb, f, &s), CN_EEXIST);
+    assert_null(s);
+    run(f);
+    assert_int_equal(f->exited, 0);
+    assert_string_equal(events, "");
+    assert_null(cn_proc_whereis(f->node, "a"));
+}
+
 static void nested_supervisors(void **state)
 {
     fx *f = *state;
@@ -355,6 +395,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(transient_and_temporary_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(temporary_child_is_forgotten, setup, teardown),
         cmocka_unit_test_setup_teardown(kill_is_not_trapped_and_skips_terminate, setup, teardown),
+        cmocka_unit_test_setup_teardown(killed_supervisor_calls_on_exit_once_and_children_terminate, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(start_with_a_taken_name_fails_cleanly, setup, teardown),
         cmocka_unit_test_setup_teardown(nested_supervisors, setup, teardown),
         cmocka_unit_test_setup_teardown(dynamic_children_start_restart_and_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(counter_value_survives_a_restart, setup, teardown),

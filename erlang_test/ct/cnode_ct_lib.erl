@@ -1,6 +1,7 @@
 %% Starting and stopping C nodes for the Common Test suite.
 %%
 %% scripts/ct.sh provides the run through the environment: CNODE_BIN (the binary),
+%% CNODE_SAN_BIN (the sanitized build, for the cases that must show no sanitizer report),
 %% CNODE_TEST_RUN_ID (in every node name), CNODE_TEST_RUN_DIR (logs, data dirs),
 %% CNODE_TEST_PIDFILE (every OS pid started here is appended, so the script can kill what a
 %% crashed run left) and ERL_EPMD_PORT (the run's private epmd). The cookie is this node's.
@@ -11,7 +12,7 @@
 -module(cnode_ct_lib).
 
 -export([start/1, start/2, launch/2, restart/2, stop/1, await_exit/2, data_dir_for/1,
-         log_tail/1]).
+         log_tail/1, san_bin/0, sanitizer_reports/1]).
 
 -define(READY_TIMEOUT, 20000).
 -define(STOP_TIMEOUT, 10000).
@@ -34,8 +35,8 @@ start(Args, Opts) ->
 %% launch(Args, Opts) -> {ready, CNode} | {exited, Status, CNode}: starts a C node and waits
 %% (bounded) for its READY line or its exit, whichever comes first. Opts: name (the part
 %% before @; the same name again is a new process of the same node, on the same data dir
-%% and log) and data_dir (default <run dir>/data/<name>, created; a given one is passed on
-%% as it is).
+%% and log), data_dir (default <run dir>/data/<name>, created; a given one is passed on
+%% as it is) and bin (default CNODE_BIN; san_bin() for the sanitized node).
 launch(Args, Opts) ->
     Name = case Opts of
                #{name := N} -> N;
@@ -55,10 +56,12 @@ launch(Args, Opts) ->
               end,
     AllArgs = ["--name", atom_to_list(Node), "--cookie", atom_to_list(erlang:get_cookie()),
                "--data-dir", DataDir | Args],
+    Bin = maps:get(bin, Opts, os:getenv("CNODE_BIN")),
     Parent = self(),
     Ref = make_ref(),
-    Owner = spawn(fun() -> own_port(Parent, Ref, Log, AllArgs) end),
-    CNode = #{node => Node, name => Name, log => Log, owner => Owner, data_dir => DataDir},
+    Owner = spawn(fun() -> own_port(Parent, Ref, Log, Bin, AllArgs) end),
+    CNode = #{node => Node, name => Name, log => Log, owner => Owner, data_dir => DataDir,
+              bin => Bin},
     receive
         {Ref, ready, OsPid, ReadyNode, Port} when ReadyNode =:= Node ->
             {ready, CNode#{os_pid => OsPid, port => Port}};
@@ -76,11 +79,28 @@ launch(Args, Opts) ->
 data_dir_for(Name) ->
     filename:join([os:getenv("CNODE_TEST_RUN_DIR"), "data", Name]).
 
-%% restart(Old, Args) -> CNode: a new process of the node Old (same name, data dir and log),
-%% once Old has exited and this node has seen its connection go.
+%% restart(Old, Args) -> CNode: a new process of the node Old (same name, data dir, log and
+%% binary), once Old has exited and this node has seen its connection go.
 restart(Old = #{node := Node}, Args) ->
     wait_gone(Node, 200),
-    start(Args, maps:with([name, data_dir], Old)).
+    start(Args, maps:with([name, data_dir, bin], Old)).
+
+%% The sanitized C node (ASan and UBSan), which make ct builds first.
+san_bin() ->
+    case os:getenv("CNODE_SAN_BIN") of
+        false -> filename:absname("build/san/cnode");
+        Bin -> Bin
+    end.
+
+%% The sanitizer reports in a C node's log: AddressSanitizer, LeakSanitizer or UBSan lines.
+sanitizer_reports(#{log := Log}) ->
+    case file:read_file(Log) of
+        {ok, Data} ->
+            [L || L <- string:split(Data, "\n", all),
+                  re:run(L, "ERROR: \\w+Sanitizer|runtime error:") =/= nomatch];
+        {error, _} ->
+            []
+    end.
 
 wait_gone(Node, 0) ->
     ct:fail("~p still in nodes(connected)", [Node]);
@@ -126,11 +146,11 @@ log_tail(#{log := Log}) ->
             io_lib:format("(no log ~s: ~p)", [Log, Reason])
     end.
 
-own_port(Parent, Ref, Log, Args) ->
+own_port(Parent, Ref, Log, Bin, Args) ->
     Script = "log=\"$1\"; shift; exec \"$@\" 2>>\"$log\"",
     Port = open_port({spawn_executable, "/bin/sh"},
                      [binary, exit_status, use_stdio, {line, 4096},
-                      {args, ["-c", Script, "sh", Log, os:getenv("CNODE_BIN") | Args]}]),
+                      {args, ["-c", Script, "sh", Log, Bin | Args]}]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     ok = file:write_file(os:getenv("CNODE_TEST_PIDFILE"), [integer_to_list(OsPid), "\n"], [append]),
     port_loop(Port, OsPid, Parent, Ref, []).

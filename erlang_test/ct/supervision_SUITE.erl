@@ -1,6 +1,7 @@
 %% Issue 3 from Erlang, the core cases: the C supervisor cnode_sup, exit signals and links
 %% with OTP's reasons, the sys protocol, and state that survives restarts of a server and
-%% of the whole node (--data-dir). Every case has its own C node and data dir; a case that
+%% of the whole node (--data-dir). Issue 8: a killed top supervisor stops the node with
+%% status 1 (also on the sanitized node, without a report), and net_kernel is restarted. Every case has its own C node and data dir; a case that
 %% needs more nodes (a restart of the node, a node that must die) starts them itself, and
 %% end_per_testcase stops every node a case started. Waits are bounds that fail instead of
 %% hanging; a restart is awaited by polling for the new pid. Run by scripts/ct.sh.
@@ -15,7 +16,9 @@
          exit_boom_restarts_with_latest_value/1, exit_normal_is_ignored/1,
          link_gets_exit_reason/1, linked_process_death_kills_server/1,
          unlink_leaves_server_alone/1, intensity_exceeded_exits_nonzero/1,
-         sigterm_then_new_node_has_every_value/1, corrupt_state_file_set_aside/1]).
+         sigterm_then_new_node_has_every_value/1, corrupt_state_file_set_aside/1,
+         killed_root_exits_1_value_survives/1, killed_root_sanitized_no_report/1,
+         net_kernel_terminated_is_restarted/1]).
 
 -define(WAIT, 10000).
 %% A rate limiter whose windows outlast any case: a limited client stays limited.
@@ -29,11 +32,15 @@ all() ->
      sys_replace_state, kill_restarts_with_saved_value, exit_boom_restarts_with_latest_value,
      exit_normal_is_ignored, link_gets_exit_reason, linked_process_death_kills_server,
      unlink_leaves_server_alone, intensity_exceeded_exits_nonzero,
-     sigterm_then_new_node_has_every_value, corrupt_state_file_set_aside].
+     sigterm_then_new_node_has_every_value, corrupt_state_file_set_aside,
+     killed_root_exits_1_value_survives, killed_root_sanitized_no_report,
+     net_kernel_terminated_is_restarted].
 
 %% Cases that start their own nodes.
 own_nodes(intensity_exceeded_exits_nonzero) -> true;
 own_nodes(corrupt_state_file_set_aside) -> true;
+own_nodes(killed_root_exits_1_value_survives) -> true;
+own_nodes(killed_root_sanitized_no_report) -> true;
 own_nodes(_) -> false.
 
 args(sigterm_then_new_node_has_every_value) -> ?LIMITS;
@@ -315,3 +322,42 @@ corrupt_state_file_set_aside(Config) ->
                                 string:find(L, Path) =/= nomatch,
                                 string:find(L, "warning") =/= nomatch]),
     ?assertEqual(1, gen_server:call({counter, maps:get(node, CNode)}, increment)).
+
+%% exit(RootSup, kill) with the pid a shell would find: the children get killed through
+%% their links and save, and the C node stops by itself with status 1, as an OTP node does
+%% when a permanent application's top supervisor dies. The next start has the value back.
+%% Returns the killed node and its successor.
+kill_root_sequence(Config, Opts) ->
+    CNode = track(Config, cnode_ct_lib:start([], Opts), 1),
+    Node = maps:get(node, CNode),
+    increment({counter, Node}, 3),
+    {status, Sup, {module, gen_server}, _} = sys:get_status({cnode_sup, Node}),
+    exit(Sup, kill),
+    Status = cnode_ct_lib:await_exit(CNode, ?WAIT),
+    Status =:= 1 orelse ct:fail("exited ~p after its root supervisor was killed~n~s",
+                                [Status, cnode_ct_lib:log_tail(CNode)]),
+    Again = track(Config, cnode_ct_lib:restart(CNode, []), 0),
+    ?assertEqual(3, gen_server:call({counter, maps:get(node, Again)}, get_value)),
+    ?assertEqual(4, gen_server:call({counter, maps:get(node, Again)}, increment)),
+    {CNode, Again}.
+
+killed_root_exits_1_value_survives(Config) ->
+    kill_root_sequence(Config, #{}).
+
+killed_root_sanitized_no_report(Config) ->
+    Bin = cnode_ct_lib:san_bin(),
+    filelib:is_file(Bin) orelse ct:fail("~s is missing: make SANITIZER=address,undefined", [Bin]),
+    {CNode, Again} = kill_root_sequence(Config, #{bin => Bin}),
+    ?assertEqual(0, cnode_ct_lib:stop(Again)),
+    ?assertEqual([], cnode_ct_lib:sanitizer_reports(CNode)).
+
+%% OTP's net_kernel is a permanent child of kernel_sup; here too. The SIGTERM at the end of
+%% the case (end_per_testcase) must stop the new one and exit 0.
+net_kernel_terminated_is_restarted(Config) ->
+    Node = ?config(node, Config),
+    Old = server_pid({net_kernel, Node}),
+    ?assertEqual(ok, sys:terminate({net_kernel, Node}, normal)),
+    New = await_new_pid({net_kernel, Node}, Old),
+    ?assertEqual(Node, node(New)),
+    ?assertEqual(pong, net_adm:ping(Node)),
+    ?assertEqual([{net_kernel, New, worker, [net_kernel]}], supervisor:which_children({kernel_sup, Node})).

@@ -298,6 +298,55 @@ defmodule SupervisionTest do
     assert GenServer.call(limiter, {:check_rate, "z"}) == {:ok, 2}
   end
 
+  ## The death of a top supervisor, net_kernel's end
+
+  # Process.exit(cnode_sup, :kill) from here, with the pid iex would find: the children get
+  # :killed through their links and save, and the C node stops by itself with status 1,
+  # as an OTP node does when a permanent application's top supervisor dies. The next
+  # start has the counter's value back. Returns the killed node and its successor.
+  defp kill_root_sequence(opts) do
+    cnode = start_cnode(opts)
+    on_exit(fn -> stop_cnode(cnode) end)
+    counter = {:counter, cnode.node}
+    for n <- 1..3, do: assert(GenServer.call(counter, :increment) == n)
+
+    {:status, sup, {:module, :gen_server}, _} = :sys.get_status({:cnode_sup, cnode.node})
+    Process.exit(sup, :kill)
+    status = await_cnode_exit(cnode)
+    assert status == 1, "exited #{status} after its root supervisor was killed\n" <> log_tail(cnode)
+
+    again = restart_cnode!(cnode, Keyword.take(opts, [:bin]))
+    assert GenServer.call({:counter, again.node}, :get_value) == 3
+    assert GenServer.call({:counter, again.node}, :increment) == 4
+    {cnode, again}
+  end
+
+  @tag cnode: false
+  test "Process.exit(cnode_sup, :kill): the node exits 1 by itself; the counter's value is back on the next start" do
+    kill_root_sequence([])
+  end
+
+  @tag cnode: false
+  test "the same against the sanitized node (ASan, UBSan): status 1, then 0 on SIGTERM, no sanitizer report" do
+    bin = san_bin()
+    assert File.exists?(bin), "#{bin} is missing: make SANITIZER=address,undefined builds it"
+    {cnode, again} = kill_root_sequence(bin: bin)
+    assert stop_cnode(again) == 0
+    assert sanitizer_reports(cnode) == [], log_tail(cnode)
+  end
+
+  # OTP's net_kernel is a permanent child of kernel_sup; here too, and the node's SIGTERM
+  # afterwards (checked when the test ends) stops the new one.
+  test ":sys.terminate(net_kernel, :normal): kernel_sup starts a new one, Node.ping says :pong",
+       %{node: node} do
+    old = server_pid({:net_kernel, node})
+    assert :sys.terminate({:net_kernel, node}, :normal) == :ok
+    new = await_new_pid({:net_kernel, node}, old)
+    assert node(new) == node
+    assert Node.ping(node) == :pong
+    assert [{:net_kernel, ^new, :worker, [:net_kernel]}] = Supervisor.which_children({:kernel_sup, node})
+  end
+
   ## State files
 
   @tag cnode: false

@@ -3,6 +3,8 @@ defmodule CNodeTest do
   Shared setup of the interop tests: C nodes, BEAM peers, bounded waits and logs.
 
   scripts/exunit.sh provides the run through the environment: `CNODE_BIN` (the binary),
+  `CNODE_SAN_BIN` (the sanitized build, `make SANITIZER=address,undefined`, for the tests
+  that must show no sanitizer report),
   `CNODE_TEST_RUN_ID` (in every node name, so names are unique per run),
   `CNODE_TEST_RUN_DIR` (logs and data dirs), `CNODE_TEST_PIDFILE` (every OS pid started
   here is appended, so the script can kill what a crashed run left) and `ERL_EPMD_PORT`
@@ -20,7 +22,7 @@ defmodule CNodeTest do
 
   defmodule CNode do
     @moduledoc "A running C node: its node name, distribution port, OS pid and log file."
-    defstruct [:name, :node, :port, :os_pid, :log, :owner, :data_dir]
+    defstruct [:name, :node, :port, :os_pid, :log, :owner, :data_dir, :bin]
   end
 
   ## The run
@@ -32,6 +34,23 @@ defmodule CNodeTest do
   def cnode_bin do
     bin = System.get_env("CNODE_BIN", "build/cnode")
     Path.expand(bin, Path.expand("../../..", __DIR__))
+  end
+
+  @doc "The sanitized C node (ASan and UBSan), which `make ct`/`make exunit` build first."
+  def san_bin do
+    bin = System.get_env("CNODE_SAN_BIN", "build/san/cnode")
+    Path.expand(bin, Path.expand("../../..", __DIR__))
+  end
+
+  @doc "The sanitizer reports in a C node's log: AddressSanitizer, LeakSanitizer or UBSan lines."
+  def sanitizer_reports(%CNode{log: log}) do
+    case File.read(log) do
+      {:ok, data} ->
+        data |> String.split("\n") |> Enum.filter(&(&1 =~ ~r/ERROR: \w+Sanitizer|runtime error:/))
+
+      {:error, _} ->
+        []
+    end
   end
 
   @doc "A node name part unique in this run, e.g. `c3_114501_4242`."
@@ -78,8 +97,9 @@ defmodule CNodeTest do
   first: `{:ready, cnode}` or `{:exited, status, cnode}`. No on_exit hook.
 
   Options: `:args` (more flags), `:cookie` (default the run's), `:name`, `:data_dir`
-  (default `<run dir>/data/<name>`, created; a given one is passed on as it is). The same
-  `:name` again gives a new node process on the same data dir and log.
+  (default `<run dir>/data/<name>`, created; a given one is passed on as it is), `:bin`
+  (default `cnode_bin/0`, e.g. `san_bin/0`). The same `:name` again gives a new node
+  process on the same data dir and log.
   """
   def launch_cnode(opts \\ []) do
     name = Keyword.get_lazy(opts, :name, fn -> unique_name("c") end)
@@ -97,10 +117,11 @@ defmodule CNodeTest do
       ["--name", Atom.to_string(node), "--cookie", Keyword.get(opts, :cookie, cookie())] ++
         ["--data-dir", data_dir] ++ Keyword.get(opts, :args, [])
 
+    bin = Keyword.get_lazy(opts, :bin, &cnode_bin/0)
     parent = self()
     ref = make_ref()
-    owner = spawn(fn -> own_port(parent, ref, log, args) end)
-    cnode = %CNode{name: name, node: node, log: log, owner: owner, data_dir: data_dir}
+    owner = spawn(fn -> own_port(parent, ref, log, bin, args) end)
+    cnode = %CNode{name: name, node: node, log: log, owner: owner, data_dir: data_dir, bin: bin}
 
     receive do
       {^ref, :ready, os_pid, ready_node, port} ->
@@ -120,18 +141,18 @@ defmodule CNodeTest do
   def data_dir_for(name), do: Path.join([run_dir(), "data", name])
 
   @doc """
-  Starts a new process of the same C node (same name, data dir, log) after `old` has
-  exited, with `opts` as for `start_cnode!/1` (stopped and checked when the test ends).
+  Starts a new process of the same C node (same name, data dir, log, binary) after `old`
+  has exited, with `opts` as for `start_cnode!/1` (stopped and checked when the test ends).
   """
   def restart_cnode!(%CNode{} = old, opts \\ []) do
     # This node notices the old connection's end before the name comes back.
     wait_until(fn -> old.node not in Node.list(:connected) end, 10_000, "#{old.node} to leave Node.list")
-    start_cnode!(Keyword.merge(opts, name: old.name, data_dir: old.data_dir))
+    start_cnode!(Keyword.merge(opts, name: old.name, data_dir: old.data_dir, bin: old.bin))
   end
 
   # The port's owner outlives the test process, so on_exit can still stop the node and
   # learn its exit status. It reads stdout (the READY line) until the node exits.
-  defp own_port(parent, ref, log, args) do
+  defp own_port(parent, ref, log, bin, args) do
     script = ~S(log="$1"; shift; exec "$@" 2>>"$log")
 
     port =
@@ -140,7 +161,7 @@ defmodule CNodeTest do
         :exit_status,
         :use_stdio,
         {:line, 4096},
-        args: ["-c", script, "sh", log, cnode_bin() | args]
+        args: ["-c", script, "sh", log, bin | args]
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)

@@ -1,7 +1,9 @@
 /*
- * Atomic, checked state files.
+ * Atomic, checked state files: part of a gen_server's lifecycle.
  *
- * A server saves its state in terminate and loads it in init. Each server has one
+ * A server saves its state in terminate and loads it in init (or in
+ * handle_continue), so the files belong to the behaviour's layer: the servers
+ * here use them and no supervisor needs to know about them. Each server has one
  * file in the node's data directory, `<dir>/<name>.state`. A save never leaves a
  * half-written file under that name: it writes a temp file beside it, fsyncs it,
  * renames it over the target and fsyncs the directory, so after a crash at any
@@ -11,7 +13,7 @@
  *
  *     offset  size  field
  *          0     4  magic "CNST"
- *          4     2  file format version (SUP_STATE_FORMAT)
+ *          4     2  file format version (GS_STATE_FORMAT)
  *          6     2  schema version of the payload, chosen by the server
  *          8     8  payload length in bytes
  *         16     8  XXH3_64bits over bytes 0..15 and the payload
@@ -22,25 +24,25 @@
  * starts fresh.
  *
  * Server names must be non-empty, must not start with '.', must not contain '/'
- * or "..", and are at most SUP_STATE_NAME_MAX bytes. Names starting with '.' are
+ * or "..", and are at most GS_STATE_NAME_MAX bytes. Names starting with '.' are
  * kept for our own temp (`.<name>.state.tmp-XXXXXX`) and probe files.
  *
  * One node per data directory: the functions here are safe against crashes, not
  * against two processes saving the same name at once.
  */
-#ifndef SUP_STATEFILE_H
-#define SUP_STATEFILE_H
+#ifndef GS_STATEFILE_H
+#define GS_STATEFILE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "cnode/buf.h"
 
-#define SUP_STATE_MAGIC "CNST"
-#define SUP_STATE_FORMAT 1
-#define SUP_STATE_HEADER_LEN 24
+#define GS_STATE_MAGIC "CNST"
+#define GS_STATE_FORMAT 1
+#define GS_STATE_HEADER_LEN 24
 /* Leaves room for the suffixes within a 255-byte file name. */
-#define SUP_STATE_NAME_MAX 200
+#define GS_STATE_NAME_MAX 200
 
 /*
  * Saves `len` bytes at `data` (borrowed; NULL allowed when len is 0) as the state
@@ -54,7 +56,7 @@
  * the final fsync of the directory fails, the new file is in place but may not
  * survive a power cut; that is still reported as an error.
  */
-int sup_state_save(const char *dir, const char *name, uint16_t schema, const void *data,
+int gs_state_save(const char *dir, const char *name, uint16_t schema, const void *data,
                    size_t len);
 
 /*
@@ -69,14 +71,14 @@ int sup_state_save(const char *dir, const char *name, uint16_t schema, const voi
  *   CN_ECORRUPT  bad magic, bad checksum, truncated, trailing bytes, or not a
  *                regular file.
  *   CN_EVERSION  written with another file format version or another schema.
- *   -EINVAL      bad name or NULL argument; -ENAMETOOLONG; -ENOMEM.
+ *   -EINVAL      bad name or NULL argument; -ENAMETOOLONG.
  *   -errno       the file exists but could not be read (-EACCES, -EIO, ...).
  * For CN_ECORRUPT, CN_EVERSION and read errors, the file has been logged at
  * warning and moved aside (see above), so the server should start fresh and a
  * later load returns -ENOENT. If moving it aside fails too, that is logged at
  * error and the same code is returned. out->len is 0 on any error.
  */
-int sup_state_load(const char *dir, const char *name, uint16_t schema, cn_buf *out);
+int gs_state_load(const char *dir, const char *name, uint16_t schema, cn_buf *out);
 
 /*
  * Start-up check of the data directory: creates `dir` and any missing parents
@@ -90,6 +92,6 @@ int sup_state_load(const char *dir, const char *name, uint16_t schema, cn_buf *o
  * failing step is logged at debug; the caller prints one line with
  * cn_strerror() and exits.
  */
-int sup_state_check_dir(const char *dir);
+int gs_state_check_dir(const char *dir);
 
 #endif

@@ -1,4 +1,9 @@
-#include "supervisor/statefile.h"
+/*
+ * State files (genserver/statefile.h): the atomic save (temp file, fsync,
+ * rename, fsync of the directory), the checked load that sets a bad file aside
+ * instead of deleting it, and the start-up check of the data directory.
+ */
+#include "genserver/statefile.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -32,7 +37,7 @@ static int check_name(const char *name)
         return -EINVAL;
     if (strchr(name, '/') != NULL || strstr(name, "..") != NULL)
         return -EINVAL;
-    if (strlen(name) > SUP_STATE_NAME_MAX)
+    if (strlen(name) > GS_STATE_NAME_MAX)
         return -ENAMETOOLONG;
     return 0;
 }
@@ -125,8 +130,8 @@ static void put_u64(unsigned char *d, uint64_t v)
 
 static void encode_header(unsigned char *hdr, uint16_t schema, const void *data, size_t len)
 {
-    memcpy(hdr, SUP_STATE_MAGIC, 4);
-    put_u16(hdr + 4, SUP_STATE_FORMAT);
+    memcpy(hdr, GS_STATE_MAGIC, 4);
+    put_u16(hdr + 4, GS_STATE_FORMAT);
     put_u16(hdr + 6, schema);
     put_u64(hdr + 8, (uint64_t)len);
     put_u64(hdr + 16, checksum(hdr, data, len));
@@ -135,7 +140,7 @@ static void encode_header(unsigned char *hdr, uint16_t schema, const void *data,
 /* Writes, syncs and closes the temp file. Closes fd whatever happens. */
 static int write_temp(int fd, const unsigned char *hdr, const void *data, size_t len)
 {
-    int rc = write_all(fd, hdr, SUP_STATE_HEADER_LEN);
+    int rc = write_all(fd, hdr, GS_STATE_HEADER_LEN);
     if (rc == 0 && len > 0)
         rc = write_all(fd, data, len);
     if (rc == 0 && fsync(fd) < 0)
@@ -146,7 +151,7 @@ static int write_temp(int fd, const unsigned char *hdr, const void *data, size_t
     return rc;
 }
 
-int sup_state_save(const char *dir, const char *name, uint16_t schema, const void *data,
+int gs_state_save(const char *dir, const char *name, uint16_t schema, const void *data,
                    size_t len)
 {
     if (dir == NULL || (data == NULL && len > 0))
@@ -159,7 +164,7 @@ int sup_state_save(const char *dir, const char *name, uint16_t schema, const voi
         (rc = make_path(tmp, sizeof tmp, "%s/.%s" TEMP_SUFFIX "XXXXXX", dir, name)) < 0)
         return rc;
 
-    unsigned char hdr[SUP_STATE_HEADER_LEN];
+    unsigned char hdr[GS_STATE_HEADER_LEN];
     encode_header(hdr, schema, data, len);
 
     /* A unique temp name in the same directory: the rename must not cross file
@@ -250,29 +255,29 @@ static int read_checked(int fd, uint16_t schema, cn_buf *out, char *reason, size
         snprintf(reason, rsize, "not a regular file");
         return CN_ECORRUPT;
     }
-    unsigned char hdr[SUP_STATE_HEADER_LEN];
+    unsigned char hdr[GS_STATE_HEADER_LEN];
     ssize_t got = read_full(fd, hdr, sizeof hdr);
     if (got < 0) {
         snprintf(reason, rsize, "read error: %s", cn_strerror((int)got));
         return (int)got;
     }
-    if (got < SUP_STATE_HEADER_LEN || st.st_size < SUP_STATE_HEADER_LEN) {
+    if (got < GS_STATE_HEADER_LEN || st.st_size < GS_STATE_HEADER_LEN) {
         snprintf(reason, rsize, "truncated: %zd bytes, the header alone is %d", got,
-                 SUP_STATE_HEADER_LEN);
+                 GS_STATE_HEADER_LEN);
         return CN_ECORRUPT;
     }
-    if (memcmp(hdr, SUP_STATE_MAGIC, 4) != 0) {
+    if (memcmp(hdr, GS_STATE_MAGIC, 4) != 0) {
         snprintf(reason, rsize, "bad magic");
         return CN_ECORRUPT;
     }
     unsigned format = cn_get_u16(hdr + 4);
-    if (format != SUP_STATE_FORMAT) {
+    if (format != GS_STATE_FORMAT) {
         snprintf(reason, rsize, "file format version %u, expected %u", format,
-                 (unsigned)SUP_STATE_FORMAT);
+                 (unsigned)GS_STATE_FORMAT);
         return CN_EVERSION;
     }
     uint64_t len = cn_get_u64(hdr + 8);
-    uint64_t avail = (uint64_t)st.st_size - SUP_STATE_HEADER_LEN;
+    uint64_t avail = (uint64_t)st.st_size - GS_STATE_HEADER_LEN;
     if (len != avail) {
         snprintf(reason, rsize, "%s: header says %llu payload bytes, file has %llu",
                  len > avail ? "truncated" : "trailing bytes", (unsigned long long)len,
@@ -281,7 +286,7 @@ static int read_checked(int fd, uint16_t schema, cn_buf *out, char *reason, size
     }
     int rc = cn_buf_reserve(out, (size_t)len);
     if (rc < 0) {
-        snprintf(reason, rsize, "no memory for %llu bytes", (unsigned long long)len);
+        snprintf(reason, rsize, "a payload of %llu bytes cannot be held", (unsigned long long)len);
         return rc;
     }
     got = read_full(fd, out->data, (size_t)len);
@@ -326,7 +331,7 @@ static void set_aside(const char *dir, const char *name, const char *path,
                  cn_strerror(err), cn_strerror(rc));
 }
 
-int sup_state_load(const char *dir, const char *name, uint16_t schema, cn_buf *out)
+int gs_state_load(const char *dir, const char *name, uint16_t schema, cn_buf *out)
 {
     if (dir == NULL || out == NULL)
         return -EINVAL;
@@ -357,9 +362,7 @@ int sup_state_load(const char *dir, const char *name, uint16_t schema, cn_buf *o
             return 0;
         }
     }
-    /* Running out of memory says nothing about the file, so it stays put. */
-    if (rc != -ENOMEM)
-        set_aside(dir, name, path, reason, rc);
+    set_aside(dir, name, path, reason, rc);
     out->len = 0;
     return rc;
 }
@@ -435,7 +438,7 @@ static int mkdir_p(const char *dir)
     return 0;
 }
 
-int sup_state_check_dir(const char *dir)
+int gs_state_check_dir(const char *dir)
 {
     if (dir == NULL || dir[0] == '\0')
         return -EINVAL;

@@ -1,0 +1,86 @@
+/*
+ * Private to genserver/: the server struct and what the behaviour
+ * (genserver.c: dispatch, replies, timers, continue, stop) and the system
+ * messages (gs_sys.c: the sys module's protocol) share. Never included from
+ * another folder: a server's callbacks see only genserver/genserver.h.
+ */
+#ifndef GS_GENSERVER_INT_H
+#define GS_GENSERVER_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <ei.h>
+
+#include "genserver/genserver.h"
+
+/* A message held back while the server is suspended, continuing or in a replace_state. */
+typedef struct gs_msg {
+    struct gs_msg *next;
+    size_t len;
+    char data[];
+} gs_msg;
+
+/* A gs_send_after timer; the message it delivers follows the struct. */
+typedef struct gs_timer {
+    uv_timer_t h;
+    gs_server *s;
+    int64_t id;
+    struct gs_timer *next;
+    size_t len;
+    char data[];
+} gs_timer;
+
+struct gs_server {
+    cn_proc *proc;
+    cn_node *node;
+    const gs_callbacks *cb;
+    void *user;
+    char name[256];
+    int suspended;
+    int continuing;
+    int stopping;
+    int draining;
+    gs_msg *q_head, *q_tail;
+    gs_timer *timers;
+    int64_t next_timer_id;
+    uv_timer_t timeout;     /* the gen_server timeout of the last callback result */
+    uv_timer_t cont_timer;  /* runs handle_continue on the next loop turn */
+    int handles_open;
+    erlang_pid parent;
+    int has_parent;
+    ei_x_buff out, reason, cont;
+    /* A :sys.replace_state waiting for the caller's node to run its fun (gs_sys.c). */
+    gs_from *sys_from;
+    erlang_ref sys_tag;
+    int64_t sys_timer;
+};
+
+/* ---- genserver.c, for gs_sys.c ---- */
+
+/* Compares an atom in any of its encodings at b[idx] with an ASCII name, without decoding. */
+int gs__atom_at(const char *b, int idx, const char *atom);
+/* Decodes {Pid, Tag} at *i (the From of a call or a system message); 0 or CN_EDECODE. */
+int gs__decode_from(const char *b, int *i, gs_from *from);
+/* Starts {Tag, ...} in s->out for a reply to from; returns the index where the reply goes. */
+int gs__begin_reply(gs_server *s, const gs_from *from);
+/* Sends a complete reply (with version byte) to from's alias or pid. */
+int gs__send_reply(gs_server *s, const gs_from *from, const char *msg, size_t len);
+/* Ends the server from inside: terminate, then the process exits with reason (with version byte). */
+void gs__stop_with(gs_server *s, const char *reason, size_t len);
+/* Handles the held-back messages in order while the server may. */
+void gs__drain(gs_server *s);
+
+/* ---- gs_sys.c, for genserver.c ---- */
+
+/* Is this a system message {system, From, Request}? Sets *from and *req (the request's index). */
+int gs__is_system(const char *b, gs_from *from, int *req);
+/* Answers a system message: get_state, get_status, suspend, resume, terminate, replace_state. */
+void gs__handle_system(gs_server *s, const gs_from *from, const char *b, int req);
+/*
+ * While a replace_state waits (s->sys_from set): takes the message if it is the
+ * fun node's answer or the wait's timeout, and finishes the replace_state.
+ * Returns 1 when it took the message, 0 when the caller should hold it back.
+ */
+int gs__sys_take(gs_server *s, const char *b);
+
+#endif

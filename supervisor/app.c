@@ -1,0 +1,227 @@
+/*
+ * The application (supervisor/app.h): the node, its two top supervisors, the
+ * signals that stop it and the exit status.
+ *
+ * Ownership: the app owns the node and reaches it as cn_node_data's pointer.
+ * It holds a pointer to each top supervisor only while that supervisor lives:
+ * a supervisor's on_exit runs exactly once, whatever ended it (also a kill,
+ * which skips terminate), and top_exited drops the pointer there, just before
+ * the supervisor is freed. So nothing the app keeps can point to a freed
+ * server, and a SIGTERM after a kill finds nothing left to stop.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cnode/error.h"
+#include "cnode/log.h"
+#include "cnode/mem.h"
+#include "genserver/genserver.h"
+#include "genserver/net_kernel.h"
+#include "supervisor/app.h"
+#include "supervisor/supervisor.h"
+
+/*
+ * Loop turns the close waits for processes that are still exiting (children
+ * of a killed supervisor whose link signals are queued), before it closes the
+ * node anyway. A turn delivers thousands of local signals: a few turns do.
+ */
+#define CLOSE_WAIT_TURNS 1000
+
+struct sup_app {
+    uv_loop_t *loop;
+    cn_node *node;
+    counter_config counter;
+    rate_limiter_config limiter;
+    void (*ready_cb)(sup_app *app);
+    void *data;
+    uv_signal_t sigterm, sigint;
+    uv_idle_t closer;       /* closes the node once no process is left */
+    unsigned close_turns;
+    sup_t *kernel;          /* kernel_sup while it runs, else NULL */
+    sup_t *root;            /* cnode_sup while it runs, else NULL */
+    int status;
+    int stopping;
+};
+
+static int start_net_kernel(cn_node *node, cn_proc *parent, void *arg, cn_proc **out)
+{
+    (void)arg;
+    gs_server *gs;
+    int rc = net_kernel_start(node, parent, &gs);
+    if (rc == 0)
+        *out = gs_proc(gs);
+    return rc;
+}
+
+static int start_counter(cn_node *node, cn_proc *parent, void *arg, cn_proc **out)
+{
+    gs_server *gs;
+    int rc = counter_start(node, arg, "counter", parent, &gs);
+    if (rc == 0)
+        *out = gs_proc(gs);
+    return rc;
+}
+
+static int start_rate_limiter(cn_node *node, cn_proc *parent, void *arg, cn_proc **out)
+{
+    gs_server *gs;
+    int rc = rate_limiter_start(node, arg, "rate_limiter", parent, &gs);
+    if (rc == 0)
+        *out = gs_proc(gs);
+    return rc;
+}
+
+/* A top supervisor has exited: forget it, and unless the app is stopping already, stop the node. */
+static void top_exited(sup_t *s, const char *reason, void *data)
+{
+    sup_app *a = data;
+    const char *name = s == a->root ? "cnode_sup" : "kernel_sup";
+    if (s == a->root)
+        a->root = NULL;
+    if (s == a->kernel)
+        a->kernel = NULL;
+    if (a->stopping)
+        return;
+    CN_ERROR("node", "the top supervisor %s exited (%s); stopping the node", name, reason);
+    sup_app_stop(a, 1);
+}
+
+/* kernel_sup with net_kernel first, as OTP starts kernel before any other application. */
+static int start_tree(sup_app *a)
+{
+    sup_child_spec kernel[] = {
+        {.id = "net_kernel", .start = start_net_kernel, .restart = SUP_PERMANENT,
+         .shutdown_ms = SUP_WORKER_SHUTDOWN_MS, .type = SUP_WORKER, .module = "net_kernel"},
+    };
+    sup_child_spec servers[] = {
+        {.id = "counter", .start = start_counter, .arg = &a->counter, .restart = SUP_PERMANENT,
+         .shutdown_ms = SUP_WORKER_SHUTDOWN_MS, .type = SUP_WORKER, .module = "Elixir.Counter"},
+        {.id = "rate_limiter", .start = start_rate_limiter, .arg = &a->limiter, .restart = SUP_PERMANENT,
+         .shutdown_ms = SUP_WORKER_SHUTDOWN_MS, .type = SUP_WORKER, .module = "Elixir.RateLimiter"},
+    };
+    sup_flags flags = {.strategy = SUP_ONE_FOR_ONE, .intensity = 3, .period_s = 5};
+    int rc = sup_start(a->node, "kernel_sup", &flags, kernel, sizeof kernel / sizeof kernel[0], NULL,
+                       top_exited, a, &a->kernel);
+    if (rc < 0)
+        return rc;
+    return sup_start(a->node, "cnode_sup", &flags, servers, sizeof servers / sizeof servers[0], NULL,
+                     top_exited, a, &a->root);
+}
+
+static void on_ready(cn_node *node, int status)
+{
+    sup_app *a = cn_node_data(node);
+    if (a->stopping)
+        return; /* stopped while it registered: start nothing */
+    if (status < 0) {
+        if (status == CN_ENOTALIVE)
+            fprintf(stderr, "cnode: the name %s is already registered with epmd\n", cn_node_name(node));
+        else
+            fprintf(stderr, "cnode: cannot register with epmd: %s\n", cn_strerror(status));
+        sup_app_stop(a, 1);
+        return;
+    }
+    int rc = start_tree(a);
+    if (rc < 0) {
+        fprintf(stderr, "cnode: cannot start the servers: %s\n", cn_strerror(rc));
+        sup_app_stop(a, 1);
+        return;
+    }
+    if (a->ready_cb)
+        a->ready_cb(a);
+}
+
+static void node_closed(cn_node *node)
+{
+    (void)node;
+}
+
+/*
+ * Runs once per loop turn after the stop: closes the node once every process
+ * has exited, so that no server is freed by the node without its terminate.
+ */
+static void close_when_idle(uv_idle_t *h)
+{
+    sup_app *a = h->data;
+    cn_node_stats st;
+    cn_node_get_stats(a->node, &st);
+    if (st.processes > 0 && a->close_turns++ < CLOSE_WAIT_TURNS)
+        return;
+    if (st.processes > 0)
+        CN_WARN("node", "%u processes are still running; closing the node anyway", st.processes);
+    uv_idle_stop(h);
+    uv_close((uv_handle_t *)h, NULL);
+    cn_node_close(a->node, node_closed);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    CN_INFO("node", "got %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    sup_app_stop(h->data, 0);
+}
+
+int sup_app_new(uv_loop_t *loop, const sup_app_config *cfg, sup_app **out)
+{
+    cn_node *node;
+    int rc = cn_node_new(loop, &cfg->node, &node);
+    if (rc < 0)
+        return rc;
+    sup_app *a = cn_calloc(1, sizeof *a);
+    a->loop = loop;
+    a->node = node;
+    a->counter = cfg->counter;
+    a->limiter = cfg->limiter;
+    a->ready_cb = cfg->ready_cb;
+    a->data = cfg->data;
+    cn_node_set_data(node, a);
+    uv_signal_init(loop, &a->sigterm);
+    uv_signal_init(loop, &a->sigint);
+    a->sigterm.data = a->sigint.data = a;
+    uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a->sigint, on_signal, SIGINT);
+    uv_idle_init(loop, &a->closer);
+    a->closer.data = a;
+    *out = a;
+    return 0;
+}
+
+int sup_app_start(sup_app *a)
+{
+    return cn_node_start(a->node, on_ready);
+}
+
+void sup_app_stop(sup_app *a, int status)
+{
+    if (a->stopping)
+        return;
+    a->stopping = 1;
+    a->status = status;
+    CN_INFO("node", "shutting down");
+    /* In reverse start order. Each stop ends in top_exited, which clears the pointer. */
+    if (a->root)
+        sup_stop(a->root);
+    if (a->kernel)
+        sup_stop(a->kernel);
+    uv_signal_stop(&a->sigterm);
+    uv_signal_stop(&a->sigint);
+    uv_close((uv_handle_t *)&a->sigterm, NULL);
+    uv_close((uv_handle_t *)&a->sigint, NULL);
+    uv_idle_start(&a->closer, close_when_idle);
+}
+
+int sup_app_free(sup_app *a)
+{
+    if (a == NULL)
+        return 0;
+    int rc = cn_node_free(a->node);
+    if (rc < 0)
+        return rc;
+    free(a);
+    return 0;
+}
+
+int sup_app_status(const sup_app *a) { return a->status; }
+int sup_app_stopping(const sup_app *a) { return a->stopping; }
+cn_node *sup_app_node(const sup_app *a) { return a->node; }
+void *sup_app_data(const sup_app *a) { return a->data; }

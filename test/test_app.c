@@ -1,0 +1,290 @@
+/*
+ * The application (supervisor/app.h) on a real node without epmd, through its
+ * public header only: the tree it starts, a clean shutdown (by SIGTERM) that
+ * runs every terminate, and the paths that used to leave the app holding freed
+ * servers: a kill of a top supervisor, as Process.exit(pid, :kill) from a
+ * connected node delivers it, and a :sys.terminate of net_kernel. Every test
+ * runs its loop until the app has closed the node, and ends with
+ * sup_app_free and uv_loop_close returning 0, so under ASan (make unit-san) a
+ * use after free or a leak fails it.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "cnode/buf.h"
+#include "cnode/error.h"
+#include "cnode/proc.h"
+#include "genserver/statefile.h"
+#include "supervisor/app.h"
+
+/* The counter's state file: schema 1, the value as 8 bytes big endian (genserver/counter.c). */
+#define COUNTER_SCHEMA 1
+
+typedef struct fx {
+    uv_loop_t loop;
+    char dir[64];
+    sup_app *app;
+    cn_node *node;
+    int ready;
+    int status;         /* the app's exit status, kept by run_to_end */
+    cn_proc *tester;    /* sends as a connected node's process would; gets the replies */
+    int replies;
+} fx;
+
+static void on_ready(sup_app *app)
+{
+    fx *f = sup_app_data(app);
+    f->ready++;
+}
+
+static void tester_message(cn_proc *p, const char *buf, size_t len)
+{
+    (void)buf, (void)len;
+    fx *f = cn_proc_data(p);
+    f->replies++;
+}
+
+static const cn_proc_ops tester_ops = {tester_message, NULL};
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+    uv_loop_init(&f->loop);
+    snprintf(f->dir, sizeof f->dir, "/tmp/test_app.XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    sup_app_config cfg = {
+        .node = {.name = "app@127.0.0.1", .cookie = "c", .no_epmd = 1},
+        .counter = {.initial = 0, .data_dir = f->dir},
+        .limiter = {.max_requests = 100, .window_ms = 60000, .data_dir = f->dir},
+        .ready_cb = on_ready,
+        .data = f,
+    };
+    if (sup_app_new(&f->loop, &cfg, &f->app) != 0)
+        return -1;
+    f->node = sup_app_node(f->app);
+    /* Without epmd the node is ready at once, so start returns with the tree running. */
+    if (sup_app_start(f->app) != 0 || f->ready != 1)
+        return -1;
+    f->tester = cn_proc_spawn(f->node, &tester_ops, f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+/* A few loop turns: queued local messages and exit signals are delivered. */
+static void turns(fx *f, int n)
+{
+    for (int i = 0; i < n; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+/*
+ * Runs the loop until the app has closed the node and every handle (bounded:
+ * a node that never closes fails instead of hanging), then frees it all.
+ */
+static void run_to_end(fx *f)
+{
+    int turns_left = 100000;
+    while (uv_loop_alive(&f->loop) && turns_left-- > 0)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_false(uv_loop_alive(&f->loop));
+    assert_true(sup_app_stopping(f->app));
+    int status = sup_app_status(f->app);
+    assert_int_equal(sup_app_free(f->app), 0);
+    f->app = NULL;
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    f->status = status;
+}
+
+static void pid_of(fx *f, const char *name, erlang_pid *pid)
+{
+    cn_proc *p = cn_proc_whereis(f->node, name);
+    assert_non_null(p);
+    cn_proc_pid(p, pid);
+}
+
+/* GenServer.cast(counter, :increment), n times. */
+static void cast_increments(fx *f, int n)
+{
+    ei_x_buff x;
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "$gen_cast");
+    ei_x_encode_atom(&x, "increment");
+    for (int i = 0; i < n; i++)
+        assert_int_equal(cn_send_name(f->tester, "counter", NULL, x.buff, (size_t)x.index), 0);
+    ei_x_free(&x);
+    turns(f, 4);
+}
+
+/* Process.exit(pid, reason) from the tester, then the tester goes, as a remote caller would. */
+static void exit_signal(fx *f, const char *name, const char *reason)
+{
+    erlang_pid pid;
+    pid_of(f, name, &pid);
+    char r[64];
+    size_t n = cn_term_atom(r, reason);
+    assert_int_equal(cn_proc_exit_pid(f->tester, &pid, r, n), 0);
+    cn_proc_exit(f->tester, NULL, 0);
+    f->tester = NULL;
+}
+
+static long long saved_counter(fx *f)
+{
+    cn_buf b;
+    cn_buf_init(&b);
+    assert_int_equal(gs_state_load(f->dir, "counter", COUNTER_SCHEMA, &b), 0);
+    assert_int_equal(b.len, 8);
+    unsigned long long v = 0;
+    for (size_t i = 0; i < 8; i++)
+        v = v << 8 | (unsigned char)b.data[i];
+    cn_buf_free(&b);
+    return (long long)v;
+}
+
+static int saved(fx *f, const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s.state", f->dir, name);
+    return access(path, F_OK) == 0;
+}
+
+static void start_registers_the_tree(void **state)
+{
+    fx *f = *state;
+    const char *names[] = {"kernel_sup", "net_kernel", "cnode_sup", "counter", "rate_limiter"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        assert_non_null(cn_proc_whereis(f->node, names[i]));
+    assert_false(sup_app_stopping(f->app));
+    cn_proc_exit(f->tester, NULL, 0);
+    sup_app_stop(f->app, 0);
+    /* The tree went synchronously, in reverse order; the node closes on a later turn. */
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        assert_null(cn_proc_whereis(f->node, names[i]));
+    run_to_end(f);
+    assert_int_equal(f->status, 0);
+}
+
+static void sigterm_saves_every_server_and_exits_0(void **state)
+{
+    fx *f = *state;
+    cast_increments(f, 3);
+    cn_proc_exit(f->tester, NULL, 0);
+    assert_int_equal(kill(getpid(), SIGTERM), 0);
+    run_to_end(f);
+    assert_int_equal(f->status, 0);
+    assert_int_equal(saved_counter(f), 3);
+    assert_true(saved(f, "rate_limiter"));
+}
+
+/* The next SIGTERM after the kill (here sup_app_stop) must find nothing freed to stop. */
+static void killed_root_stops_the_node_with_1_after_the_children_saved(void **state)
+{
+    fx *f = *state;
+    cast_increments(f, 5);
+    exit_signal(f, "cnode_sup", "kill");
+    turns(f, 2);
+    assert_true(sup_app_stopping(f->app));
+    sup_app_stop(f->app, 0);
+    run_to_end(f);
+    assert_int_equal(f->status, 1);
+    /* The children got 'killed' through their links and ran terminate. */
+    assert_int_equal(saved_counter(f), 5);
+    assert_true(saved(f, "rate_limiter"));
+}
+
+static void killed_kernel_sup_stops_the_node_with_1(void **state)
+{
+    fx *f = *state;
+    cast_increments(f, 2);
+    exit_signal(f, "kernel_sup", "kill");
+    run_to_end(f);
+    assert_int_equal(f->status, 1);
+    assert_int_equal(saved_counter(f), 2);
+}
+
+/* :sys.terminate(net_kernel, :normal): a permanent child, so kernel_sup starts a new one. */
+static void terminated_net_kernel_is_restarted(void **state)
+{
+    fx *f = *state;
+    erlang_pid old, self, now;
+    pid_of(f, "net_kernel", &old);
+    cn_proc_pid(f->tester, &self);
+    erlang_ref ref;
+    cn_node_make_ref(f->node, &ref);
+    ei_x_buff x;
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 3);
+    ei_x_encode_atom(&x, "system");
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_pid(&x, &self);
+    ei_x_encode_ref(&x, &ref);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "terminate");
+    ei_x_encode_atom(&x, "normal");
+    assert_int_equal(cn_send_name(f->tester, "net_kernel", NULL, x.buff, (size_t)x.index), 0);
+    ei_x_free(&x);
+    turns(f, 4);
+    assert_int_equal(f->replies, 1);
+    pid_of(f, "net_kernel", &now);
+    assert_int_not_equal(ei_cmp_pids(&old, &now), 0);
+    assert_false(sup_app_stopping(f->app));
+    cn_proc_exit(f->tester, NULL, 0);
+    sup_app_stop(f->app, 0);
+    run_to_end(f);
+    assert_int_equal(f->status, 0);
+}
+
+/* A fourth restart within 5 s exceeds cnode_sup's intensity: status 1, as OTP stops the node. */
+static void intensity_exceeded_stops_the_node_with_1(void **state)
+{
+    fx *f = *state;
+    char r[16];
+    size_t n = cn_term_atom(r, "kill");
+    for (int i = 0; i < 4; i++) {
+        erlang_pid pid;
+        pid_of(f, "counter", &pid);
+        assert_int_equal(cn_proc_exit_pid(f->tester, &pid, r, n), 0);
+        turns(f, 2);
+    }
+    assert_true(sup_app_stopping(f->app));
+    assert_null(cn_proc_whereis(f->node, "cnode_sup"));
+    cn_proc_exit(f->tester, NULL, 0);
+    run_to_end(f);
+    assert_int_equal(f->status, 1);
+    /* The rate limiter was shut down, not dropped: its terminate saved. */
+    assert_true(saved(f, "rate_limiter"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(start_registers_the_tree, setup, teardown),
+        cmocka_unit_test_setup_teardown(sigterm_saves_every_server_and_exits_0, setup, teardown),
+        cmocka_unit_test_setup_teardown(killed_root_stops_the_node_with_1_after_the_children_saved, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(killed_kernel_sup_stops_the_node_with_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(terminated_net_kernel_is_restarted, setup, teardown),
+        cmocka_unit_test_setup_teardown(intensity_exceeded_stops_the_node_with_1, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
