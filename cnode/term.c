@@ -234,7 +234,8 @@ static int walk(const char *b, size_t len, size_t *idx, int fun_depth)
             if (skip_new_fun(b, len, &i, fun_depth)) return -1;
             break;
         case T_EXPORT:
-            pending += 3; /* module, function, arity */
+            /* ei's fun decoder (the log printer uses it) leaks on any other shape. */
+            if (skip_atom(b, len, &i) || skip_atom(b, len, &i) || skip_fixnum(b, len, &i)) return -1;
             break;
         case T_FUN:
             if (len - i < 4) return -1;

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 #include <ei.h>
@@ -297,6 +298,27 @@ static void utf8_atoms_up_to_255_characters(void **state)
     }
 }
 
+/* EXPORT_EXT is module atom, function atom, integer arity: ei's fun decoder, which
+ * the log printer runs, leaks memory on any other shape (found by fuzz_term). */
+static void export_fields_are_checked(void **state)
+{
+    (void)state;
+    static const unsigned char abs1[] = {113, 119, 6, 'e', 'r', 'l', 'a', 'n', 'g', 119, 3, 'a', 'b', 's', 97, 1};
+    static const unsigned char abs1_int[] = {113, 100, 0, 6, 'e', 'r', 'l', 'a', 'n', 'g', 115, 3, 'a', 'b', 's',
+                                             98, 0, 0, 0, 1};
+    static const unsigned char module_port[] = {113, 115, 0, 102, 115, 0, 0, 0, 0, 0, 32, 62, 119, 0};
+    static const unsigned char arity_atom[] = {113, 119, 1, 'm', 119, 1, 'f', 119, 1, 'a'};
+    static const unsigned char function_nil[] = {113, 119, 1, 'm', 106, 97, 1};
+    assert_int_equal(walk_exact(abs1, sizeof abs1), 0);
+    assert_int_equal(walk_exact(abs1_int, sizeof abs1_int), 0);
+    assert_int_equal(walk_exact(module_port, sizeof module_port), CN_EDECODE);
+    assert_int_equal(walk_exact(arity_atom, sizeof arity_atom), CN_EDECODE);
+    assert_int_equal(walk_exact(function_nil, sizeof function_nil), CN_EDECODE);
+    char *text = cn_term_sprint((const char *)abs1, 0);
+    assert_string_equal(text, "fun erlang:abs/1");
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +334,7 @@ int main(void)
         cmocka_unit_test(fun_lying_inside_its_size_is_refused),
         cmocka_unit_test(nested_funs_are_bounded),
         cmocka_unit_test(utf8_atoms_up_to_255_characters),
+        cmocka_unit_test(export_fields_are_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
