@@ -282,15 +282,55 @@ int cn_term_skip_trusted(const char *buf, int *index)
 /* Above this many bytes a term is summarised, which also bounds its depth for ei's printer. */
 #define PRINT_MAX 2048
 
+/*
+ * Whether a closure (NEW_FUN_EXT or FUN_EXT) occurs in a walked term. ei's printer
+ * leaks the module name of every closure it prints (found by fuzz_term), and a peer
+ * can make us log as many as it likes, so such terms are summarised instead.
+ */
+static int contains_closure(const char *b, int i)
+{
+    uint64_t pending = 1;
+    while (pending > 0) {
+        pending--;
+        switch ((unsigned char)b[i]) {
+        case T_NEW_FUN:
+        case T_FUN:
+            return 1;
+        case T_SMALL_TUPLE:
+            pending += (uint8_t)b[i + 1];
+            i += 2;
+            break;
+        case T_LARGE_TUPLE:
+            pending += cn_get_u32(b + i + 1);
+            i += 5;
+            break;
+        case T_LIST:
+            pending += (uint64_t)cn_get_u32(b + i + 1) + 1;
+            i += 5;
+            break;
+        case T_MAP:
+            pending += 2 * (uint64_t)cn_get_u32(b + i + 1);
+            i += 5;
+            break;
+        default:
+            if (cn_term_skip_trusted(b, &i) < 0)
+                return 1;
+            break;
+        }
+    }
+    return 0;
+}
+
 char *cn_term_sprint(const char *buf, int index)
 {
     int end = index;
     if (cn_term_skip_trusted(buf, &end) < 0)
         return strdup("<malformed term>");
-    if (end - index > PRINT_MAX) {
+    if (end - index > PRINT_MAX || contains_closure(buf, index)) {
         char *s = malloc(48);
         if (s)
-            snprintf(s, 48, "<term of %d bytes>", end - index);
+            snprintf(s, 48, "<term of %d bytes%s>", end - index,
+                     end - index > PRINT_MAX ? "" : " with a fun");
         return s;
     }
     char *text = NULL;
