@@ -48,8 +48,8 @@
  * decodes nothing past that end, whatever the term's inner fields claim. Use
  * tk_canonical_n for bytes that have not been checked.
  *
- * Returns 0 or CN_EDECODE for a malformed or unsupported term; on error *index
- * and out->len are as they were on entry. Work is O(n log n) in the term's size
+ * Returns 0; CN_EDECODE for a malformed or unsupported term; -ENOMEM when out
+ * cannot grow. On error *index and out->len are as they were on entry. Work is O(n log n) in the term's size
  * for realistic terms (see the note on maps in term_key.c): each byte is written
  * once, however deeply maps nest.
  */
