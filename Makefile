@@ -149,11 +149,12 @@ fuzz-smoke: fuzz-build
 	done
 
 # Rewrites the seed corpora from valid messages (commit the result).
-fuzz-corpus: $(BUILD)/gen_corpus
+fuzz-corpus: $(FUZZ_DIR)/gen_corpus
 	@for n in $(FUZZ_NAMES); do rm -rf test/fuzz/corpus/$$n; done
-	$(BUILD)/gen_corpus test/fuzz/corpus
+	$(FUZZ_DIR)/gen_corpus test/fuzz/corpus
 
-$(BUILD)/gen_corpus: $(BUILD)/obj/test/fuzz/gen_corpus.o $(BUILD)/obj/test/fuzz/fuzz_node.o $(BUILD)/libcnode.a
+$(FUZZ_DIR)/gen_corpus: $(BUILD)/obj/test/fuzz/gen_corpus.o $(BUILD)/obj/test/fuzz/fuzz_node.o $(BUILD)/libcnode.a
+	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 bench: deps
