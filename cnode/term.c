@@ -144,7 +144,8 @@ static int walk(const char *b, size_t len, size_t *idx, int fun_depth)
             if (take(len, &i, 8)) return -1;
             break;
         case T_FLOAT:
-            if (take(len, &i, 31)) return -1;
+            /* Text padded with NULs: ei reads it with sscanf, which runs on to a NUL. */
+            if (len - i < 31 || memchr(b + i, 0, 31) == NULL || take(len, &i, 31)) return -1;
             break;
         case T_ATOM:
         case T_ATOM_UTF8:

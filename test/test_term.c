@@ -340,6 +340,24 @@ static void closures_are_summarised_for_logs(void **state)
     free(text);
 }
 
+/* FLOAT_EXT's 31 bytes are text padded with NULs; ei parses them with sscanf, which
+ * reads on to the next NUL, past the term (found by fuzz_term: a SEGV in the log
+ * printer). A field without a NUL is refused. */
+static void old_float_text_must_end(void **state)
+{
+    (void)state;
+    unsigned char b[1 + 31];
+    b[0] = 99;
+    memset(b + 1, 0, 31);
+    memcpy(b + 1, "1.50000000000000000000e+00", 26);
+    assert_int_equal(walk_exact(b, sizeof b), 0);
+    char *text = cn_term_sprint((const char *)b, 0);
+    assert_string_equal(text, "1.500000");
+    free(text);
+    memset(b + 1 + 26, '9', 31 - 26);
+    assert_int_equal(walk_exact(b, sizeof b), CN_EDECODE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -357,6 +375,7 @@ int main(void)
         cmocka_unit_test(utf8_atoms_up_to_255_characters),
         cmocka_unit_test(export_fields_are_checked),
         cmocka_unit_test(closures_are_summarised_for_logs),
+        cmocka_unit_test(old_float_text_must_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
