@@ -284,11 +284,12 @@ int cn_term_skip_trusted(const char *buf, int *index)
 #define PRINT_MAX 2048
 
 /*
- * Whether a closure (NEW_FUN_EXT or FUN_EXT) occurs in a walked term. ei's printer
- * leaks the module name of every closure it prints (found by fuzz_term), and a peer
- * can make us log as many as it likes, so such terms are summarised instead.
+ * Whether a walked term holds something ei's printer mishandles (both found by
+ * fuzz_term): a closure (NEW_FUN_EXT, FUN_EXT), whose module name it leaks, and a
+ * LARGE_BIG_EXT, whose hex digits it formats into a fixed stack buffer of about
+ * 2000 bytes (a 1000-byte bignum smashes the stack). Such terms are summarised.
  */
-static int contains_closure(const char *b, int i)
+static int unprintable(const char *b, int i)
 {
     uint64_t pending = 1;
     while (pending > 0) {
@@ -296,6 +297,7 @@ static int contains_closure(const char *b, int i)
         switch ((unsigned char)b[i]) {
         case T_NEW_FUN:
         case T_FUN:
+        case T_LARGE_BIG:
             return 1;
         case T_SMALL_TUPLE:
             pending += (uint8_t)b[i + 1];
@@ -327,11 +329,10 @@ char *cn_term_sprint(const char *buf, int index)
     int end = index;
     if (cn_term_skip_trusted(buf, &end) < 0)
         return strdup("<malformed term>");
-    if (end - index > PRINT_MAX || contains_closure(buf, index)) {
+    if (end - index > PRINT_MAX || unprintable(buf, index)) {
         char *s = malloc(48);
         if (s)
-            snprintf(s, 48, "<term of %d bytes%s>", end - index,
-                     end - index > PRINT_MAX ? "" : " with a fun");
+            snprintf(s, 48, "<term of %d bytes>", end - index);
         return s;
     }
     char *text = NULL;
