@@ -7,6 +7,8 @@
 #                             (ct and exunit build the sanitized node build/san/cnode too)
 #   make bench                the side-by-side benchmark (not part of make test)
 #   make SANITIZER=address,undefined unit   one sanitized unit run
+#   make fuzz                 every libFuzzer harness for FUZZ_SECONDS (60) each
+#   make fuzz-smoke           every harness over its seed corpus, a fixed number of runs
 
 ERL_ROOT ?= /usr/lib/erlang
 EI_INC := $(ERL_ROOT)/usr/include
@@ -38,7 +40,7 @@ TEST_BINS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
 TEST_SUPPORT := $(filter-out $(TEST_SRCS),$(wildcard test/*.c))
 TEST_SUPPORT_OBJS := $(TEST_SUPPORT:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all deps run test unit unit-san san-cnode interop ct exunit bench clean
+.PHONY: all deps run test unit unit-san san-cnode interop ct exunit bench clean fuzz fuzz-smoke fuzz-build fuzz-corpus
 all: $(BUILD)/cnode $(BUILD)/libcnode.a
 
 # Objects are rebuilt when the compiler flags change, not only when sources do.
@@ -93,8 +95,73 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-san
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory ct
 	@$(MAKE) --no-print-directory exunit
+
+# ---- Fuzzing ----
+# libFuzzer harnesses in test/fuzz/fuzz_<name>.c, seed corpora in
+# test/fuzz/corpus/<name>/ (made by test/fuzz/gen_corpus.c: make fuzz-corpus).
+# Built with clang and ASan+UBSan into build/fuzz/, the library included, so
+# coverage reaches into it. `make fuzz` keeps what it learns in
+# build/fuzz/corpus/<name>/ and writes crashing inputs to build/fuzz/artifacts/.
+FUZZ_CC ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_RUNS ?= 2000
+FUZZ_DIR := build/fuzz
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS := -O1 -g -std=c11 -Wall -Wextra -fno-strict-aliasing -MMD -MP $(FUZZ_SAN)
+FUZZ_NAMES := $(patsubst test/fuzz/fuzz_%.c,%,$(filter-out test/fuzz/fuzz_node.c,$(wildcard test/fuzz/fuzz_*.c)))
+FUZZ_BINS := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_DIR)/obj/%.o) $(FUZZ_DIR)/obj/test/fuzz/fuzz_node.o
+
+$(FUZZ_DIR)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/test/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+-include $(FUZZ_LIB_OBJS:.o=.d) $(FUZZ_NAMES:%=$(FUZZ_DIR)/obj/test/fuzz/fuzz_%.d)
+
+# Objects stay after linking, so a rebuild compiles only what changed.
+.PRECIOUS: $(FUZZ_DIR)/obj/%.o
+
+fuzz-build: $(FUZZ_BINS)
+
+# Each harness for FUZZ_SECONDS, even after another found a crash; the target
+# fails at the end if any did. The full log of each is in build/fuzz/<name>.log.
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_DIR)/artifacts
+	@fail=0; for n in $(FUZZ_NAMES); do \
+	    echo "== fuzz_$$n for $(FUZZ_SECONDS) s"; \
+	    mkdir -p $(FUZZ_DIR)/corpus/$$n; \
+	    $(FUZZ_DIR)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=$(FUZZ_DIR)/artifacts/$$n- \
+	        $(FUZZ_DIR)/corpus/$$n test/fuzz/corpus/$$n 2>$(FUZZ_DIR)/$$n.log || fail=1; \
+	    grep -E "^#[0-9]+[[:space:]]+DONE|^stat::|ERROR|SUMMARY" $(FUZZ_DIR)/$$n.log; \
+	done; exit $$fail
+
+# The seed corpus plus FUZZ_RUNS mutations with a fixed seed: quick, repeatable,
+# part of make test. New inputs go to a scratch directory, never to the seeds.
+fuzz-smoke: fuzz-build
+	@for n in $(FUZZ_NAMES); do \
+	    echo "== fuzz_$$n smoke"; \
+	    rm -rf $(FUZZ_DIR)/smoke/$$n && mkdir -p $(FUZZ_DIR)/smoke/$$n $(FUZZ_DIR)/artifacts; \
+	    $(FUZZ_DIR)/fuzz_$$n -runs=$(FUZZ_RUNS) -seed=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$n- \
+	        $(FUZZ_DIR)/smoke/$$n test/fuzz/corpus/$$n 2>$(FUZZ_DIR)/smoke/$$n.log \
+	        || { tail -40 $(FUZZ_DIR)/smoke/$$n.log; exit 1; }; \
+	    grep -E "^(#[0-9]+[[:space:]]+(INITED|DONE))" $(FUZZ_DIR)/smoke/$$n.log; \
+	done
+
+# Rewrites the seed corpora from valid messages (commit the result).
+fuzz-corpus: $(FUZZ_DIR)/gen_corpus
+	@for n in $(FUZZ_NAMES); do rm -rf test/fuzz/corpus/$$n; done
+	$(FUZZ_DIR)/gen_corpus test/fuzz/corpus
+
+$(FUZZ_DIR)/gen_corpus: $(BUILD)/obj/test/fuzz/gen_corpus.o $(BUILD)/obj/test/fuzz/fuzz_node.o $(BUILD)/libcnode.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 bench: deps
 	@WITH_BENCH=1 scripts/bootstrap.sh

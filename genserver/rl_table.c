@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include "cnode/error.h"
+#include "cnode/term.h"
 #include "genserver/term_key.h"
 
 /* Smallest table; a power of two, as every size is, so a mask finds the bucket. */
@@ -344,11 +345,16 @@ static int check_key(rl_table *t, int64_t now, uint32_t *remaining)
     return 1;
 }
 
-int rl_check_n(rl_table *t, const char *buf, size_t len, int index, int64_t now_ms,
-               uint32_t *remaining)
+/* The check for an id known to occupy buf[index, end). An id above the limit is
+ * refused before anything is decoded or stored. */
+static int check_span(rl_table *t, const char *buf, size_t index, size_t end, int64_t now_ms,
+                      uint32_t *remaining)
 {
+    if (end - index > RL_MAX_ID_BYTES)
+        return CN_EDECODE;
+    int i = (int)index;
     cn_buf_reset(&t->scratch);
-    int rc = tk_canonical_n(buf, len, &index, &t->scratch);
+    int rc = tk_canonical_n(buf, end, &i, &t->scratch);
     if (rc == 0)
         rc = check_key(t, now_ms, remaining);
     if (t->scratch.cap > SCRATCH_KEEP)
@@ -356,15 +362,21 @@ int rl_check_n(rl_table *t, const char *buf, size_t len, int index, int64_t now_
     return rc;
 }
 
+int rl_check_n(rl_table *t, const char *buf, size_t len, int index, int64_t now_ms,
+               uint32_t *remaining)
+{
+    size_t end = (size_t)index;
+    if (index < 0 || cn_term_skip(buf, len, &end) < 0)
+        return CN_EDECODE;
+    return check_span(t, buf, (size_t)index, end, now_ms, remaining);
+}
+
 int rl_check(rl_table *t, const char *buf, int index, int64_t now_ms, uint32_t *remaining)
 {
-    cn_buf_reset(&t->scratch);
-    int rc = tk_canonical(buf, &index, &t->scratch);
-    if (rc == 0)
-        rc = check_key(t, now_ms, remaining);
-    if (t->scratch.cap > SCRATCH_KEEP)
-        cn_buf_free(&t->scratch);
-    return rc;
+    int end = index;
+    if (index < 0 || cn_term_skip_trusted(buf, &end) < 0)
+        return CN_EDECODE;
+    return check_span(t, buf, (size_t)index, (size_t)end, now_ms, remaining);
 }
 
 /* ---- cleanup ---- */

@@ -39,16 +39,24 @@ rl_table *rl_table_new(uint32_t max_requests, int64_t window_ms);
 void rl_table_free(rl_table *t);
 
 /*
+ * The largest client id accepted, in bytes of external format as it arrives. A
+ * larger id is CN_EDECODE ({error, bad_client_id} to the caller) and leaves the
+ * table untouched: no caller needs one, and it bounds the work and memory one
+ * request can cost every other caller of the server.
+ */
+#define RL_MAX_ID_BYTES (64 * 1024)
+
+/*
  * Checks one request for the client whose id term starts at buf + index (external
  * format without the version byte). The buffer is borrowed, only read, and may be
  * reused as soon as the call returns; the table keeps its own copy of the key.
- * As with ei_decode_*, this form trusts that a whole term is present; prefer
- * rl_check_n for bytes whose length is known.
+ * This form trusts that the term was checked by cn_term_skip (every message a
+ * process receives was); prefer rl_check_n for bytes that were not.
  *
  * Returns 1 when accepted, with *remaining = max_requests - accepted requests in
  * the window including this one; 0 when rate limited (nothing recorded, *remaining
- * set to 0); CN_EDECODE for a malformed id; -ENOMEM, in which case the request was
- * not recorded. No allocation happens once the client's ring has grown to its
+ * set to 0); CN_EDECODE for a malformed id or one above RL_MAX_ID_BYTES; -ENOMEM,
+ * in which case the request was not recorded. No allocation happens once the client's ring has grown to its
  * working size, except when the table itself grows for a new client.
  */
 int rl_check(rl_table *t, const char *buf, int index, int64_t now_ms, uint32_t *remaining);

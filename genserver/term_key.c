@@ -1,5 +1,6 @@
 #include "genserver/term_key.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -10,6 +11,8 @@
 #include <ei.h>
 
 #include "cnode/error.h"
+#include "cnode/mem.h"
+#include "cnode/term.h"
 
 /* Tag values come from ei.h; the erts External Term Format chapter agrees. ei.h
  * names NEW_FLOAT_EXT without the ERL_ prefix. */
@@ -28,11 +31,37 @@
             return try_rc_;        \
     } while (0)
 
-/* The input: a borrowed buffer, the read position and the first byte not to read. */
+/* No piece follows: the end of a chain of pieces. */
+#define NO_PIECE SIZE_MAX
+
+/*
+ * A run of canonical bytes, out->data[at, at + len), and the piece that follows it
+ * in the term's order. Bytes are written to the output once, in the order the
+ * input gives them; a map whose pairs must be reordered is cut into pieces at its
+ * pair boundaries and relinked instead of being moved (see map_pairs).
+ */
+typedef struct piece {
+    size_t at;
+    size_t len;
+    size_t next;
+} piece;
+
+/*
+ * The decoder's state: a borrowed input buffer, the read position and the first byte
+ * not to read; then the pieces made so far (none unless a map has two pairs or
+ * more), the first and last piece in the term's order, where the bytes not yet in a
+ * piece begin, whether any pairs were relinked, and the work done so far.
+ */
 typedef struct tk_in {
     const unsigned char *p;
     size_t pos;
     size_t end;
+    piece *pc;
+    size_t npc, cap;
+    size_t head, tail;
+    size_t open_at;
+    int relinked;
+    uint64_t work;
 } tk_in;
 
 static int term(tk_in *in, cn_buf *out, int depth);
@@ -477,63 +506,162 @@ static int tuple(tk_in *in, cn_buf *out, size_t arity, int depth)
     return 0;
 }
 
-/* Where one canonical pair of a map lies in the output. base is filled in once the
- * output has stopped moving, so the comparison needs no context argument. */
-typedef struct pair_span {
-    const char *base;
-    size_t at;
-    size_t key_len;
-    size_t len;
-} pair_span;
+/*
+ * Maps. Pairs are sorted by the canonical bytes of their keys, and keys may be maps
+ * themselves, nested thousands deep. Sorting by moving bytes would copy the inner
+ * pairs again at every level (depth x size: 25 MB of nested one-pair maps once took
+ * 44 s). Instead every byte is written once: a map with two pairs or more closes the
+ * current piece before each key, after each key and after each value, sorts its
+ * pairs by comparing the keys piece by piece, and relinks the pairs' chains of
+ * pieces in that order. The output is put in order by one copy at the end, and only
+ * when some pair was relinked.
+ *
+ * Cost in the term's size n: writing and the final copy are O(n), pieces are O(n)
+ * (at most three per pair). The merge sort compares O(m log m) pairs of keys for a
+ * map of m pairs, each comparison costing the keys' common prefix plus one; a
+ * comparison reads bytes of the smaller key only as far as the larger one repeats
+ * them, so nested keys are compared again only when a sibling repeats them. That
+ * is O(n log n) for realistic ids, and O(n log^2 n) for adversarial ones in theory;
+ * the tests count the work (tk_canonical_measured).
+ */
 
-/* Canonical encodings are prefix-free, so comparing the common prefix and then the
- * lengths is a total order in which only identical keys tie. */
-static int key_cmp(const pair_span *a, const pair_span *b)
+/* Closes the bytes written since the last cut into a piece that follows the tail. */
+static void cut(tk_in *in, const cn_buf *out)
 {
-    size_t n = a->key_len < b->key_len ? a->key_len : b->key_len;
-    int c = memcmp(a->base + a->at, b->base + b->at, n);
-    if (c != 0)
-        return c;
-    return (a->key_len > b->key_len) - (a->key_len < b->key_len);
+    if (out->len == in->open_at)
+        return;
+    if (in->npc == in->cap) {
+        in->cap = in->cap ? 2 * in->cap : 64;
+        in->pc = cn_realloc(in->pc, in->cap * sizeof *in->pc);
+    }
+    size_t k = in->npc++;
+    in->pc[k] = (piece){in->open_at, out->len - in->open_at, NO_PIECE};
+    if (in->tail == NO_PIECE)
+        in->head = k;
+    else
+        in->pc[in->tail].next = k;
+    in->tail = k;
+    in->open_at = out->len;
 }
 
-static int span_cmp(const void *a, const void *b)
+/* One pair of a map: the chains of pieces of its key and of the whole pair. */
+typedef struct map_pair {
+    size_t first;       /* the key's first piece */
+    size_t key_last;    /* the key's last piece */
+    size_t last;        /* the value's last piece */
+} map_pair;
+
+/* A cursor over a key's chain of pieces. */
+typedef struct key_cur {
+    size_t k;           /* the current piece, NO_PIECE past the key's end */
+    size_t off;         /* bytes of it already read */
+    size_t last;
+} key_cur;
+
+/* Moves past exhausted pieces; returns how many bytes the current piece has left. */
+static size_t cur_left(const tk_in *in, key_cur *c, uint64_t *work)
 {
-    return key_cmp(a, b);
+    while (c->k != NO_PIECE && c->off == in->pc[c->k].len) {
+        c->k = c->k == c->last ? NO_PIECE : in->pc[c->k].next;
+        c->off = 0;
+        (*work)++;
+    }
+    return c->k == NO_PIECE ? 0 : in->pc[c->k].len - c->off;
 }
 
-/* Sorts the pairs written after `start` by key and rewrites them in that order.
- * The sorted copy is appended behind the unsorted one and then moved down, which
- * needs no buffer besides the output itself. Equal keys are CN_EDECODE, as the
- * BEAM refuses a map with a duplicate key. */
-static int sort_pairs(cn_buf *out, size_t start, pair_span *span, size_t n)
+/* Compares two keys as byte strings, a proper prefix first. Canonical encodings
+ * are prefix-free, so only identical keys compare equal. */
+static int key_cmp(tk_in *in, const char *data, const map_pair *a, const map_pair *b)
 {
-    size_t end = out->len, total = end - start;
-    TRY(cn_buf_reserve(out, total));
-    for (size_t i = 0; i < n; i++)
-        span[i].base = out->data;
-    qsort(span, n, sizeof *span, span_cmp);
-    for (size_t i = 1; i < n; i++)
-        if (key_cmp(&span[i - 1], &span[i]) == 0)
+    key_cur ca = {a->first, 0, a->key_last}, cb = {b->first, 0, b->key_last};
+    for (;;) {
+        size_t na = cur_left(in, &ca, &in->work), nb = cur_left(in, &cb, &in->work);
+        if (na == 0 || nb == 0)
+            return (na != 0) - (nb != 0);
+        size_t n = na < nb ? na : nb;
+        int c = memcmp(data + in->pc[ca.k].at + ca.off, data + in->pc[cb.k].at + cb.off, n);
+        in->work += n;
+        if (c != 0)
+            return c;
+        ca.off += n;
+        cb.off += n;
+    }
+}
+
+/* Merges the sorted runs a[0, na) and b[0, nb) into to. A tie is a duplicate key. */
+static int merge(tk_in *in, const char *data, const map_pair *a, size_t na, const map_pair *b,
+                 size_t nb, map_pair *to)
+{
+    size_t i = 0, j = 0, k = 0;
+    while (i < na && j < nb) {
+        int c = key_cmp(in, data, &a[i], &b[j]);
+        if (c == 0)
             return CN_EDECODE;
-    for (size_t i = 0; i < n; i++)
-        TRY(cn_buf_append(out, out->data + span[i].at, span[i].len));
-    memmove(out->data + start, out->data + end, total);
-    out->len = end;
+        to[k++] = c < 0 ? a[i++] : b[j++];
+    }
+    while (i < na)
+        to[k++] = a[i++];
+    while (j < nb)
+        to[k++] = b[j++];
     return 0;
 }
 
-static int map_pairs(tk_in *in, cn_buf *out, pair_span *span, size_t arity, int depth)
+/* A bottom-up merge sort of the pairs by key: its O(m log m) comparisons hold for any
+ * input, which qsort does not promise. Equal keys are CN_EDECODE, as the BEAM refuses
+ * a map with a duplicate key. */
+static int sort_pairs(tk_in *in, const char *data, map_pair *e, map_pair *tmp, size_t n)
 {
-    size_t start = out->len;
-    for (size_t i = 0; i < arity; i++) {
-        span[i].at = out->len;
-        TRY(term(in, out, depth + 1));
-        span[i].key_len = out->len - span[i].at;
-        TRY(term(in, out, depth + 1));
-        span[i].len = out->len - span[i].at;
+    map_pair *from = e, *to = tmp;
+    for (size_t w = 1; w < n; w *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * w) {
+            size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            TRY(merge(in, data, from + lo, mid - lo, from + mid, hi - mid, to + lo));
+        }
+        map_pair *t = from;
+        from = to;
+        to = t;
     }
-    return sort_pairs(out, start, span, arity);
+    if (from != e)
+        memcpy(e, from, n * sizeof *e);
+    return 0;
+}
+
+/* Links the pairs after the map's header piece in their sorted order. Pairs that are
+ * already in order (pieces are numbered in writing order) stay as they are. */
+static void relink(tk_in *in, size_t header, const map_pair *e, size_t n)
+{
+    int in_order = 1;
+    for (size_t k = 1; k < n && in_order; k++)
+        in_order = e[k - 1].first < e[k].first;
+    if (in_order)
+        return;
+    in->pc[header].next = e[0].first;
+    for (size_t k = 1; k < n; k++)
+        in->pc[e[k - 1].last].next = e[k].first;
+    in->pc[e[n - 1].last].next = NO_PIECE;
+    in->tail = e[n - 1].last;
+    in->relinked = 1;
+}
+
+/* Reads the pairs of a map whose header is written; n >= 2. The first piece made
+ * after a cut starts where the cut left off, and every term writes at least one
+ * byte, so a key's first piece is the next piece number. */
+static int map_pairs(tk_in *in, cn_buf *out, map_pair *e, size_t n, int depth)
+{
+    cut(in, out);
+    size_t header = in->tail;
+    for (size_t i = 0; i < n; i++) {
+        e[i].first = in->npc;
+        TRY(term(in, out, depth + 1));
+        cut(in, out);
+        e[i].key_last = in->tail;
+        TRY(term(in, out, depth + 1));
+        cut(in, out);
+        e[i].last = in->tail;
+    }
+    TRY(sort_pairs(in, out->data, e, e + n, n));
+    relink(in, header, e, n);
+    return 0;
 }
 
 static int map(tk_in *in, cn_buf *out, int depth)
@@ -547,12 +675,15 @@ static int map(tk_in *in, cn_buf *out, int depth)
     TRY(cn_buf_put_u32(out, arity));
     if (arity == 0)
         return 0;
-    /* Maps are rare as client ids, so sorting them may allocate. */
-    pair_span *span = malloc(arity * sizeof *span);
-    if (span == NULL)
-        return -ENOMEM;
-    int rc = map_pairs(in, out, span, arity, depth);
-    free(span);
+    if (arity == 1) {
+        /* One pair is in order already: no pieces needed. */
+        TRY(term(in, out, depth + 1));
+        return term(in, out, depth + 1);
+    }
+    /* The pairs and the merge sort's scratch, in one allocation. */
+    map_pair *e = cn_malloc(2 * (size_t)arity * sizeof *e);
+    int rc = map_pairs(in, out, e, arity, depth);
+    free(e);
     return rc;
 }
 
@@ -631,6 +762,10 @@ static int list(tk_in *in, cn_buf *out, unsigned tag, int depth)
         }
         if (tag != ERL_LIST_EXT && tag != ERL_STRING_EXT) {
             st.all_bytes = 0;
+            /* No elements: the term is its tail. The header goes now, before the
+             * tail is written, as the tail's bytes may be cut into pieces. */
+            if (st.count == 0)
+                out->len = head;
             TRY(term(in, out, depth + 1));
             break;
         }
@@ -639,10 +774,10 @@ static int list(tk_in *in, cn_buf *out, unsigned tag, int depth)
     if (st.count > UINT32_MAX)
         return CN_EDECODE;
     if (st.count == 0) {
-        /* No elements: the term is its tail. */
-        memmove(out->data + head, out->data + head + 5, out->len - head - 5);
-        out->len -= 5;
-        return st.nil_tail ? cn_buf_put_u8(out, ERL_NIL_EXT) : 0;
+        if (!st.nil_tail)
+            return 0;
+        out->len = head;
+        return cn_buf_put_u8(out, ERL_NIL_EXT);
     }
     if (st.nil_tail && st.all_bytes && st.count <= 0xFFFF) {
         list_to_string(out, head, st.count);
@@ -653,18 +788,11 @@ static int list(tk_in *in, cn_buf *out, unsigned tag, int depth)
 }
 
 /* NEW_FUN_EXT: fixed fields copied, embedded atom, integers and pid canonicalised,
- * the Size field recomputed. A Size that disagrees with the content is malformed. */
-static int new_fun(tk_in *in, cn_buf *out, int depth)
+ * the Size field recomputed. The fields are read with the end moved in to where
+ * Size says the fun ends, so a field that claims more than that is truncated, and
+ * a Size that disagrees with the content is malformed. */
+static int new_fun_fields(tk_in *in, cn_buf *out, int depth)
 {
-    size_t start = in->pos;
-    TRY(need(in, 4 + 1 + 16 + 4 + 4));
-    uint32_t size = get_u32(in);
-    if (size > in->end - start)
-        return CN_EDECODE;
-    TRY(cn_buf_put_u8(out, ERL_NEW_FUN_EXT));
-    size_t size_at = out->len;
-    TRY(cn_buf_append(out, in->p + in->pos - 4, 4 + 1 + 16 + 4));
-    in->pos += 1 + 16 + 4;
     uint32_t num_free = get_u32(in);
     TRY(cn_buf_put_u32(out, num_free));
     TRY(atom(in, out));
@@ -674,8 +802,25 @@ static int new_fun(tk_in *in, cn_buf *out, int depth)
     TRY(need(in, num_free));
     for (uint32_t i = 0; i < num_free; i++)
         TRY(term(in, out, depth + 1));
-    if (in->pos - start != size)
+    return in->pos == in->end ? 0 : CN_EDECODE;
+}
+
+static int new_fun(tk_in *in, cn_buf *out, int depth)
+{
+    size_t start = in->pos;
+    TRY(need(in, 4 + 1 + 16 + 4 + 4));
+    uint32_t size = get_u32(in);
+    if (size < 4 + 1 + 16 + 4 + 4 || size > in->end - start)
         return CN_EDECODE;
+    TRY(cn_buf_put_u8(out, ERL_NEW_FUN_EXT));
+    size_t size_at = out->len;
+    TRY(cn_buf_append(out, in->p + in->pos - 4, 4 + 1 + 16 + 4));
+    in->pos += 1 + 16 + 4;
+    size_t outer_end = in->end;
+    in->end = start + size;
+    int rc = new_fun_fields(in, out, depth);
+    in->end = outer_end;
+    TRY(rc);
     patch_u32(out, size_at, (uint32_t)(out->len - size_at));
     return 0;
 }
@@ -752,15 +897,39 @@ static int term(tk_in *in, cn_buf *out, int depth)
     }
 }
 
-int tk_canonical_n(const char *buf, size_t len, int *index, cn_buf *out)
+/* Copies the chain of pieces, in order, over the output from mark on. */
+static void assemble(tk_in *in, cn_buf *out, size_t mark)
+{
+    size_t total = out->len - mark;
+    char *tmp = cn_malloc(total);
+    size_t at = 0;
+    for (size_t k = in->head; k != NO_PIECE; k = in->pc[k].next) {
+        memcpy(tmp + at, out->data + in->pc[k].at, in->pc[k].len);
+        at += in->pc[k].len;
+    }
+    assert(at == total);
+    memcpy(out->data + mark, tmp, total);
+    free(tmp);
+    in->work += total;
+}
+
+int tk_canonical_measured(const char *buf, size_t len, int *index, cn_buf *out, uint64_t *work)
 {
     if (*index < 0 || (size_t)*index > len)
         return CN_EDECODE;
-    tk_in in = {(const unsigned char *)buf, (size_t)*index, len};
     size_t mark = out->len;
+    tk_in in = {(const unsigned char *)buf, (size_t)*index, len, NULL, 0, 0,
+                NO_PIECE, NO_PIECE, mark, 0, 0};
     int rc = term(&in, out, 0);
     if (rc == 0 && in.pos > INT_MAX)
         rc = CN_EDECODE;
+    if (rc == 0 && in.relinked) {
+        cut(&in, out);
+        assemble(&in, out, mark);
+    }
+    free(in.pc);
+    if (work != NULL)
+        *work = in.work + (out->len - mark);
     if (rc < 0) {
         out->len = mark;
         return rc;
@@ -769,8 +938,18 @@ int tk_canonical_n(const char *buf, size_t len, int *index, cn_buf *out)
     return 0;
 }
 
+int tk_canonical_n(const char *buf, size_t len, int *index, cn_buf *out)
+{
+    return tk_canonical_measured(buf, len, index, out, NULL);
+}
+
 int tk_canonical(const char *buf, int *index, cn_buf *out)
 {
-    /* The caller vouches for the term, as with ei; the end only caps the index. */
-    return tk_canonical_n(buf, INT_MAX, index, out);
+    /* The term has been walked by cn_term_skip (the caller's promise); walking it
+     * again finds its end, so that no decoder below reads past it, whatever
+     * the term's inner fields claim. */
+    int end = *index;
+    if (*index < 0 || cn_term_skip_trusted(buf, &end) < 0)
+        return CN_EDECODE;
+    return tk_canonical_n(buf, (size_t)end, index, out);
 }

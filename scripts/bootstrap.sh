@@ -5,7 +5,8 @@
 set -euo pipefail
 
 packages=(erlang-dev erlang-nox erlang-common-test elixir rebar3 libuv1-dev
-          libcmocka-dev libssl-dev uthash-dev libxxhash-dev pkg-config make gcc)
+          libcmocka-dev libssl-dev uthash-dev libxxhash-dev pkg-config make gcc
+          clang-14 libclang-rt-14-dev)
 if [ "${WITH_BENCH:-0}" = 1 ]; then
     packages+=(gnuplot-nox)
 fi

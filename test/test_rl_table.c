@@ -643,6 +643,45 @@ static void test_rings_shrink_after_bursts_skipped_under_asan(void **state)
 #endif
 }
 
+/* A client id of exactly RL_MAX_ID_BYTES is a client; one byte more is refused
+ * before anything is decoded or stored, in both forms of the check. */
+static void test_id_size_limit(void **state)
+{
+    (void)state;
+    rl_table *t = rl_table_new(MAX, WINDOW);
+    uint32_t remaining = 77;
+    size_t cap = RL_MAX_ID_BYTES + 1;
+    char *b = malloc(cap);
+    assert_non_null(b);
+    b[0] = ERL_BINARY_EXT;
+    memset(b + 5, 'x', cap - 5);
+    for (size_t len = RL_MAX_ID_BYTES; len <= cap; len++) {
+        cn_set_u32(b + 1, (uint32_t)(len - 5));
+        int want = len <= RL_MAX_ID_BYTES ? 1 : CN_EDECODE;
+        assert_int_equal(rl_check_n(t, b, len, 0, 0, &remaining), want);
+        assert_int_equal(rl_check(t, b, 0, 0, &remaining), want);
+    }
+    assert_int_equal(rl_client_count(t), 1);
+    assert_int_equal(remaining, MAX - 2);
+    free(b);
+    rl_table_free(t);
+}
+
+/* A nested id whose inner fields lie is refused by the bounded check, which walks
+ * the id before decoding it. */
+static void test_lying_id_refused(void **state)
+{
+    (void)state;
+    rl_table *t = rl_table_new(MAX, WINDOW);
+    uint32_t remaining;
+    /* {<<"ab">>} whose binary claims 4 GiB. */
+    static const unsigned char lie[] = {ERL_SMALL_TUPLE_EXT, 1, ERL_BINARY_EXT, 0xFF, 0xFF, 0xFF, 0xFF, 'a', 'b'};
+    assert_int_equal(rl_check_n(t, (const char *)lie, sizeof lie, 0, 0, &remaining), CN_EDECODE);
+    assert_int_equal(rl_check_n(t, (const char *)lie, sizeof lie, -1, 0, &remaining), CN_EDECODE);
+    assert_int_equal(rl_client_count(t), 0);
+    rl_table_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -655,6 +694,8 @@ int main(void)
         cmocka_unit_test(test_same_term_is_one_client),
         cmocka_unit_test(test_int_and_float_are_two_clients),
         cmocka_unit_test(test_malformed_ids),
+        cmocka_unit_test(test_id_size_limit),
+        cmocka_unit_test(test_lying_id_refused),
         cmocka_unit_test(test_many_clients_with_sweeps),
         cmocka_unit_test(test_sliced_sweep),
         cmocka_unit_test(test_sweep_across_growth),

@@ -3,10 +3,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 #include <ei.h>
 
+#include "cnode/buf.h"
 #include "cnode/error.h"
 #include "cnode/term.h"
 
@@ -149,6 +151,235 @@ static void two_terms_back_to_back(void **state)
     ei_x_free(&x);
 }
 
+/* ---- funs and atoms (issue 9: hostile peers) ---- */
+
+/* Offsets inside the NEW_FUN_EXT that build_fun makes. */
+enum { FUN_SIZE_AT = 1, FUN_NUM_FREE_LOW = 29, FUN_MODULE_LEN_AT = 31, FUN_FREE_AT = 56 };
+
+/*
+ * Writes a NEW_FUN_EXT (no version byte) to b: module 'm', OldIndex 0, OldUniq 5,
+ * a pid on node 'n', and one free variable, the `inner` bytes (a whole term) or,
+ * when inner is NULL, the binary "xy". Returns its length.
+ */
+static size_t build_fun(unsigned char *b, const unsigned char *inner, size_t inner_len)
+{
+    static const unsigned char xy[] = {109, 0, 0, 0, 2, 'x', 'y'};
+    size_t i = 0;
+    b[i++] = 112;
+    i += 4;                             /* Size, patched below */
+    b[i++] = 1;                         /* Arity */
+    memset(b + i, 0xAB, 16);            /* Uniq */
+    i += 16;
+    memset(b + i, 0, 4);                /* Index */
+    i += 4;
+    cn_set_u32(b + i, 1);               /* NumFree */
+    i += 4;
+    const unsigned char fields[] = {119, 1, 'm', 97, 0, 98, 0, 0, 0, 5,
+                                    88, 119, 1, 'n', 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7};
+    memcpy(b + i, fields, sizeof fields);
+    i += sizeof fields;
+    if (inner == NULL) {
+        inner = xy;
+        inner_len = sizeof xy;
+    }
+    memcpy(b + i, inner, inner_len);
+    i += inner_len;
+    cn_set_u32(b + FUN_SIZE_AT, (uint32_t)(i - FUN_SIZE_AT));
+    return i;
+}
+
+/* Walks b[0, len) as one unversioned term: 0 when it is exactly one term. */
+static int walk_exact(const unsigned char *b, size_t len)
+{
+    size_t idx = 0;
+    int rc = cn_term_skip((const char *)b, len, &idx);
+    if (rc == 0 && idx != len)
+        return -1;
+    return rc;
+}
+
+static void honest_fun_is_accepted(void **state)
+{
+    (void)state;
+    unsigned char b[128];
+    size_t n = build_fun(b, NULL, 0);
+    assert_int_equal(b[FUN_NUM_FREE_LOW], 1);
+    assert_int_equal(b[FUN_MODULE_LEN_AT], 1);
+    assert_int_equal(b[FUN_FREE_AT], 109);
+    assert_int_equal(walk_exact(b, n), 0);
+    /* Every truncation is refused. */
+    for (size_t len = 0; len < n; len++) {
+        size_t idx = 0;
+        assert_int_equal(cn_term_skip((const char *)b, len, &idx), CN_EDECODE);
+    }
+}
+
+/*
+ * The remote crash: a fun whose Size is honest about the frame but whose inner
+ * fields claim more than Size holds. The walker used to check the Size field only,
+ * and the rate limiter's canonicaliser then decoded the inner fields with no end.
+ * Each lie sits in a buffer with plenty of bytes after the fun, so only a walker
+ * that checks the fields against Size can refuse it.
+ */
+static void fun_lying_inside_its_size_is_refused(void **state)
+{
+    (void)state;
+    unsigned char b[512];
+    size_t n = build_fun(b, NULL, 0);
+    memset(b + n, 106, sizeof b - n);   /* nils: parseable filler after the fun */
+    const struct {
+        size_t at;
+        unsigned char value;
+    } lies[] = {
+        {FUN_MODULE_LEN_AT, 200},       /* the module atom runs past Size */
+        {FUN_NUM_FREE_LOW, 3},           /* more free variables than Size holds */
+        {FUN_NUM_FREE_LOW, 0},           /* fewer: Size holds bytes nobody reads */
+        {FUN_FREE_AT + 4, 100},         /* the free binary runs past Size */
+        {FUN_MODULE_LEN_AT - 1, 97},    /* the module is not an atom */
+        {FUN_MODULE_LEN_AT + 2, 109},   /* OldIndex is not an integer */
+        {FUN_MODULE_LEN_AT + 9, 97},    /* the pid is not a pid */
+        {FUN_SIZE_AT + 3, 20},          /* Size shorter than the fixed fields */
+    };
+    for (size_t k = 0; k < sizeof lies / sizeof lies[0]; k++) {
+        unsigned char bad[512];
+        memcpy(bad, b, sizeof bad);
+        bad[lies[k].at] = lies[k].value;
+        size_t idx = 0;
+        assert_int_equal(cn_term_skip((const char *)bad, sizeof bad, &idx), CN_EDECODE);
+        assert_int_equal(idx, 0);
+    }
+    /* Size one byte longer or shorter than the fields. */
+    for (int d = -1; d <= 1; d += 2) {
+        unsigned char bad[512];
+        memcpy(bad, b, sizeof bad);
+        cn_set_u32(bad + FUN_SIZE_AT, (uint32_t)((int)(n - FUN_SIZE_AT) + d));
+        size_t idx = 0;
+        assert_int_equal(cn_term_skip((const char *)bad, sizeof bad, &idx), CN_EDECODE);
+    }
+}
+
+/* Funs in free variables are walked by recursion, so their nesting is bounded. */
+static void nested_funs_are_bounded(void **state)
+{
+    (void)state;
+    enum { LIMIT = 64, STEP = 56 };
+    static unsigned char a[(LIMIT + 2) * STEP + 16], b[(LIMIT + 2) * STEP + 16];
+    size_t n = build_fun(a, NULL, 0);
+    for (int depth = 2; depth <= LIMIT + 1; depth++) {
+        n = build_fun(b, a, n);
+        memcpy(a, b, n);
+        assert_int_equal(walk_exact(a, n), depth <= LIMIT ? 0 : CN_EDECODE);
+    }
+}
+
+static void utf8_atoms_up_to_255_characters(void **state)
+{
+    (void)state;
+    static unsigned char b[3 + 1021];
+    /* :"日本" as SMALL_ATOM_UTF8_EXT and as ATOM_UTF8_EXT. */
+    static const unsigned char nihon[] = {119, 6, 0xE6, 0x97, 0xA5, 0xE6, 0x9C, 0xAC};
+    static const unsigned char nihon_long[] = {118, 0, 6, 0xE6, 0x97, 0xA5, 0xE6, 0x9C, 0xAC};
+    assert_int_equal(walk_exact(nihon, sizeof nihon), 0);
+    assert_int_equal(walk_exact(nihon_long, sizeof nihon_long), 0);
+    /* 255 four-byte characters: 1020 bytes, the longest atom there is. */
+    b[0] = 118;
+    for (size_t len = 1020; len <= 1021; len++) {
+        b[1] = (unsigned char)(len >> 8);
+        b[2] = (unsigned char)len;
+        memset(b + 3, 'a', len);
+        assert_int_equal(walk_exact(b, 3 + len), len <= 1020 ? 0 : CN_EDECODE);
+    }
+    /* Latin-1 atoms have one byte a character. */
+    b[0] = 100;
+    for (size_t len = 255; len <= 256; len++) {
+        b[1] = (unsigned char)(len >> 8);
+        b[2] = (unsigned char)len;
+        assert_int_equal(walk_exact(b, 3 + len), len <= 255 ? 0 : CN_EDECODE);
+    }
+}
+
+/* EXPORT_EXT is module atom, function atom, integer arity: ei's fun decoder, which
+ * the log printer runs, leaks memory on any other shape (found by fuzz_term). */
+static void export_fields_are_checked(void **state)
+{
+    (void)state;
+    static const unsigned char abs1[] = {113, 119, 6, 'e', 'r', 'l', 'a', 'n', 'g', 119, 3, 'a', 'b', 's', 97, 1};
+    static const unsigned char abs1_int[] = {113, 100, 0, 6, 'e', 'r', 'l', 'a', 'n', 'g', 115, 3, 'a', 'b', 's',
+                                             98, 0, 0, 0, 1};
+    static const unsigned char module_port[] = {113, 115, 0, 102, 115, 0, 0, 0, 0, 0, 32, 62, 119, 0};
+    static const unsigned char arity_atom[] = {113, 119, 1, 'm', 119, 1, 'f', 119, 1, 'a'};
+    static const unsigned char function_nil[] = {113, 119, 1, 'm', 106, 97, 1};
+    assert_int_equal(walk_exact(abs1, sizeof abs1), 0);
+    assert_int_equal(walk_exact(abs1_int, sizeof abs1_int), 0);
+    assert_int_equal(walk_exact(module_port, sizeof module_port), CN_EDECODE);
+    assert_int_equal(walk_exact(arity_atom, sizeof arity_atom), CN_EDECODE);
+    assert_int_equal(walk_exact(function_nil, sizeof function_nil), CN_EDECODE);
+    char *text = cn_term_sprint((const char *)abs1, 0);
+    assert_string_equal(text, "fun erlang:abs/1");
+    free(text);
+}
+
+/* ei's printer leaks the module name of every closure it prints (found by
+ * fuzz_term; make unit-san's LeakSanitizer would see it): a term holding one is
+ * summarised for the log, however deep the closure sits. */
+static void closures_are_summarised_for_logs(void **state)
+{
+    (void)state;
+    unsigned char b[160];
+    b[0] = 104;
+    b[1] = 2;
+    b[2] = 106;
+    b[3] = 108;
+    cn_set_u32(b + 4, 1);
+    size_t n = 8 + build_fun(b + 8, NULL, 0);
+    b[n++] = 106;
+    assert_int_equal(walk_exact(b, n), 0);
+    char *text = cn_term_sprint((const char *)b, 0);
+    assert_non_null(text);
+    assert_string_equal(text, "<term of 72 bytes>");
+    free(text);
+}
+
+/* ei's printer writes a bignum's hex digits into a fixed stack buffer: a
+ * 1200-byte LARGE_BIG_EXT smashed the stack (found by fuzz_term). Such terms are
+ * summarised; small bignums still print. */
+static void large_bignums_are_summarised_for_logs(void **state)
+{
+    (void)state;
+    static unsigned char b[5 + 1 + 1200];
+    b[0] = 111;
+    cn_set_u32(b + 1, 1200);
+    b[5] = 0;
+    memset(b + 6, 0xA6, 1200);
+    assert_int_equal(walk_exact(b, sizeof b), 0);
+    char *text = cn_term_sprint((const char *)b, 0);
+    assert_string_equal(text, "<term of 1206 bytes>");
+    free(text);
+    unsigned char small[3 + 16] = {110, 16, 0};
+    memset(small + 3, 0xA6, 16);
+    text = cn_term_sprint((const char *)small, 0);
+    assert_string_equal(text, "16#A6A6A6A6A6A6A6A6A6A6A6A6A6A6A6A6");
+    free(text);
+}
+
+/* FLOAT_EXT's 31 bytes are text padded with NULs; ei parses them with sscanf, which
+ * reads on to the next NUL, past the term (found by fuzz_term: a SEGV in the log
+ * printer). A field without a NUL is refused. */
+static void old_float_text_must_end(void **state)
+{
+    (void)state;
+    unsigned char b[1 + 31];
+    b[0] = 99;
+    memset(b + 1, 0, 31);
+    memcpy(b + 1, "1.50000000000000000000e+00", 26);
+    assert_int_equal(walk_exact(b, sizeof b), 0);
+    char *text = cn_term_sprint((const char *)b, 0);
+    assert_string_equal(text, "1.500000");
+    free(text);
+    memset(b + 1 + 26, '9', 31 - 26);
+    assert_int_equal(walk_exact(b, sizeof b), CN_EDECODE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -160,6 +391,14 @@ int main(void)
         cmocka_unit_test(pid_with_non_atom_node_is_refused),
         cmocka_unit_test(deep_nesting_costs_no_stack),
         cmocka_unit_test(two_terms_back_to_back),
+        cmocka_unit_test(honest_fun_is_accepted),
+        cmocka_unit_test(fun_lying_inside_its_size_is_refused),
+        cmocka_unit_test(nested_funs_are_bounded),
+        cmocka_unit_test(utf8_atoms_up_to_255_characters),
+        cmocka_unit_test(export_fields_are_checked),
+        cmocka_unit_test(closures_are_summarised_for_logs),
+        cmocka_unit_test(large_bignums_are_summarised_for_logs),
+        cmocka_unit_test(old_float_text_must_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

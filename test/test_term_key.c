@@ -954,6 +954,181 @@ static void test_index_and_appending(void **state)
     assert_int_equal(index, e.i + 1);
 }
 
+/* ---- issue 9: hostile client ids ----------------------------------------- */
+
+/* :"日本" works as a client id: the same in both UTF-8 tags, unlike other atoms. */
+static void test_utf8_atom_ids(void **state)
+{
+    cn_buf *buf = *state;
+    static const unsigned char nihon[] = {ERL_SMALL_ATOM_UTF8_EXT, 6, 0xE6, 0x97, 0xA5, 0xE6, 0x9C, 0xAC};
+    static const unsigned char nihon_long[] = {ERL_ATOM_UTF8_EXT, 0, 6, 0xE6, 0x97, 0xA5, 0xE6, 0x9C, 0xAC};
+    static const unsigned char hon_nichi[] = {ERL_SMALL_ATOM_UTF8_EXT, 6, 0xE6, 0x9C, 0xAC, 0xE6, 0x97, 0xA5};
+    static const unsigned char nichi[] = {ERL_SMALL_ATOM_UTF8_EXT, 3, 0xE6, 0x97, 0xA5};
+    static const unsigned char bin[] = {ERL_BINARY_EXT, 0, 0, 0, 6, 0xE6, 0x97, 0xA5, 0xE6, 0x9C, 0xAC};
+    CANON(nihon, nihon);
+    CANON(nihon_long, nihon);
+    DIFFER(nihon, hon_nichi);
+    DIFFER(nihon, nichi);
+    DIFFER(nihon, bin);
+
+    /* 255 characters of four bytes each, the longest atom, and one character more. */
+    static unsigned char longest[3 + 256 * 4];
+    longest[0] = ERL_ATOM_UTF8_EXT;
+    for (size_t i = 0; i < 256; i++)
+        memcpy(longest + 3 + 4 * i, "\xF0\x90\x80\x80", 4);
+    longest[0] = ERL_ATOM_UTF8_EXT;
+    longest[1] = 1020 >> 8;
+    longest[2] = 1020 & 0xFF;
+    assert_canon(longest, 3 + 1020, longest, 3 + 1020, buf);
+    longest[1] = 1024 >> 8;
+    longest[2] = 1024 & 0xFF;
+    assert_bad(longest, 3 + 1024, buf);
+}
+
+/*
+ * The remote crash, at the canonicaliser: a fun whose Size is small while its
+ * inner fields claim more. The bytes sit in an allocation of exactly their size,
+ * so a read past the fun is a heap over-read that ASan reports (make unit-san).
+ */
+static void test_lying_fun_never_read_past(void **state)
+{
+    cn_buf *buf = *state;
+    /* closure_m2 with one byte of the module atom's length raised: it now claims
+     * 200 bytes, past Size and past the buffer. */
+    unsigned char *b = malloc(sizeof closure_m2);
+    assert_non_null(b);
+    memcpy(b, closure_m2, sizeof closure_m2);
+    assert_int_equal(b[30], ERL_SMALL_ATOM_UTF8_EXT);
+    b[31] = 200;
+    int index = 0;
+    assert_int_equal(tk_canonical((const char *)b, &index, &buf[0]), CN_EDECODE);
+    assert_int_equal(index, 0);
+    assert_int_equal(tk_canonical_n((const char *)b, sizeof closure_m2, &index, &buf[0]), CN_EDECODE);
+    free(b);
+
+    /* NumFree raised to 2 with a Size that stops after the one free variable, in
+     * a buffer that goes on: the second free variable is not read from beyond Size. */
+    unsigned char longer[sizeof closure_m2 + 8];
+    memcpy(longer, closure_m2, sizeof closure_m2);
+    memset(longer + sizeof closure_m2, ERL_NIL_EXT, 8);
+    longer[29] = 2;
+    assert_bad(longer, sizeof longer, buf);
+    index = 0;
+    assert_int_equal(tk_canonical((const char *)longer, &index, &buf[0]), CN_EDECODE);
+}
+
+/*
+ * depth maps nested through their keys around a binary of bin_len bytes:
+ * %{%{...%{<<bin>> => 1}... => 1} => 1}. With pairs, each map has a second pair
+ * [] => 1, written before the nested key (small_first: the canonical order, as
+ * [] sorts before a map) or after it (the order that must be rearranged at every level).
+ */
+static unsigned char *nested_maps(size_t depth, size_t bin_len, int pairs, int small_first, size_t *len)
+{
+    static const unsigned char small_pair[] = {ERL_NIL_EXT, 'a', 1};
+    size_t level = 5 + 2 + (pairs ? sizeof small_pair : 0);
+    unsigned char *b = malloc(depth * level + 5 + bin_len);
+    assert_non_null(b);
+    size_t n = 0;
+    for (size_t i = 0; i < depth; i++) {
+        b[n++] = ERL_MAP_EXT;
+        cn_set_u32(b + n, pairs ? 2 : 1);
+        n += 4;
+        if (pairs && small_first) {
+            memcpy(b + n, small_pair, sizeof small_pair);
+            n += sizeof small_pair;
+        }
+    }
+    b[n++] = ERL_BINARY_EXT;
+    cn_set_u32(b + n, (uint32_t)bin_len);
+    n += 4;
+    memset(b + n, 'x', bin_len);
+    n += bin_len;
+    for (size_t i = 0; i < depth; i++) {
+        b[n++] = 'a';
+        b[n++] = 1;
+        if (pairs && !small_first) {
+            memcpy(b + n, small_pair, sizeof small_pair);
+            n += sizeof small_pair;
+        }
+    }
+    *len = n;
+    return b;
+}
+
+/* Canonicalises b[0, len) and returns the work it reported. */
+static uint64_t work_of(const unsigned char *b, size_t len, cn_buf *out)
+{
+    int index = 0;
+    uint64_t work = 0;
+    cn_buf_reset(out);
+    assert_int_equal(tk_canonical_measured((const char *)b, len, &index, out, &work), 0);
+    assert_int_equal(index, (int)len);
+    return work;
+}
+
+/*
+ * The stall: every level of nested maps used to sort and copy the whole inner key
+ * again, so the cost was depth x size (25 MB of nested one-pair maps held every
+ * caller for 44 s). Now each byte is written once and, where a map must be
+ * rearranged, copied once more at the end: the work stays within a small multiple
+ * of the size however deep the maps nest.
+ */
+static void test_deep_maps_cost_linear_work(void **state)
+{
+    cn_buf *buf = *state;
+    size_t len;
+    unsigned char *b = nested_maps(9000, 4096, 0, 0, &len);
+    uint64_t work = work_of(b, len, &buf[0]);
+    /* Already canonical: the output is the input. */
+    assert_int_equal(buf[0].len, len);
+    assert_memory_equal(buf[0].data, b, len);
+    assert_true(work <= 2 * (uint64_t)len);
+    free(b);
+
+    /* Two pairs a level, the nested key first: rearranged at each of 3000 levels. */
+    size_t sorted_len;
+    unsigned char *sorted = nested_maps(3000, 4096, 1, 1, &sorted_len);
+    b = nested_maps(3000, 4096, 1, 0, &len);
+    work = work_of(b, len, &buf[0]);
+    assert_int_equal(buf[0].len, sorted_len);
+    assert_memory_equal(buf[0].data, sorted, sorted_len);
+    assert_true(work <= 4 * (uint64_t)len);
+    free(b);
+    free(sorted);
+}
+
+/* Many keys with a long common prefix: the sort's comparisons read the prefix,
+ * O(n log m) for m keys making n bytes, and no more. */
+static void test_similar_keys_cost_n_log_n(void **state)
+{
+    cn_buf *buf = *state;
+    enum { KEYS = 256, KEY_LEN = 256 };
+    size_t len = 5 + (size_t)KEYS * (5 + KEY_LEN + 2);
+    unsigned char *b = malloc(len), *p = b;
+    assert_non_null(b);
+    *p++ = ERL_MAP_EXT;
+    cn_set_u32(p, KEYS);
+    p += 4;
+    for (int k = KEYS - 1; k >= 0; k--) {
+        *p++ = ERL_BINARY_EXT;
+        cn_set_u32(p, KEY_LEN);
+        p += 4;
+        memset(p, 'k', KEY_LEN - 1);
+        p[KEY_LEN - 1] = (unsigned char)k;
+        p += KEY_LEN;
+        *p++ = 'a';
+        *p++ = (unsigned char)k;
+    }
+    uint64_t work = work_of(b, len, &buf[0]);
+    /* log2(KEYS) = 8 merge passes, each reading every key at most about once. */
+    assert_true(work <= 2 * 8 * (uint64_t)len);
+    /* In order: the first key ends in 0, the last in 255. */
+    assert_int_equal((unsigned char)buf[0].data[5 + 5 + KEY_LEN - 1], 0);
+    assert_int_equal((unsigned char)buf[0].data[len - 3], KEYS - 1);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -976,6 +1151,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nesting_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_and_appending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_utf8_atom_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lying_fun_never_read_past, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deep_maps_cost_linear_work, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_similar_keys_cost_n_log_n, setup, teardown),
     };
     ei_init();
     return cmocka_run_group_tests(tests, NULL, NULL);

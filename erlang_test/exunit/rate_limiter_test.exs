@@ -130,6 +130,25 @@ defmodule RateLimiterTest do
     assert replies == List.duplicate({:ok, 3}, length(ids)) ++ List.duplicate({:ok, 2}, length(ids))
   end
 
+  # Not differential: the limit is the C node's own (RL_MAX_ID_BYTES), the reference has none.
+  test "a client id above 64 KiB is refused with {:error, :bad_client_id} and not counted",
+       %{node: node} do
+    rl = {:rate_limiter, node}
+    big = :binary.copy("x", 64 * 1024)
+    assert byte_size(:erlang.term_to_binary(big)) > 64 * 1024
+    assert GenServer.call(rl, check(big), @call_timeout) == {:error, :bad_client_id}
+    assert GenServer.call(rl, check({:wrapped, big}), @call_timeout) == {:error, :bad_client_id}
+    assert GenServer.call(rl, check(List.duplicate(?x, 70_000)), @call_timeout) == {:error, :bad_client_id}
+    assert clients(rl) == 0
+
+    just_under = :binary.copy("x", 64 * 1024 - 5)
+    assert GenServer.call(rl, check(just_under), @call_timeout) == {:ok, 99}
+    assert GenServer.call(rl, check(:"日本")) == {:ok, 99}
+    assert GenServer.call(rl, check(:"日本")) == {:ok, 98}
+    assert GenServer.call(rl, check(:"日")) == {:ok, 99}
+    assert clients(rl) == 3
+  end
+
   @tag cnode_args: ["--max-requests", "3"]
   test "10 000 clients: every one is kept as the table grows, as in the reference", %{node: node} do
     rl = {:rate_limiter, node}
@@ -608,7 +627,9 @@ defmodule RateLimiterTest do
       [1 | 2],
       [[]],
       ["a", :b, 1.5, {}],
-      List.duplicate(?x, 70_000),
+      # The longest byte list that fits the C node's 64 KiB id limit (STRING_EXT); longer
+      # ones, sent as LIST_EXT, are over it: see the :bad_client_id test.
+      List.duplicate(?x, 65_000),
       # maps
       %{},
       %{a: 1},
