@@ -1,3 +1,8 @@
+/*
+ * Bounds-checked walking of external-format terms (term.h): every length is
+ * checked against the bytes really there before ei may decode a term, and the
+ * walk is a loop, never a recursion, whatever the nesting a peer sends.
+ */
 #include "cnode/term.h"
 
 #include <stdint.h>
@@ -8,6 +13,7 @@
 
 #include "cnode/buf.h"
 #include "cnode/error.h"
+#include "cnode/mem.h"
 #include "cnode/protocol.h"
 
 /*
@@ -54,6 +60,127 @@ static int skip_atom(const char *b, size_t len, size_t *i)
     return -1;
 }
 
+/* Scalars of a fixed size after the tag. */
+static int skip_fixed(unsigned char tag, size_t len, size_t *i)
+{
+    switch (tag) {
+    case T_SMALL_INT: return take(len, i, 1);
+    case T_INT: return take(len, i, 4);
+    case T_NEW_FLOAT: return take(len, i, 8);
+    case T_FLOAT: return take(len, i, 31);
+    default: return 0; /* T_NIL */
+    }
+}
+
+/*
+ * Byte strings, binaries and bignums: a length field of `width` bytes at the
+ * start of a header of `head` bytes, then that many bytes.
+ */
+static int skip_sized(unsigned char tag, const char *b, size_t len, size_t *i)
+{
+    size_t head, width;
+    switch (tag) {
+    case T_STRING: head = 2, width = 2; break;          /* u16 length */
+    case T_BINARY: head = 4, width = 4; break;          /* u32 length */
+    case T_BIT_BINARY: head = 5, width = 4; break;      /* u32 length, bits in the last byte */
+    case T_SMALL_BIG: head = 2, width = 1; break;       /* u8 digits, sign */
+    default: head = 5, width = 4; break;                /* T_LARGE_BIG: u32 digits, sign */
+    }
+    if (len - *i < head)
+        return -1;
+    const char *p = b + *i;
+    uint64_t n = width == 1 ? (uint8_t)p[0] : width == 2 ? cn_get_u16(p) : cn_get_u32(p);
+    *i += head;
+    return take(len, i, n);
+}
+
+/* Tuples, lists, maps, export and old funs: their elements join the terms still to skip. */
+static int skip_container(unsigned char tag, const char *b, size_t len, size_t *i, uint64_t *pending)
+{
+    if (tag == T_EXPORT) {
+        *pending += 3; /* module, function, arity */
+        return 0;
+    }
+    if (tag == T_SMALL_TUPLE) {
+        if (len - *i < 1)
+            return -1;
+        *pending += (uint8_t)b[(*i)++];
+        return 0;
+    }
+    if (len - *i < 4)
+        return -1;
+    uint64_t n = cn_get_u32(b + *i);
+    *i += 4;
+    if (tag == T_LIST)
+        n += 1;         /* the elements and the tail */
+    else if (tag == T_MAP)
+        n *= 2;         /* keys and values */
+    else if (tag == T_FUN)
+        n += 4;         /* pid, module, index, uniq, then the free variables */
+    *pending += n;      /* T_LARGE_TUPLE: the elements */
+    return 0;
+}
+
+/* Pids, ports and old references: the node's atom, then fixed fields. */
+static int skip_ident(unsigned char tag, const char *b, size_t len, size_t *i)
+{
+    size_t n;
+    switch (tag) {
+    case T_PID: n = 9; break;           /* id, serial, creation u8 */
+    case T_NEW_PID: n = 12; break;      /* id, serial, creation u32 */
+    case T_NEW_PORT: n = 8; break;      /* id u32, creation u32 */
+    case T_V4_PORT: n = 12; break;      /* id u64, creation u32 */
+    default: n = 5; break;              /* T_PORT, T_REF: id u32, creation u8 */
+    }
+    return skip_atom(b, len, i) || take(len, i, n) ? -1 : 0;
+}
+
+/* NEW_REFERENCE_EXT and NEWER_REFERENCE_EXT: a count of at most 5 words, the node, creation, words. */
+static int skip_ref(unsigned char tag, const char *b, size_t len, size_t *i)
+{
+    if (len - *i < 2)
+        return -1;
+    uint64_t n = cn_get_u16(b + *i);
+    *i += 2;
+    if (n > 5 || skip_atom(b, len, i))
+        return -1;
+    return take(len, i, (tag == T_NEW_REF ? 1 : 4) + 4 * n);
+}
+
+/* NEW_FUN_EXT: its size field counts itself and everything after it. */
+static int skip_new_fun(const char *b, size_t len, size_t *i)
+{
+    if (len - *i < 4)
+        return -1;
+    uint64_t n = cn_get_u32(b + *i);
+    return n < 4 || take(len, i, n) ? -1 : 0;
+}
+
+/* One term's own bytes from b[*i] on; a compound term adds its elements to *pending. */
+static int skip_one(const char *b, size_t len, size_t *i, uint64_t *pending)
+{
+    unsigned char tag = (unsigned char)b[(*i)++];
+    switch (tag) {
+    case T_SMALL_INT: case T_INT: case T_NEW_FLOAT: case T_FLOAT: case T_NIL:
+        return skip_fixed(tag, len, i);
+    case T_ATOM: case T_ATOM_UTF8: case T_SMALL_ATOM: case T_SMALL_ATOM_UTF8:
+        (*i)--;
+        return skip_atom(b, len, i);
+    case T_STRING: case T_BINARY: case T_BIT_BINARY: case T_SMALL_BIG: case T_LARGE_BIG:
+        return skip_sized(tag, b, len, i);
+    case T_SMALL_TUPLE: case T_LARGE_TUPLE: case T_LIST: case T_MAP: case T_EXPORT: case T_FUN:
+        return skip_container(tag, b, len, i, pending);
+    case T_PID: case T_NEW_PID: case T_PORT: case T_NEW_PORT: case T_V4_PORT: case T_REF:
+        return skip_ident(tag, b, len, i);
+    case T_NEW_REF: case T_NEWER_REF:
+        return skip_ref(tag, b, len, i);
+    case T_NEW_FUN:
+        return skip_new_fun(b, len, i);
+    default:
+        return -1; /* atom cache refs, LOCAL_EXT, garbage */
+    }
+}
+
 /*
  * The walk is iterative: `pending` counts the terms still to skip, and compound
  * terms add their elements to it. Deep nesting therefore costs no C stack, and a
@@ -66,125 +193,7 @@ static int walk(const char *b, size_t len, size_t *idx)
     uint64_t pending = 1;
     while (pending > 0) {
         pending--;
-        if (i >= len)
-            return -1;
-        unsigned char tag = (unsigned char)b[i++];
-        uint64_t n;
-        switch (tag) {
-        case T_SMALL_INT:
-            if (take(len, &i, 1)) return -1;
-            break;
-        case T_INT:
-            if (take(len, &i, 4)) return -1;
-            break;
-        case T_NEW_FLOAT:
-            if (take(len, &i, 8)) return -1;
-            break;
-        case T_FLOAT:
-            if (take(len, &i, 31)) return -1;
-            break;
-        case T_ATOM:
-        case T_ATOM_UTF8:
-        case T_SMALL_ATOM:
-        case T_SMALL_ATOM_UTF8:
-            i--;
-            if (skip_atom(b, len, &i)) return -1;
-            break;
-        case T_NIL:
-            break;
-        case T_STRING:
-            if (len - i < 2) return -1;
-            n = cn_get_u16(b + i);
-            i += 2;
-            if (take(len, &i, n)) return -1;
-            break;
-        case T_BINARY:
-            if (len - i < 4) return -1;
-            n = cn_get_u32(b + i);
-            i += 4;
-            if (take(len, &i, n)) return -1;
-            break;
-        case T_BIT_BINARY:
-            if (len - i < 5) return -1;
-            n = cn_get_u32(b + i);
-            i += 5;
-            if (take(len, &i, n)) return -1;
-            break;
-        case T_SMALL_BIG:
-            if (len - i < 1) return -1;
-            n = (uint8_t)b[i];
-            i += 2;
-            if (i > len || take(len, &i, n)) return -1;
-            break;
-        case T_LARGE_BIG:
-            if (len - i < 5) return -1;
-            n = cn_get_u32(b + i);
-            i += 5;
-            if (take(len, &i, n)) return -1;
-            break;
-        case T_SMALL_TUPLE:
-            if (len - i < 1) return -1;
-            pending += (uint8_t)b[i++];
-            break;
-        case T_LARGE_TUPLE:
-            if (len - i < 4) return -1;
-            pending += cn_get_u32(b + i);
-            i += 4;
-            break;
-        case T_LIST:
-            if (len - i < 4) return -1;
-            pending += (uint64_t)cn_get_u32(b + i) + 1; /* the elements and the tail */
-            i += 4;
-            break;
-        case T_MAP:
-            if (len - i < 4) return -1;
-            pending += 2 * (uint64_t)cn_get_u32(b + i);
-            i += 4;
-            break;
-        case T_PID:
-            if (skip_atom(b, len, &i) || take(len, &i, 9)) return -1;
-            break;
-        case T_NEW_PID:
-            if (skip_atom(b, len, &i) || take(len, &i, 12)) return -1;
-            break;
-        case T_PORT:
-            if (skip_atom(b, len, &i) || take(len, &i, 5)) return -1;
-            break;
-        case T_NEW_PORT:
-            if (skip_atom(b, len, &i) || take(len, &i, 8)) return -1;
-            break;
-        case T_V4_PORT:
-            if (skip_atom(b, len, &i) || take(len, &i, 12)) return -1;
-            break;
-        case T_REF:
-            if (skip_atom(b, len, &i) || take(len, &i, 5)) return -1;
-            break;
-        case T_NEW_REF:
-        case T_NEWER_REF:
-            if (len - i < 2) return -1;
-            n = cn_get_u16(b + i);
-            i += 2;
-            if (n > 5 || skip_atom(b, len, &i) || take(len, &i, (tag == T_NEW_REF ? 1 : 4) + 4 * n))
-                return -1;
-            break;
-        case T_NEW_FUN:
-            /* Its size field counts itself and everything after it. */
-            if (len - i < 4) return -1;
-            n = cn_get_u32(b + i);
-            if (n < 4 || take(len, &i, n)) return -1;
-            break;
-        case T_EXPORT:
-            pending += 3; /* module, function, arity */
-            break;
-        case T_FUN:
-            if (len - i < 4) return -1;
-            pending += 4 + (uint64_t)cn_get_u32(b + i); /* pid, module, index, uniq, free vars */
-            i += 4;
-            break;
-        default:
-            return -1; /* atom cache refs, LOCAL_EXT, garbage */
-        }
-        if (pending > len - i)
+        if (i >= len || skip_one(b, len, &i, &pending) < 0 || pending > len - i)
             return -1;
     }
     *idx = i;
@@ -225,18 +234,17 @@ char *cn_term_sprint(const char *buf, int index)
 {
     int end = index;
     if (cn_term_skip_trusted(buf, &end) < 0)
-        return strdup("<malformed term>");
+        return cn_strdup("<malformed term>");
     if (end - index > PRINT_MAX) {
-        char *s = malloc(48);
-        if (s)
-            snprintf(s, 48, "<term of %d bytes>", end - index);
+        char *s = cn_malloc(48);
+        snprintf(s, 48, "<term of %d bytes>", end - index);
         return s;
     }
     char *text = NULL;
     int i = index;
     if (ei_s_print_term(&text, buf, &i) < 0) {
         free(text);
-        return strdup("<unprintable term>");
+        return cn_strdup("<unprintable term>");
     }
     return text;
 }
