@@ -78,7 +78,7 @@ int cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_node **out)
     }
     node->loop = loop;
     configure(node, cfg);
-    node->next_num = 1;
+    cn__proc_init(node);
     node->conn_events = &dist_events;
     cn_buf_init(&node->scratch);
     /* Until epmd hands out a creation, a random one keeps our pids distinct. */
@@ -218,10 +218,14 @@ static void close_epmd(cn_node *node)
 void cn_node_close(cn_node *node, void (*done_cb)(cn_node *))
 {
     assert(!node->closing);
-    node->closed_cb = done_cb;
-    /* Write what is queued (replies, exit signals from terminating servers) first. */
-    cn__conn_flush_dirty(node);
     node->closing = 1;
+    node->closed_cb = done_cb;
+    /*
+     * Write what is queued (replies, exit signals from terminating servers)
+     * first. A write that fails here closes its connection, and whatever that
+     * sets off already sees a closing node: no retry, no second close.
+     */
+    cn__conn_flush_dirty(node);
     cn__targets_close(node);
     cn__conn_close_all(node);
     close_epmd(node);

@@ -208,7 +208,8 @@ struct cn_node {
     uint64_t next_unlink_id;
     cn_proc *zombies;
 
-    cn_monitor *monitors;           /* by (conn, ref) */
+    cn_monitor *monitors;           /* by (conn, ref), with monitor_anchor always in it */
+    cn_monitor monitor_anchor;      /* uthash frees an empty table: this keeps it, so calls allocate nothing */
     cn_monitor *free_monitors;      /* recycled, so a call allocates nothing */
     cn_local_msg *run_queue;
     cn_buf scratch;                 /* a reason rebuilt with its version byte (dist_recv.c) */
@@ -343,6 +344,8 @@ void cn__proc_conn_lost(cn_node *node, cn_link **links, cn_monitor **monitors);
 void cn__proc_enqueue(cn_node *node, uint32_t to, uint32_t from, int kind, const char *data, size_t len);
 void cn__proc_run_queue(cn_node *node, unsigned budget);
 void cn__proc_free_zombies(cn_node *node);
+/* Sets up the tables of processes and monitors (cn_node_new). */
+void cn__proc_init(cn_node *node);
 /* Frees every process, queued message and recycled monitor (cn_node_free). */
 void cn__proc_free_all(cn_node *node);
 

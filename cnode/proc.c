@@ -470,6 +470,14 @@ void cn__proc_free_zombies(cn_node *node)
     }
 }
 
+void cn__proc_init(cn_node *node)
+{
+    node->next_num = 1;
+    /* No real monitor has a NULL connection, so the anchor is never found. */
+    memset(&node->monitor_anchor, 0, sizeof node->monitor_anchor);
+    HASH_ADD(hh, node->monitors, key, sizeof node->monitor_anchor.key, &node->monitor_anchor);
+}
+
 void cn__proc_free_all(cn_node *node)
 {
     cn_local_msg *m, *tmp;
@@ -490,6 +498,8 @@ void cn__proc_free_all(cn_node *node)
         HASH_DELETE(hh, node->procs, p);
         free(p);
     }
+    assert(HASH_COUNT(node->monitors) == 1);
+    HASH_CLEAR(hh, node->monitors);
     cn_monitor *fm;
     while ((fm = node->free_monitors) != NULL) {
         node->free_monitors = fm->t_next;
