@@ -33,6 +33,8 @@
 #define MAX_FRAME (256u * 1024 * 1024)
 
 static void hs_timeout(uv_timer_t *t);
+static void conn_close(cn_conn *c, const char *why);
+static void flush(cn_conn *c);
 
 static uint32_t random32(void *ctx)
 {
@@ -110,7 +112,7 @@ static const char *status_for(void *ctx, const char *peer)
         if (strcmp(c->dialed, peer) == 0) {
             if (strcmp(node->name, peer) > 0)
                 return "nok";
-            cn__conn_close(c, "simultaneous connect: the peer's attempt wins");
+            conn_close(c, "simultaneous connect: the peer's attempt wins");
             return "ok_simultaneous";
         }
     }
@@ -172,7 +174,7 @@ static void conn_up(cn_conn *c)
 
     cn_conn *old = cn__conn_find(node, c->peer_name);
     if (old != NULL)
-        cn__conn_close(old, "replaced by a new connection from the same node");
+        conn_close(old, "replaced by a new connection from the same node");
     set_state(c, CN_CONN_UP);
     HASH_ADD_STR(node->conns, peer_name, c);
     CN__STAT_DEC(node, pending);
@@ -195,9 +197,9 @@ static long process_handshake(cn_conn *c)
         CN_WARN("handshake", "refused %s (%s): %s", *peer ? peer : "unknown node", c->addr,
                 cn_hs_error(&c->hs));
         /* Let the refusal status reach the peer before the transport goes. */
-        cn__conn_flush(c);
+        flush(c);
         if (c->state != CN_CONN_CLOSING)
-            cn__conn_close(c, NULL);
+            conn_close(c, NULL);
         return -1;
     }
     if (cn_hs_done(&c->hs))
@@ -219,7 +221,7 @@ static void process_frames(cn_conn *c, size_t off)
         }
         if (flen > MAX_FRAME) {
             CN_WARN("conn", "%s sent a frame of %u bytes; dropping the connection", c->peer_name, flen);
-            cn__conn_close(c, NULL);
+            conn_close(c, NULL);
             return;
         }
         if (avail - 4 < flen)
@@ -231,7 +233,7 @@ static void process_frames(cn_conn *c, size_t off)
             CN_WARN("dist", "malformed frame from %s: %s; dropping the connection", c->peer_name,
                     cn_strerror(rc));
             if (c->state != CN_CONN_CLOSING)
-                cn__conn_close(c, NULL);
+                conn_close(c, NULL);
             return;
         }
     }
@@ -293,20 +295,20 @@ void cn_conn_ended(cn_conn *c, int status)
     switch (c->state) {
     case CN_CONN_CONNECTING:
         CN_INFO("conn", "cannot reach %s: %s", *c->dialed ? c->dialed : c->addr, cn_strerror(status));
-        cn__conn_close(c, NULL);
+        conn_close(c, NULL);
         return;
     case CN_CONN_UP:
-        cn__conn_close(c, status == 0 ? "the peer closed it" : cn_strerror(status));
+        conn_close(c, status == 0 ? "the peer closed it" : cn_strerror(status));
         return;
     case CN_CONN_HANDSHAKE:
-        cn__conn_close(c, NULL);
+        conn_close(c, NULL);
         return;
     default:
         assert(!"a transport reported an end after its close");
     }
 }
 
-void cn__conn_flush(cn_conn *c)
+static void flush(cn_conn *c)
 {
     assert(c->state != CN_CONN_CLOSING);
     if (c->writing || c->wbuf.len == 0)
@@ -324,7 +326,7 @@ void cn__conn_flush(cn_conn *c)
     if (rc < 0) {
         c->writing = 0;
         CN_WARN("conn", "write to %s failed: %s", who(c), cn_strerror(rc));
-        cn__conn_close(c, NULL);
+        conn_close(c, NULL);
     }
 }
 
@@ -334,7 +336,7 @@ void cn__conn_flush_dirty(cn_node *node)
     while ((c = node->dirty) != NULL) {
         DL_DELETE2(node->dirty, c, dirty_prev, dirty_next);
         c->dirty = 0;
-        cn__conn_flush(c);
+        flush(c);
     }
 }
 
@@ -348,7 +350,7 @@ void cn_conn_written(cn_conn *c, int status)
         return;
     if (status < 0) {
         CN_WARN("conn", "write to %s failed: %s", who(c), cn_strerror(status));
-        cn__conn_close(c, NULL);
+        conn_close(c, NULL);
         return;
     }
     if (c->wbuf.len > 0)
@@ -363,7 +365,7 @@ int cn__frame_begin(cn_conn *c, size_t reserve, size_t *start)
     if (c->wbuf.len + c->wflight.len > c->node->max_write_queue) {
         CN_ERROR("conn", "%s is not reading: %zu bytes queued; dropping the connection", c->peer_name,
                  c->wbuf.len + c->wflight.len);
-        cn__conn_close(c, NULL);
+        conn_close(c, NULL);
         return CN_EFULL;
     }
     cn_buf_reserve(&c->wbuf, reserve + 5);
@@ -412,7 +414,7 @@ static void timer_closed(uv_handle_t *h)
     release(h->data);
 }
 
-void cn__conn_close(cn_conn *c, const char *why)
+static void conn_close(cn_conn *c, const char *why)
 {
     cn_node *node = c->node;
     int was_up = c->state == CN_CONN_UP;
@@ -451,7 +453,7 @@ void cn__conn_close_all(cn_node *node)
     /* Connections are freed only from loop callbacks, so the next one stays valid. */
     DL_FOREACH2(node->all_conns, c, all_next) {
         if (c->state != CN_CONN_CLOSING)
-            cn__conn_close(c, c->state == CN_CONN_UP ? "node shutting down" : NULL);
+            conn_close(c, c->state == CN_CONN_UP ? "node shutting down" : NULL);
     }
 }
 
@@ -462,7 +464,7 @@ static void hs_timeout(uv_timer_t *t)
     assert(c->state == CN_CONN_CONNECTING || c->state == CN_CONN_HANDSHAKE);
     CN_WARN("handshake", "%s did not complete the handshake in %u ms; dropped",
             *c->dialed ? c->dialed : c->addr, c->node->handshake_timeout_ms);
-    cn__conn_close(c, NULL);
+    conn_close(c, NULL);
 }
 
 /* Sends ticks on quiet connections and drops peers that have been silent too long. */
@@ -477,7 +479,7 @@ void cn__conn_tick_all(cn_node *node)
         if (now - c->last_read > dead_ms) {
             CN_WARN("conn", "%s sent nothing for %u s (net_ticktime); dropping it", c->peer_name,
                     node->net_ticktime);
-            cn__conn_close(c, NULL);
+            conn_close(c, NULL);
             continue;
         }
         if (now - c->last_write >= tick_ms && c->wbuf.len == 0 && !c->writing) {

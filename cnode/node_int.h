@@ -282,8 +282,6 @@ void cn__tcp_connect(cn_node *node, const struct sockaddr_in *addr, const char *
 void cn__conn_set_owner(cn_conn *c, const char *dialed, cn__conn_lost_cb cb, void *arg);
 /* The outgoing connection's transport is connected: the handshake starts. */
 void cn__conn_connected(cn_conn *c);
-void cn__conn_close(cn_conn *c, const char *why);
-void cn__conn_flush(cn_conn *c);
 void cn__conn_flush_dirty(cn_node *node);
 void cn__conn_close_all(cn_node *node);
 void cn__conn_tick_all(cn_node *node);
