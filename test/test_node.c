@@ -298,6 +298,7 @@ typedef struct closing {
     cn_node *node;
     srv epmd, peer;
     int closes;
+    int free_in_callback;       /* cn_node_free from inside the close callback */
     int readies, ready_status;
     char saved_port[16];
     int had_port;
@@ -309,6 +310,10 @@ static void on_closed(cn_node *node)
 {
     assert_ptr_equal(node, the_closing->node);
     the_closing->closes++;
+    if (the_closing->free_in_callback) {
+        assert_int_equal(cn_node_free(node), 0);
+        the_closing->node = NULL;
+    }
 }
 
 static void on_ready(cn_node *node, int status)
@@ -351,6 +356,7 @@ static void close_promptly(closing *c)
     cn_node_close(c->node, on_closed);
     assert_int_equal(c->closes, 0);
     assert_int_equal(cn_node_free(c->node), CN_EBUSY);
+    /* The node may be freed inside the callback: nothing may touch it afterwards. */
     for (int turn = 0; turn < 50 && c->closes == 0; turn++)
         uv_run(&c->loop, UV_RUN_NOWAIT);
     assert_int_equal(c->closes, 1);
@@ -362,7 +368,7 @@ static void closing_end(closing *c)
     srv_stop(&c->peer);
     uv_run(&c->loop, UV_RUN_DEFAULT);
     assert_int_equal(c->closes, 1);
-    assert_int_equal(cn_node_free(c->node), 0);
+    assert_int_equal(cn_node_free(c->node), 0); /* NULL when the callback freed it */
     assert_int_equal(uv_loop_close(&c->loop), 0);
     for (int i = 0; i < c->epmd.nclients; i++)
         free(c->epmd.clients[i]);
@@ -502,6 +508,19 @@ static void close_while_dialing_a_target(void **state)
     closing_end(c);
 }
 
+/* The node freed from its own close callback, with a connection and a target to let go. */
+static void free_inside_the_close_callback(void **state)
+{
+    (void)state;
+    closing *c = closing_new(1, 1);
+    c->free_in_callback = 1;
+    assert_int_equal(cn_node_connect(c->node, "peer@127.0.0.1"), 0);
+    run_until(c, &c->peer.requests, 1);
+    close_promptly(c);
+    assert_null(c->node);
+    closing_end(c);
+}
+
 /* The peer accepted and read our name, and never answers. */
 static void close_during_a_handshake(void **state)
 {
@@ -532,6 +551,7 @@ int main(void)
         cmocka_unit_test(close_while_resolving_a_target),
         cmocka_unit_test(close_while_dialing_a_target),
         cmocka_unit_test(close_during_a_handshake),
+        cmocka_unit_test(free_inside_the_close_callback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
