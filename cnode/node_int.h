@@ -4,9 +4,12 @@
  * (libuv's internal.h pattern).
  *
  * The files of the core, each with one job, and who calls whom. Calls point
- * down this list; the one way up is the connection layer's two events (a frame
- * arrived, a connection is gone), which go through node->conn_events, set by
- * node.c, as a libuv stream reports a read through its read_cb.
+ * down this list. The ways up are callbacks, as a libuv stream reports a read
+ * through its read_cb: the connection layer's two events (a frame arrived, a
+ * connection is gone) go through node->conn_events, set by node.c, and the
+ * target that dialed a connection hears of its end through the callback it
+ * gave (cn__conn_lost_cb). The inline primitives below (wake, maybe_closed)
+ * belong to the node struct itself.
  *
  *   node.c       lifecycle of a node: new, start, close, free; the listener and
  *                the epmd registration; accessors
