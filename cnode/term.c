@@ -60,83 +60,50 @@ static int skip_atom(const char *b, size_t len, size_t *i)
     return -1;
 }
 
-/* Scalars of a fixed size after the tag. */
-static int skip_fixed(unsigned char tag, size_t len, size_t *i)
-{
-    switch (tag) {
-    case T_SMALL_INT: return take(len, i, 1);
-    case T_INT: return take(len, i, 4);
-    case T_NEW_FLOAT: return take(len, i, 8);
-    case T_FLOAT: return take(len, i, 31);
-    default: return 0; /* T_NIL */
-    }
-}
-
 /*
- * Byte strings, binaries and bignums: a length field of `width` bytes at the
- * start of a header of `head` bytes, then that many bytes.
+ * A count of `width` bytes (1, 2 or 4), `extra` more header bytes (a sign, the
+ * bits of the last byte), then that many bytes: atoms, strings, binaries, bignums.
  */
-static int skip_sized(unsigned char tag, const char *b, size_t len, size_t *i)
+static inline int skip_counted(const char *b, size_t len, size_t *i, size_t width, size_t extra)
 {
-    size_t head, width;
-    switch (tag) {
-    case T_STRING: head = 2, width = 2; break;          /* u16 length */
-    case T_BINARY: head = 4, width = 4; break;          /* u32 length */
-    case T_BIT_BINARY: head = 5, width = 4; break;      /* u32 length, bits in the last byte */
-    case T_SMALL_BIG: head = 2, width = 1; break;       /* u8 digits, sign */
-    default: head = 5, width = 4; break;                /* T_LARGE_BIG: u32 digits, sign */
-    }
-    if (len - *i < head)
+    if (len - *i < width + extra)
         return -1;
     const char *p = b + *i;
     uint64_t n = width == 1 ? (uint8_t)p[0] : width == 2 ? cn_get_u16(p) : cn_get_u32(p);
-    *i += head;
+    *i += width + extra;
     return take(len, i, n);
 }
 
-/* Tuples, lists, maps, export and old funs: their elements join the terms still to skip. */
-static int skip_container(unsigned char tag, const char *b, size_t len, size_t *i, uint64_t *pending)
+/*
+ * Tuples, lists, maps and old funs: a count of `width` bytes (1 or 4), and
+ * count * mul + add elements that join the terms still to skip.
+ */
+static inline int add_elements(const char *b, size_t len, size_t *i, size_t width, unsigned mul, unsigned add,
+                               uint64_t *pending)
 {
-    if (tag == T_EXPORT) {
-        *pending += 3; /* module, function, arity */
-        return 0;
-    }
-    if (tag == T_SMALL_TUPLE) {
-        if (len - *i < 1)
-            return -1;
-        *pending += (uint8_t)b[(*i)++];
-        return 0;
-    }
-    if (len - *i < 4)
+    if (len - *i < width)
         return -1;
-    uint64_t n = cn_get_u32(b + *i);
-    *i += 4;
-    if (tag == T_LIST)
-        n += 1;         /* the elements and the tail */
-    else if (tag == T_MAP)
-        n *= 2;         /* keys and values */
-    else if (tag == T_FUN)
-        n += 4;         /* pid, module, index, uniq, then the free variables */
-    *pending += n;      /* T_LARGE_TUPLE: the elements */
+    uint64_t n = width == 1 ? (uint8_t)b[*i] : cn_get_u32(b + *i);
+    *i += width;
+    *pending += n * mul + add;
     return 0;
 }
 
-/* Pids, ports and old references: the node's atom, then fixed fields. */
-static int skip_ident(unsigned char tag, const char *b, size_t len, size_t *i)
+/* An export (module, function, arity): three terms of its own, no header. */
+static inline int add_fixed_elements(uint64_t *pending, unsigned n)
 {
-    size_t n;
-    switch (tag) {
-    case T_PID: n = 9; break;           /* id, serial, creation u8 */
-    case T_NEW_PID: n = 12; break;      /* id, serial, creation u32 */
-    case T_NEW_PORT: n = 8; break;      /* id u32, creation u32 */
-    case T_V4_PORT: n = 12; break;      /* id u64, creation u32 */
-    default: n = 5; break;              /* T_PORT, T_REF: id u32, creation u8 */
-    }
-    return skip_atom(b, len, i) || take(len, i, n) ? -1 : 0;
+    *pending += n;
+    return 0;
 }
 
-/* NEW_REFERENCE_EXT and NEWER_REFERENCE_EXT: a count of at most 5 words, the node, creation, words. */
-static int skip_ref(unsigned char tag, const char *b, size_t len, size_t *i)
+/* Pids, ports and old references: the node's atom, then `fields` bytes of id, serial, creation. */
+static inline int skip_ident(const char *b, size_t len, size_t *i, size_t fields)
+{
+    return skip_atom(b, len, i) || take(len, i, fields) ? -1 : 0;
+}
+
+/* NEW_REFERENCE_EXT and NEWER_REFERENCE_EXT: at most 5 words after the node and a creation of `cre` bytes. */
+static inline int skip_ref(const char *b, size_t len, size_t *i, size_t cre)
 {
     if (len - *i < 2)
         return -1;
@@ -144,11 +111,11 @@ static int skip_ref(unsigned char tag, const char *b, size_t len, size_t *i)
     *i += 2;
     if (n > 5 || skip_atom(b, len, i))
         return -1;
-    return take(len, i, (tag == T_NEW_REF ? 1 : 4) + 4 * n);
+    return take(len, i, cre + 4 * n);
 }
 
 /* NEW_FUN_EXT: its size field counts itself and everything after it. */
-static int skip_new_fun(const char *b, size_t len, size_t *i)
+static inline int skip_new_fun(const char *b, size_t len, size_t *i)
 {
     if (len - *i < 4)
         return -1;
@@ -156,28 +123,41 @@ static int skip_new_fun(const char *b, size_t len, size_t *i)
     return n < 4 || take(len, i, n) ? -1 : 0;
 }
 
-/* One term's own bytes from b[*i] on; a compound term adds its elements to *pending. */
-static int skip_one(const char *b, size_t len, size_t *i, uint64_t *pending)
+/*
+ * One term's own bytes after its tag b[*i - 1]; a compound term adds its
+ * elements to *pending. A dispatch: each tag is one call with its layout.
+ */
+static inline int skip_one(unsigned char tag, const char *b, size_t len, size_t *i, uint64_t *pending)
 {
-    unsigned char tag = (unsigned char)b[(*i)++];
     switch (tag) {
-    case T_SMALL_INT: case T_INT: case T_NEW_FLOAT: case T_FLOAT: case T_NIL:
-        return skip_fixed(tag, len, i);
-    case T_ATOM: case T_ATOM_UTF8: case T_SMALL_ATOM: case T_SMALL_ATOM_UTF8:
-        (*i)--;
-        return skip_atom(b, len, i);
-    case T_STRING: case T_BINARY: case T_BIT_BINARY: case T_SMALL_BIG: case T_LARGE_BIG:
-        return skip_sized(tag, b, len, i);
-    case T_SMALL_TUPLE: case T_LARGE_TUPLE: case T_LIST: case T_MAP: case T_EXPORT: case T_FUN:
-        return skip_container(tag, b, len, i, pending);
-    case T_PID: case T_NEW_PID: case T_PORT: case T_NEW_PORT: case T_V4_PORT: case T_REF:
-        return skip_ident(tag, b, len, i);
-    case T_NEW_REF: case T_NEWER_REF:
-        return skip_ref(tag, b, len, i);
-    case T_NEW_FUN:
-        return skip_new_fun(b, len, i);
-    default:
-        return -1; /* atom cache refs, LOCAL_EXT, garbage */
+    case T_SMALL_INT: return take(len, i, 1);
+    case T_INT: return take(len, i, 4);
+    case T_NEW_FLOAT: return take(len, i, 8);
+    case T_FLOAT: return take(len, i, 31);
+    case T_NIL: return take(len, i, 0);
+    case T_ATOM: case T_ATOM_UTF8: return skip_counted(b, len, i, 2, 0);
+    case T_SMALL_ATOM: case T_SMALL_ATOM_UTF8: return skip_counted(b, len, i, 1, 0);
+    case T_STRING: return skip_counted(b, len, i, 2, 0);
+    case T_BINARY: return skip_counted(b, len, i, 4, 0);
+    case T_BIT_BINARY: return skip_counted(b, len, i, 4, 1);       /* bits in the last byte */
+    case T_SMALL_BIG: return skip_counted(b, len, i, 1, 1);        /* sign */
+    case T_LARGE_BIG: return skip_counted(b, len, i, 4, 1);        /* sign */
+    case T_SMALL_TUPLE: return add_elements(b, len, i, 1, 1, 0, pending);
+    case T_LARGE_TUPLE: return add_elements(b, len, i, 4, 1, 0, pending);
+    case T_LIST: return add_elements(b, len, i, 4, 1, 1, pending);   /* the elements and the tail */
+    case T_MAP: return add_elements(b, len, i, 4, 2, 0, pending);    /* keys and values */
+    case T_FUN: return add_elements(b, len, i, 4, 1, 4, pending);    /* pid, module, index, uniq, free vars */
+    case T_EXPORT: return add_fixed_elements(pending, 3);            /* module, function, arity */
+    case T_PID: return skip_ident(b, len, i, 9);                     /* id, serial, creation u8 */
+    case T_NEW_PID: return skip_ident(b, len, i, 12);                /* id, serial, creation u32 */
+    case T_PORT: return skip_ident(b, len, i, 5);                    /* id u32, creation u8 */
+    case T_NEW_PORT: return skip_ident(b, len, i, 8);                /* id u32, creation u32 */
+    case T_V4_PORT: return skip_ident(b, len, i, 12);                /* id u64, creation u32 */
+    case T_REF: return skip_ident(b, len, i, 5);                     /* id u32, creation u8 */
+    case T_NEW_REF: return skip_ref(b, len, i, 1);
+    case T_NEWER_REF: return skip_ref(b, len, i, 4);
+    case T_NEW_FUN: return skip_new_fun(b, len, i);
+    default: return -1;                                             /* atom cache refs, LOCAL_EXT, garbage */
     }
 }
 
@@ -193,7 +173,10 @@ static int walk(const char *b, size_t len, size_t *idx)
     uint64_t pending = 1;
     while (pending > 0) {
         pending--;
-        if (i >= len || skip_one(b, len, &i, &pending) < 0 || pending > len - i)
+        if (i >= len)
+            return -1;
+        unsigned char tag = (unsigned char)b[i++];
+        if (skip_one(tag, b, len, &i, &pending) < 0 || pending > len - i)
             return -1;
     }
     *idx = i;
