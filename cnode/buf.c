@@ -1,8 +1,15 @@
+/*
+ * Growable byte buffers (buf.h). Memory comes from cn_realloc, which ends the
+ * program when it runs out (mem.h); the only failure left is a size no memory
+ * could hold, which is refused with -ENOMEM before anything is allocated.
+ */
 #include "buf.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "mem.h"
 
 void cn_buf_init(cn_buf *b)
 {
@@ -31,10 +38,7 @@ int cn_buf_reserve(cn_buf *b, size_t n)
             return -ENOMEM;
         cap *= 2;
     }
-    char *p = realloc(b->data, cap);
-    if (p == NULL)
-        return -ENOMEM;
-    b->data = p;
+    b->data = cn_realloc(b->data, cap);
     b->cap = cap;
     return 0;
 }

@@ -22,7 +22,11 @@ void cn_buf_init(cn_buf *b);
 void cn_buf_free(cn_buf *b);
 /* Forget the contents but keep the memory. */
 static inline void cn_buf_reset(cn_buf *b) { b->len = 0; }
-/* Make room for n more bytes. Returns 0 or -ENOMEM. */
+/*
+ * Make room for n more bytes. Returns 0, or -ENOMEM for a size no memory can
+ * hold (len + n past SIZE_MAX); running out of memory otherwise ends the
+ * program (cnode/mem.h), so appends of bounded sizes cannot fail.
+ */
 int cn_buf_reserve(cn_buf *b, size_t n);
 int cn_buf_append(cn_buf *b, const void *p, size_t n);
 int cn_buf_put_u8(cn_buf *b, uint8_t v);

@@ -8,6 +8,7 @@
 #include "epmd.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <spawn.h>
@@ -21,6 +22,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "mem.h"
 #include "protocol.h"
 
 #define EPMD_HOST "127.0.0.1"
@@ -46,10 +48,7 @@ int cn_epmd_encode_alive2_req(cn_buf *out, const char *alive, uint16_t port)
     size_t n = strlen(alive);
     /* tag, port, type, protocol, highest, lowest, nlen, name, elen */
     size_t body = 1 + 2 + 1 + 1 + 2 + 2 + 2 + n + 2;
-    /* Reserving first makes the appends below unable to fail half way. */
-    int rc = cn_buf_reserve(out, 2 + body);
-    if (rc < 0)
-        return rc;
+    cn_buf_reserve(out, 2 + body);
     cn_buf_put_u16(out, (uint16_t)body);
     cn_buf_put_u8(out, EPMD_ALIVE2_REQ);
     cn_buf_put_u16(out, port);
@@ -59,7 +58,8 @@ int cn_epmd_encode_alive2_req(cn_buf *out, const char *alive, uint16_t port)
     cn_buf_put_u16(out, CN_DIST_VSN_LOW);
     cn_buf_put_u16(out, (uint16_t)n);
     cn_buf_append(out, alive, n);
-    return cn_buf_put_u16(out, 0);
+    cn_buf_put_u16(out, 0);
+    return 0;
 }
 
 int cn_epmd_encode_port_please2_req(cn_buf *out, const char *alive)
@@ -67,12 +67,11 @@ int cn_epmd_encode_port_please2_req(cn_buf *out, const char *alive)
     if (!valid_alive(alive))
         return -EINVAL;
     size_t n = strlen(alive);
-    int rc = cn_buf_reserve(out, 2 + 1 + n);
-    if (rc < 0)
-        return rc;
+    cn_buf_reserve(out, 2 + 1 + n);
     cn_buf_put_u16(out, (uint16_t)(1 + n));
     cn_buf_put_u8(out, EPMD_PORT_PLEASE2_REQ);
-    return cn_buf_append(out, alive, n);
+    cn_buf_append(out, alive, n);
+    return 0;
 }
 
 int cn_epmd_decode_alive2_resp(const void *data, size_t len, int *result, uint32_t *creation)
@@ -293,13 +292,8 @@ int cn_epmd_register(uv_loop_t *loop, cn_epmd_reg *reg, const char *alive, uint1
     if (rc < 0)
         return rc;
     cn_buf_init(&reg->req);
-    rc = cn_epmd_encode_alive2_req(&reg->req, alive, port);
-    if (rc == 0)
-        rc = uv_tcp_init(loop, &reg->tcp);
-    if (rc < 0) {
-        cn_buf_free(&reg->req);
-        return rc;
-    }
+    cn_epmd_encode_alive2_req(&reg->req, alive, port);  /* alive was checked above */
+    uv_tcp_init(loop, &reg->tcp);                        /* cannot fail without flags */
     uv_timer_init(loop, &reg->timer);
     reg->tcp.data = reg->timer.data = reg;
     reg->open_handles = 2;
@@ -329,7 +323,7 @@ void cn_epmd_unregister(cn_epmd_reg *reg)
 
 /* ---- Lookup ---------------------------------------------------------------- */
 
-struct lookup {
+struct cn_epmd_lookup_req {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_connect_t connect;
@@ -350,7 +344,7 @@ struct lookup {
 };
 
 /* Reports and frees once the handles are closed and no resolution is outstanding. */
-static void lookup_maybe_done(struct lookup *l)
+static void lookup_maybe_done(cn_epmd_lookup_req *l)
 {
     if (l->open_handles > 0 || l->resolving)
         return;
@@ -367,13 +361,13 @@ static void lookup_maybe_done(struct lookup *l)
 
 static void lookup_handle_closed(uv_handle_t *h)
 {
-    struct lookup *l = h->data;
+    cn_epmd_lookup_req *l = h->data;
     l->open_handles--;
     lookup_maybe_done(l);
 }
 
 /* Records the outcome (the first one wins) and starts closing. */
-static void lookup_finish(struct lookup *l, int status)
+static void lookup_finish(cn_epmd_lookup_req *l, int status)
 {
     if (l->finishing)
         return;
@@ -397,14 +391,14 @@ static void lookup_timeout(uv_timer_t *t)
 
 static void lookup_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    struct lookup *l = h->data;
+    cn_epmd_lookup_req *l = h->data;
     (void)hint;
     *buf = uv_buf_init(l->chunk, sizeof l->chunk);
 }
 
 static void lookup_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
-    struct lookup *l = s->data;
+    cn_epmd_lookup_req *l = s->data;
     if (nread == 0 || l->finishing)
         return;
     if (nread < 0) {
@@ -412,11 +406,8 @@ static void lookup_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         lookup_finish(l, nread == UV_EOF ? CN_EPROTO : (int)nread);
         return;
     }
-    int rc = cn_buf_append(&l->resp, buf->base, (size_t)nread);
-    if (rc < 0) {
-        lookup_finish(l, rc);
-        return;
-    }
+    /* Bounded: a reply longer than a PORT2_RESP can be is refused by the decoder. */
+    cn_buf_append(&l->resp, buf->base, (size_t)nread);
     cn_epmd_port2 r;
     int n = cn_epmd_decode_port2_resp(l->resp.data, l->resp.len, &r);
     if (n == 0)
@@ -436,14 +427,14 @@ static void lookup_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void lookup_written(uv_write_t *w, int status)
 {
-    struct lookup *l = w->handle->data;
+    cn_epmd_lookup_req *l = w->handle->data;
     if (status < 0)
         lookup_finish(l, status);
 }
 
 static void lookup_connected(uv_connect_t *c, int status)
 {
-    struct lookup *l = c->handle->data;
+    cn_epmd_lookup_req *l = c->handle->data;
     if (l->finishing)
         return;
     if (status < 0) {
@@ -458,7 +449,7 @@ static void lookup_connected(uv_connect_t *c, int status)
         lookup_finish(l, rc);
 }
 
-static void lookup_connect(struct lookup *l, const struct sockaddr_in *addr)
+static void lookup_connect(cn_epmd_lookup_req *l, const struct sockaddr_in *addr)
 {
     int rc = uv_tcp_connect(&l->connect, &l->tcp, (const struct sockaddr *)addr, lookup_connected);
     if (rc < 0)
@@ -467,7 +458,7 @@ static void lookup_connect(struct lookup *l, const struct sockaddr_in *addr)
 
 static void lookup_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
-    struct lookup *l = req->data;
+    cn_epmd_lookup_req *l = req->data;
     l->resolving = 0;
     if (l->finishing || status < 0) {
         uv_freeaddrinfo(res);
@@ -484,7 +475,7 @@ static void lookup_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
 }
 
 /* Connects at once to an IPv4 literal; resolves anything else first. */
-static void lookup_begin(struct lookup *l, uv_loop_t *loop, const char *host)
+static void lookup_begin(cn_epmd_lookup_req *l, uv_loop_t *loop, const char *host)
 {
     struct sockaddr_in addr;
     if (uv_ip4_addr(host, cn_epmd_port(), &addr) == 0) {
@@ -503,24 +494,19 @@ static void lookup_begin(struct lookup *l, uv_loop_t *loop, const char *host)
         l->resolving = 1;
 }
 
-int cn_epmd_lookup(uv_loop_t *loop, const char *host, const char *alive, cn_epmd_lookup_cb cb,
-                   void *data)
+int cn_epmd_lookup_start(uv_loop_t *loop, const char *host, const char *alive, cn_epmd_lookup_cb cb,
+                         void *data, cn_epmd_lookup_req **req)
 {
     if (!valid_alive(alive) || host == NULL || *host == '\0' || cb == NULL)
         return -EINVAL;
-    struct lookup *l = calloc(1, sizeof *l);
-    if (l == NULL)
-        return -ENOMEM;
+    cn_epmd_lookup_req *l = cn_calloc(1, sizeof *l);
     cn_buf_init(&l->req);
     cn_buf_init(&l->resp);
     int rc = cn_epmd_encode_port_please2_req(&l->req, alive);
-    if (rc == 0)
-        rc = uv_tcp_init(loop, &l->tcp);
-    if (rc < 0) {
-        cn_buf_free(&l->req);
-        free(l);
-        return rc;
-    }
+    assert(rc == 0); /* alive was checked above */
+    rc = uv_tcp_init(loop, &l->tcp);
+    assert(rc == 0); /* cannot fail without flags */
+    (void)rc;
     uv_timer_init(loop, &l->timer);
     l->tcp.data = l->timer.data = l;
     l->open_handles = 2;
@@ -528,9 +514,23 @@ int cn_epmd_lookup(uv_loop_t *loop, const char *host, const char *alive, cn_epmd
     l->data = data;
     snprintf(l->alive, sizeof l->alive, "%s", alive);
     uv_timer_start(&l->timer, lookup_timeout, CN_EPMD_TIMEOUT_MS, 0);
+    if (req != NULL)
+        *req = l;
     /* From here on every outcome, even an immediate failure, goes through cb. */
     lookup_begin(l, loop, host);
     return 0;
+}
+
+int cn_epmd_lookup(uv_loop_t *loop, const char *host, const char *alive, cn_epmd_lookup_cb cb,
+                   void *data)
+{
+    return cn_epmd_lookup_start(loop, host, alive, cb, data, NULL);
+}
+
+void cn_epmd_lookup_cancel(cn_epmd_lookup_req *l)
+{
+    assert(l->open_handles > 0 || l->resolving);
+    lookup_finish(l, -ECANCELED);
 }
 
 /* ---- Starting epmd ----------------------------------------------------------- */

@@ -36,14 +36,14 @@
  * Appends an ALIVE2_REQ (120) with its length prefix to out: port, node type 77,
  * protocol 0, highest version 6, lowest 5, the alive name, an empty Extra.
  * The whole request is appended or nothing is.
- * Returns 0, -EINVAL when alive is empty, longer than CN_EPMD_MAX_ALIVE or holds
- * '@', or -ENOMEM.
+ * Returns 0, or -EINVAL when alive is empty, longer than CN_EPMD_MAX_ALIVE or
+ * holds '@'.
  */
 int cn_epmd_encode_alive2_req(cn_buf *out, const char *alive, uint16_t port);
 
 /*
  * Appends a PORT_PLEASE2_REQ (122) for alive, with its length prefix.
- * Returns 0, -EINVAL (bad alive, as above) or -ENOMEM.
+ * Returns 0 or -EINVAL (bad alive, as above).
  */
 int cn_epmd_encode_port_please2_req(cn_buf *out, const char *alive);
 
@@ -128,8 +128,8 @@ struct cn_epmd_reg {
  *
  * Before the call, set reg->data (and reg->close_cb if wanted); the other fields
  * need no initialisation. reg must not already be registered or closing.
- * alive is copied. Returns 0, -EINVAL for a bad alive name or a NULL cb, or
- * -ENOMEM; on error cb is never called and nothing needs closing.
+ * alive is copied. Returns 0, or -EINVAL for a bad alive name or a NULL cb; on
+ * error cb is never called and nothing needs closing.
  */
 int cn_epmd_register(uv_loop_t *loop, cn_epmd_reg *reg, const char *alive, uint16_t port,
                      cn_epmd_reg_cb cb);
@@ -161,11 +161,28 @@ typedef void (*cn_epmd_lookup_cb)(void *data, int status, uint16_t port, int hig
  *   CN_EPROTO     a garbled reply
  *
  * host and alive are copied; data is passed back untouched.
- * Returns 0, -EINVAL (bad alive or empty host) or -ENOMEM; on error cb is never
- * called.
+ * Returns 0 or -EINVAL (bad alive or empty host); on error cb is never called.
  */
 int cn_epmd_lookup(uv_loop_t *loop, const char *host, const char *alive, cn_epmd_lookup_cb cb,
                    void *data);
+
+/* A lookup under way, for cn_epmd_lookup_cancel. */
+typedef struct cn_epmd_lookup_req cn_epmd_lookup_req;
+
+/*
+ * As cn_epmd_lookup, and on success *req is the lookup, valid until cb has been
+ * called (so the caller can cancel it, for instance when it closes first).
+ */
+int cn_epmd_lookup_start(uv_loop_t *loop, const char *host, const char *alive, cn_epmd_lookup_cb cb,
+                         void *data, cn_epmd_lookup_req **req);
+
+/*
+ * Ends a lookup early. cb is still called exactly once, from the loop after the
+ * lookup's handles have closed: with -ECANCELED, or with the outcome if that was
+ * known already. A name resolution already running in libuv's thread pool
+ * cannot be stopped and is awaited. Calling it after cb ran is a broken contract.
+ */
+void cn_epmd_lookup_cancel(cn_epmd_lookup_req *req);
 
 /*
  * Makes sure an epmd answers on 127.0.0.1 at cn_epmd_port(): when nothing

@@ -125,7 +125,7 @@ int cn_hs_init(cn_hs *hs, const cn_hs_config *cfg);
 /*
  * Connecting role: appends our send_name message to out (owned by the caller).
  * Call once, right after the TCP connection is up.
- * Returns 0, -EINVAL in the accepting role or when called twice, -ENOMEM.
+ * Returns 0, or -EINVAL in the accepting role or when called twice.
  */
 int cn_hs_start(cn_hs *hs, cn_buf *out);
 
@@ -146,7 +146,6 @@ int cn_hs_start(cn_hs *hs, cn_buf *out);
  *                 mismatching node name, missing OTP 25 mandatory flags
  *   CN_ENOTALIVE  the peer refused us (nok, not_allowed, alive/false), or we
  *                 refused it through status_for
- *   -ENOMEM       out could not grow
  *   -EIO          OpenSSL failed (random bytes or MD5)
  *   -EINVAL       status_for returned a status longer than 64 bytes, or
  *                 cn_hs_init() had refused the config

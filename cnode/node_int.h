@@ -1,14 +1,44 @@
 /*
- * Private to cnode/: the structures shared by node.c, conn.c, dist.c and proc.c.
- * No other folder includes this file.
+ * Private to cnode/: the structures of the runtime's core and the internal
+ * functions its files call on each other. No other folder includes this file
+ * (libuv's internal.h pattern).
+ *
+ * The files of the core, each with one job, and who calls whom. Calls point
+ * down this list. The ways up are callbacks, as a libuv stream reports a read
+ * through its read_cb: the connection layer's two events (a frame arrived, a
+ * connection is gone) go through node->conn_events, set by node.c, and the
+ * target that dialed a connection hears of its end through the callback it
+ * gave (cn__conn_lost_cb). The inline primitives below (wake, maybe_closed)
+ * belong to the node struct itself.
+ *
+ *   node.c       lifecycle of a node: new, start, close, free; the listener and
+ *                the epmd registration; accessors
+ *   target.c     --connect targets: epmd lookup, address, dial, backoff
+ *   sched.c      end-of-turn work: run queue, flush, zombies, busy poll, coalescing
+ *   tcp.c        the TCP transport on libuv (cnode/transport.h)
+ *   route.c      where a message, link or exit signal to a pid goes: a local
+ *                process or a connection; what a lost connection takes with it
+ *   dist_recv.c  a frame's control tuple decoded and dispatched
+ *   proc.c       processes, names, links, monitors, exit signals, local queue
+ *   dist_send.c  control messages encoded into a connection's frames
+ *   conn.c       the connection state machine: handshake, framing, batched
+ *                writes, ticks
+ *
+ * Ownership: the node owns its connections (all_conns), targets, processes and
+ * monitors. A link or monitor to a remote process is on two lists: its local
+ * process's and the connection's it goes through; whoever removes it from one
+ * removes it from both.
  */
 #ifndef CN_NODE_INT_H
 #define CN_NODE_INT_H
 
+#include <assert.h>
 #include <stdint.h>
+#include <string.h>
 #include <uv.h>
 #include <ei.h>
 #include <uthash.h>
+#include <utlist.h>
 
 #include "cnode/buf.h"
 #include "cnode/epmd.h"
@@ -34,8 +64,9 @@ typedef struct cn_peer_pid {
 struct cn_link {
     cn_proc *local;
     cn_peer_pid other;
+    cn_link **route;            /* other.conn's list of links; NULL when other is local */
     cn_link *p_next, *p_prev;   /* in local->links */
-    cn_link *c_next, *c_prev;   /* in other.conn->links, for remote ends */
+    cn_link *c_next, *c_prev;   /* in *route */
 };
 
 /* Monitors are found by (connection, reference); the key is hashed as raw bytes. */
@@ -53,8 +84,9 @@ struct cn_monitor {
     cn_proc *target;
     cn_peer_pid watcher;
     int by_name;                    /* monitored by registered name: DOWN names it */
-    cn_monitor *t_next, *t_prev;    /* in target->monitors */
-    cn_monitor *c_next, *c_prev;    /* in watcher.conn->monitors */
+    cn_monitor **route;             /* the watcher's connection's list of monitors */
+    cn_monitor *t_next, *t_prev;    /* in target->monitors; t_next also links the free list */
+    cn_monitor *c_next, *c_prev;    /* in *route */
 };
 
 struct cn_proc {
@@ -74,7 +106,7 @@ struct cn_proc {
 
 /* A message or exit signal between local processes, waiting for the run queue. */
 typedef struct cn_local_msg {
-    struct cn_local_msg *next;
+    struct cn_local_msg *next, *prev;
     uint32_t to;                    /* destination pid number */
     uint32_t from;                  /* sender pid number (exit signals) */
     int kind;                       /* CN_LMSG_* */
@@ -84,16 +116,26 @@ typedef struct cn_local_msg {
 
 enum { CN_LMSG_MESSAGE = 0, CN_LMSG_EXIT_LINK = 1, CN_LMSG_EXIT2 = 2 };
 
+/*
+ * A connection's life: CONNECTING (outgoing, the transport dials) -> HANDSHAKE
+ * -> UP -> CLOSING, or CLOSING from any earlier state. Incoming connections
+ * start in HANDSHAKE. CLOSING ends when the transport and the handshake timer
+ * have both released the connection, which is then freed.
+ */
 enum cn_conn_state { CN_CONN_CONNECTING, CN_CONN_HANDSHAKE, CN_CONN_UP, CN_CONN_CLOSING };
+
+/* Told when a connection closes (was_up: it had finished the handshake). */
+typedef void (*cn__conn_lost_cb)(cn_conn *c, void *arg, int was_up);
 
 struct cn_conn {
     cn_node *node;
     const cn_transport *tp;
     void *tp_data;
     int state;
-    int outgoing;                   /* we initiated it (--connect or a send) */
+    int outgoing;                   /* we initiated it (--connect) */
     cn_hs hs;
     char peer_name[256];
+    char dialed[256];               /* the node an outgoing connection was made for, or "" */
     uint64_t peer_flags;
     uint32_t peer_creation;
     char addr[64];                  /* "ip:port", for logs */
@@ -101,31 +143,28 @@ struct cn_conn {
     cn_buf wbuf;                    /* frames queued this turn */
     cn_buf wflight;                 /* bytes handed to the transport, not yet written */
     int writing;
+    int framing;                    /* a frame is begun and not ended (at frame_start) */
+    size_t frame_start;
     int dirty;                      /* on node->dirty */
-    cn_conn *dirty_next;
+    cn_conn *dirty_next, *dirty_prev;
     uint64_t last_read, last_write; /* uv_now() of the last traffic, for ticks */
     UT_hash_handle hh;              /* node->conns, by peer_name, once UP */
     cn_conn *all_next, *all_prev;   /* node->all_conns */
-    cn_link *links;
-    cn_monitor *monitors;
-    cn_target *target;              /* the --connect entry that owns it, if any */
-    uv_tcp_t tcp;
-    uv_timer_t hs_timer;
-    int handles_open;
-    uv_write_t wreq;
-    uv_connect_t creq;
+    cn_link *links;                 /* links whose far end is reached through here */
+    cn_monitor *monitors;           /* monitors whose watcher is reached through here */
+    cn__conn_lost_cb lost_cb;       /* the owner that dialed it, if any */
+    void *lost_arg;
+    uv_timer_t hs_timer;            /* the handshake must finish before it fires */
+    int holds;                      /* the transport and the timer: freed when both let go */
 };
 
-/* A node we keep connecting to (--connect). */
-struct cn_target {
-    cn_node *node;
-    char name[256];
-    cn_conn *conn;
-    uv_timer_t retry;
-    unsigned backoff_ms;
-    int looking_up;
-    cn_target *next;
-};
+/* What the connection layer reports to the layers above it (see the top of this file). */
+typedef struct cn__conn_events {
+    /* A complete frame (after its length). A negative return drops the connection. */
+    int (*frame)(cn_conn *c, const char *frame, size_t len);
+    /* c is closing: whatever went through it is gone. */
+    void (*lost)(cn_conn *c);
+} cn__conn_events;
 
 struct cn_node {
     uv_loop_t *loop;
@@ -139,20 +178,22 @@ struct cn_node {
     unsigned handshake_timeout_ms;
     size_t max_write_queue;
     int no_epmd;
+    int started;
     int closing;
     unsigned coalesce_us;
     uint64_t coalesce_mark;         /* messages_in at the end of the last turn */
     unsigned busy_poll_us;
     uint64_t spin_until;            /* uv_hrtime() until which the loop polls without blocking */
 
+    const cn__conn_events *conn_events;
     uv_tcp_t listener;
     uv_timer_t tick_timer;
     uv_check_t check;               /* end of turn: run queue, flush, zombies */
     uv_idle_t idle;                 /* keeps the loop from blocking while work is queued */
     cn_epmd_reg epmd;
-    int epmd_started;               /* cn_epmd_register returned 0: unregister on close */
+    int epmd_open;                  /* the registration holds handles: close must wait for them */
     int epmd_registered;
-    int open_handles;
+    int open_handles;               /* handles (and the epmd registration) not yet closed */
     void (*ready_cb)(cn_node *, int);
     void (*closed_cb)(cn_node *);
     int closed;                     /* close finished: cn_node_free may free it */
@@ -167,21 +208,85 @@ struct cn_node {
     cn_proc *names;                 /* by registered name */
     uint32_t next_num;
     uint64_t next_ref;
+    uint64_t next_unlink_id;
     cn_proc *zombies;
 
-    cn_monitor *monitors;           /* by (conn, ref) */
+    cn_monitor *monitors;           /* by (conn, ref), with monitor_anchor always in it */
+    cn_monitor monitor_anchor;      /* uthash frees an empty table: this keeps it, so calls allocate nothing */
     cn_monitor *free_monitors;      /* recycled, so a call allocates nothing */
-    cn_local_msg *rq_head, *rq_tail;
+    cn_local_msg *run_queue;
+    cn_buf scratch;                 /* a reason rebuilt with its version byte (dist_recv.c) */
 
     cn_node_stats stats;
 };
 
+/* ---- The node's shared primitives ---- */
+
+static inline void cn__idle_noop(uv_idle_t *h) { (void)h; }
+
+/* There is work for the end of this turn: keep the loop from blocking in poll. */
+static inline void cn__node_wake(cn_node *node)
+{
+    /* A closing node's idle handle is being closed and must not start again. */
+    if (!node->closing)
+        uv_idle_start(&node->idle, cn__idle_noop);
+}
+
+/* The erlang_pid of the far end of a link or monitor. */
+static inline void cn__peer_to_pid(const cn_node *node, const cn_peer_pid *pp, erlang_pid *out)
+{
+    const char *name = pp->conn ? pp->conn->peer_name : node->name;
+    memcpy(out->node, name, strlen(name) + 1);
+    out->num = pp->num;
+    out->serial = pp->serial;
+    out->creation = pp->creation;
+}
+
+/*
+ * Ends a close once everything the node owns has let go: its handles, its
+ * connections and its targets. Called by each of them as it goes.
+ */
+static inline void cn__node_maybe_closed(cn_node *node)
+{
+    if (!node->closing || node->closed || node->open_handles > 0 || node->all_conns != NULL ||
+        node->targets != NULL)
+        return;
+    node->closed = 1;
+    void (*cb)(cn_node *) = node->closed_cb;
+    node->closed_cb = NULL;
+    if (cb)
+        cb(node);
+}
+
+/* Counters of cn_node_stats never go below zero. */
+#define CN__STAT_DEC(node, field)                                        \
+    do {                                                                 \
+        assert((node)->stats.field > 0);                                 \
+        (node)->stats.field--;                                           \
+    } while (0)
+
+/* sched.c */
+void cn__sched_init(cn_node *node);
+void cn__sched_close(cn_node *node, uv_close_cb cb);
+
+/* target.c */
+void cn__targets_close(cn_node *node);
+
+/* tcp.c */
+int cn__tcp_accept(cn_node *node, uv_stream_t *server);
+/*
+ * Dials addr for an outgoing connection to node `dialed`. Every outcome, an
+ * immediate failure too, ends with lost_cb(arg) once the connection closes.
+ */
+void cn__tcp_connect(cn_node *node, const struct sockaddr_in *addr, const char *dialed,
+                     cn__conn_lost_cb lost_cb, void *arg);
+
 /* conn.c */
-void cn__conn_close(cn_conn *c, const char *why);
-void cn__conn_mark_dirty(cn_conn *c);
-void cn__conn_flush(cn_conn *c);
-int cn__conn_accept_tcp(cn_node *node, uv_stream_t *server);
-int cn__conn_connect_tcp(cn_node *node, cn_target *t, const struct sockaddr *addr);
+void cn__conn_set_owner(cn_conn *c, const char *dialed, cn__conn_lost_cb cb, void *arg);
+/* The outgoing connection's transport is connected: the handshake starts. */
+void cn__conn_connected(cn_conn *c);
+void cn__conn_flush_dirty(cn_node *node);
+void cn__conn_close_all(cn_node *node);
 void cn__conn_tick_all(cn_node *node);
 cn_conn *cn__conn_find(cn_node *node, const char *peer_name);
 /*
@@ -189,39 +294,60 @@ cn_conn *cn__conn_find(cn_node *node, const char *peer_name);
  * of its length field, for cn__frame_end. CN_ENOCONN when the connection is not up,
  * CN_EFULL when the peer stopped reading (the connection is then dropped).
  */
-int cn__frame_begin_at(cn_conn *c, size_t reserve, size_t *start);
+int cn__frame_begin(cn_conn *c, size_t reserve, size_t *start);
 void cn__frame_end(cn_conn *c, size_t start);
+/* Takes back a begun frame (an encoder failed). */
+void cn__frame_abort(cn_conn *c, size_t start);
 
-/* node.c */
-void cn__node_wake(cn_node *node);
-void cn__node_maybe_closed(cn_node *node);
-void cn__target_retry(cn_target *t);
+/* dist_recv.c */
+int cn__dist_recv_frame(cn_conn *c, const char *frame, size_t len);
 
-/* dist.c */
-int cn__dist_handle_frame(cn_conn *c, const char *frame, size_t len);
+/* dist_send.c */
 int cn__dist_send(cn_conn *c, const erlang_pid *from, const erlang_pid *to, const char *msg, size_t len);
 int cn__dist_reg_send(cn_conn *c, const erlang_pid *from, const char *name, const char *msg, size_t len);
 int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const char *msg, size_t len);
-int cn__dist_monitor_exit(cn_conn *c, const cn_proc *target, const cn_monitor *m, const char *reason, size_t len);
+/* MONITOR_P_EXIT for monitor m of the local process tpid (registered as name, or NULL). */
+int cn__dist_monitor_exit(cn_conn *c, const cn_monitor *m, const erlang_pid *tpid, const char *name,
+                          const char *reason, size_t len);
+/* MONITOR_P_EXIT as a reply to a MONITOR_P whose target does not exist. */
+int cn__dist_monitor_p_exit(cn_conn *c, const char *name, const erlang_pid *tpid, const erlang_pid *watcher,
+                            const erlang_ref *ref, const char *reason, size_t len);
 int cn__dist_exit(cn_conn *c, int op_plain, const erlang_pid *from, const cn_peer_pid *to, const char *reason, size_t len);
 int cn__dist_link(cn_conn *c, const erlang_pid *from, const cn_peer_pid *to);
 /* UNLINK_ID (op 35) or UNLINK_ID_ACK (op 36). */
 int cn__dist_unlink_id(cn_conn *c, int op, uint64_t id, const erlang_pid *from, const cn_peer_pid *to);
 
+/* route.c */
+void cn__route_conn_down(cn_conn *c);
+
 /* proc.c */
-void cn__pid_of_peer(const cn_node *node, const cn_peer_pid *pp, erlang_pid *out);
+int cn__is_local(const cn_node *node, const erlang_pid *pid);
+/* The local process with this pid, live or exiting this turn, or NULL. */
 cn_proc *cn__proc_by_pid(cn_node *node, const erlang_pid *pid);
 void cn__proc_deliver(cn_proc *p, const char *msg, size_t len);
 /* An exit signal from remote or local `from`: reason with its version byte. */
 void cn__proc_exit_signal(cn_proc *p, const erlang_pid *from, const char *reason, size_t len, int from_link);
-int cn__link_add(cn_proc *p, const cn_peer_pid *other);
+/* Links p to other; route is the list of other's connection (NULL for a local other). */
+void cn__link_add(cn_proc *p, const cn_peer_pid *other, cn_link **route);
 int cn__link_remove(cn_proc *p, const cn_peer_pid *other);
-int cn__monitor_add(cn_proc *target, cn_conn *c, const erlang_pid *watcher, const erlang_ref *ref, int by_name);
+/* The halves of cn_proc_link / cn_proc_unlink for a pid of this node. */
+int cn__proc_link_local(cn_proc *p, const erlang_pid *pid);
+void cn__proc_unlink_local(cn_proc *p, const erlang_pid *pid);
+/* A remote watcher (over c, whose list of monitors is route) monitors target. */
+void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor **route, const erlang_pid *watcher,
+                     const erlang_ref *ref, int by_name);
 void cn__monitor_remove(cn_node *node, cn_conn *c, const erlang_ref *ref);
-void cn__conn_drop_links_monitors(cn_conn *c);
-void cn__run_queue(cn_node *node, unsigned budget);
-void cn__free_zombies(cn_node *node);
-void cn__local_enqueue(cn_node *node, uint32_t to, uint32_t from, int kind, const char *data, size_t len);
-int cn__is_local(const cn_node *node, const erlang_pid *pid);
+/*
+ * A connection's lists of links and monitors, as the connection goes: the
+ * monitors go, and every linked process gets an exit signal 'noconnection'.
+ */
+void cn__proc_conn_lost(cn_node *node, cn_link **links, cn_monitor **monitors);
+void cn__proc_enqueue(cn_node *node, uint32_t to, uint32_t from, int kind, const char *data, size_t len);
+void cn__proc_run_queue(cn_node *node, unsigned budget);
+void cn__proc_free_zombies(cn_node *node);
+/* Sets up the tables of processes and monitors (cn_node_new). */
+void cn__proc_init(cn_node *node);
+/* Frees every process, queued message and recycled monitor (cn_node_free). */
+void cn__proc_free_all(cn_node *node);
 
 #endif

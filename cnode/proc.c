@@ -1,5 +1,6 @@
 /*
- * Processes, registered names, links, monitors and exit signals.
+ * Processes: pids, registered names, links, monitors, exit signals, and the
+ * queue of messages and signals between local processes.
  *
  * Erlang's rules, as a BEAM node applies them to its own processes:
  * - an exit signal 'kill' sent with exit/2 cannot be trapped: the process dies
@@ -11,13 +12,20 @@
  *   monitor; a link or monitor whose connection is lost behaves as if the far
  *   process died with 'noconnection' (for links) or simply goes (for monitors
  *   held by the remote side, which learns of the loss itself).
+ *
+ * Connections are opaque here: a remote link or monitor sits on the list of the
+ * connection it goes through (its route, given by whoever made it), and a
+ * dying process's signals to remote pids go out through dist_send.c. Which
+ * connection a pid is reached through is route.c's business.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cnode/error.h"
 #include "cnode/log.h"
+#include "cnode/mem.h"
 #include "cnode/node_int.h"
 #include "cnode/protocol.h"
 
@@ -49,9 +57,7 @@ static int reason_is(const char *r, size_t len, const char *atom)
 
 cn_proc *cn_proc_spawn(cn_node *node, const cn_proc_ops *ops, void *data)
 {
-    cn_proc *p = calloc(1, sizeof *p);
-    if (p == NULL)
-        return NULL;
+    cn_proc *p = cn_calloc(1, sizeof *p);
     p->node = node;
     p->ops = ops;
     p->data = data;
@@ -131,15 +137,6 @@ void cn_proc_exit_now(cn_proc *from, cn_proc *to, const char *reason, size_t len
     cn__proc_exit_signal(to, &f, reason, len, 0);
 }
 
-void cn__pid_of_peer(const cn_node *node, const cn_peer_pid *pp, erlang_pid *out)
-{
-    const char *name = pp->conn ? pp->conn->peer_name : node->name;
-    memcpy(out->node, name, strlen(name) + 1);
-    out->num = pp->num;
-    out->serial = pp->serial;
-    out->creation = pp->creation;
-}
-
 void cn__proc_deliver(cn_proc *p, const char *msg, size_t len)
 {
     if (!p->dead)
@@ -150,55 +147,41 @@ void cn__proc_deliver(cn_proc *p, const char *msg, size_t len)
 
 static cn_link *link_find(cn_proc *p, const cn_peer_pid *o)
 {
-    for (cn_link *l = p->links; l; l = l->p_next)
+    cn_link *l;
+    DL_FOREACH2(p->links, l, p_next) {
         if (l->other.conn == o->conn && l->other.num == o->num && l->other.serial == o->serial &&
             l->other.creation == o->creation)
             return l;
+    }
     return NULL;
 }
 
-static void link_unhook(cn_link *l)
+/* Takes l off both its lists and frees it. */
+static void link_drop(cn_link *l)
 {
-    cn_proc *p = l->local;
-    if (l->p_prev)
-        l->p_prev->p_next = l->p_next;
-    else
-        p->links = l->p_next;
-    if (l->p_next)
-        l->p_next->p_prev = l->p_prev;
-    if (l->other.conn) {
-        cn_conn *c = l->other.conn;
-        if (l->c_prev)
-            l->c_prev->c_next = l->c_next;
-        else
-            c->links = l->c_next;
-        if (l->c_next)
-            l->c_next->c_prev = l->c_prev;
-    }
-    p->node->stats.links--;
+    cn_node *node = l->local->node;
+    DL_DELETE2(l->local->links, l, p_prev, p_next);
+    if (l->route != NULL)
+        DL_DELETE2(*l->route, l, c_prev, c_next);
+    CN__STAT_DEC(node, links);
+    free(l);
 }
 
-int cn__link_add(cn_proc *p, const cn_peer_pid *other)
+void cn__link_add(cn_proc *p, const cn_peer_pid *other, cn_link **route)
 {
+    /* A remote far end is on its connection's list; a dead process keeps no links. */
+    assert((other->conn != NULL) == (route != NULL));
+    assert(!p->dead);
     if (link_find(p, other))
-        return 0;
-    cn_link *l = calloc(1, sizeof *l);
-    if (l == NULL)
-        return -ENOMEM;
+        return;
+    cn_link *l = cn_calloc(1, sizeof *l);
     l->local = p;
     l->other = *other;
-    l->p_next = p->links;
-    if (p->links)
-        p->links->p_prev = l;
-    p->links = l;
-    if (other->conn) {
-        l->c_next = other->conn->links;
-        if (other->conn->links)
-            other->conn->links->c_prev = l;
-        other->conn->links = l;
-    }
+    l->route = route;
+    DL_PREPEND2(p->links, l, p_prev, p_next);
+    if (route != NULL)
+        DL_PREPEND2(*route, l, c_prev, c_next);
     p->node->stats.links++;
-    return 0;
 }
 
 int cn__link_remove(cn_proc *p, const cn_peer_pid *other)
@@ -206,50 +189,27 @@ int cn__link_remove(cn_proc *p, const cn_peer_pid *other)
     cn_link *l = link_find(p, other);
     if (l == NULL)
         return CN_ENOPROC;
-    link_unhook(l);
-    free(l);
+    link_drop(l);
     return 0;
 }
 
-static cn_conn *conn_for(cn_node *node, const erlang_pid *pid)
-{
-    return cn__conn_find(node, pid->node);
-}
-
-int cn_proc_link(cn_proc *p, const erlang_pid *pid)
+int cn__proc_link_local(cn_proc *p, const erlang_pid *pid)
 {
     cn_node *node = p->node;
-    erlang_pid self;
-    cn_proc_pid(p, &self);
-    char reason[32];
-    if (cn__is_local(node, pid)) {
-        cn_proc *o = cn__proc_by_pid(node, pid);
-        if (o == NULL || o->dead) {
-            size_t n = cn_term_atom(reason, "noproc");
-            cn__local_enqueue(node, p->num, pid->num, CN_LMSG_EXIT_LINK, reason, n);
-            return CN_ENOPROC;
-        }
-        if (o == p)
-            return 0;
-        cn_peer_pid a = {NULL, o->num, 0, node->creation};
-        cn_peer_pid b = {NULL, p->num, 0, node->creation};
-        int rc = cn__link_add(p, &a);
-        if (rc == 0)
-            rc = cn__link_add(o, &b);
-        return rc;
+    cn_proc *o = cn__proc_by_pid(node, pid);
+    if (o == NULL || o->dead) {
+        char reason[16];
+        size_t n = cn_term_atom(reason, "noproc");
+        cn__proc_enqueue(node, p->num, pid->num, CN_LMSG_EXIT_LINK, reason, n);
+        return CN_ENOPROC;
     }
-    cn_conn *c = conn_for(node, pid);
-    if (c == NULL) {
-        /* As in Erlang, linking to an unreachable node's process is an instant noconnection. */
-        size_t n = cn_term_atom(reason, "noconnection");
-        cn__local_enqueue(node, p->num, 0, CN_LMSG_EXIT_LINK, reason, n);
-        return CN_ENOCONN;
-    }
-    cn_peer_pid o = {c, pid->num, pid->serial, pid->creation};
-    int rc = cn__link_add(p, &o);
-    if (rc == 0)
-        rc = cn__dist_link(c, &self, &o);
-    return rc;
+    if (o == p)
+        return 0;
+    cn_peer_pid a = {NULL, o->num, 0, node->creation};
+    cn_peer_pid b = {NULL, p->num, 0, node->creation};
+    cn__link_add(p, &a, NULL);
+    cn__link_add(o, &b, NULL);
+    return 0;
 }
 
 /*
@@ -259,45 +219,27 @@ int cn_proc_link(cn_proc *p, const erlang_pid *pid)
  */
 static void purge_link_signals(cn_node *node, uint32_t to, uint32_t from)
 {
-    cn_local_msg **pp = &node->rq_head, *last = NULL;
-    while (*pp) {
-        cn_local_msg *m = *pp;
+    cn_local_msg *m, *tmp;
+    DL_FOREACH_SAFE(node->run_queue, m, tmp) {
         if (m->kind == CN_LMSG_EXIT_LINK && m->to == to && m->from == from) {
-            *pp = m->next;
+            DL_DELETE(node->run_queue, m);
             free(m);
-            continue;
         }
-        last = m;
-        pp = &m->next;
     }
-    node->rq_tail = last;
 }
 
-int cn_proc_unlink(cn_proc *p, const erlang_pid *pid)
+void cn__proc_unlink_local(cn_proc *p, const erlang_pid *pid)
 {
     cn_node *node = p->node;
-    static uint64_t unlink_ids;
-    if (cn__is_local(node, pid)) {
-        cn_peer_pid a = {NULL, pid->num, 0, node->creation};
-        cn__link_remove(p, &a);
-        if (pid->creation == node->creation && pid->serial == 0)
-            purge_link_signals(node, p->num, pid->num);
-        cn_proc *o = cn__proc_by_pid(node, pid);
-        if (o) {
-            cn_peer_pid b = {NULL, p->num, 0, node->creation};
-            cn__link_remove(o, &b);
-        }
-        return 0;
+    cn_peer_pid a = {NULL, pid->num, 0, node->creation};
+    cn__link_remove(p, &a);
+    if (pid->creation == node->creation && pid->serial == 0)
+        purge_link_signals(node, p->num, pid->num);
+    cn_proc *o = cn__proc_by_pid(node, pid);
+    if (o) {
+        cn_peer_pid b = {NULL, p->num, 0, node->creation};
+        cn__link_remove(o, &b);
     }
-    cn_conn *c = conn_for(node, pid);
-    if (c == NULL)
-        return 0;
-    cn_peer_pid o = {c, pid->num, pid->serial, pid->creation};
-    if (cn__link_remove(p, &o) < 0)
-        return 0;
-    erlang_pid self;
-    cn_proc_pid(p, &self);
-    return cn__dist_unlink_id(c, DOP_UNLINK_ID, ++unlink_ids, &self, &o);
 }
 
 /* ---- Monitors (remote watchers of local processes) ---- */
@@ -310,45 +252,32 @@ static void monitor_key(cn_monitor_key *k, cn_conn *c, const erlang_ref *ref)
     memcpy(k->n, ref->n, k->len * sizeof k->n[0]);
 }
 
-static void monitor_unhook(cn_node *node, cn_monitor *m)
+static void monitor_drop(cn_node *node, cn_monitor *m)
 {
-    cn_proc *t = m->target;
-    if (m->t_prev)
-        m->t_prev->t_next = m->t_next;
-    else
-        t->monitors = m->t_next;
-    if (m->t_next)
-        m->t_next->t_prev = m->t_prev;
-    cn_conn *c = m->key.conn;
-    if (m->c_prev)
-        m->c_prev->c_next = m->c_next;
-    else
-        c->monitors = m->c_next;
-    if (m->c_next)
-        m->c_next->c_prev = m->c_prev;
+    DL_DELETE2(m->target->monitors, m, t_prev, t_next);
+    DL_DELETE2(*m->route, m, c_prev, c_next);
     HASH_DEL(node->monitors, m);
+    CN__STAT_DEC(node, monitors);
     /* Recycled: a GenServer.call makes and removes one, and should not allocate. */
-    m->t_next = node->free_monitors;
-    node->free_monitors = m;
-    node->stats.monitors--;
+    LL_PREPEND2(node->free_monitors, m, t_next);
 }
 
-int cn__monitor_add(cn_proc *target, cn_conn *c, const erlang_pid *watcher, const erlang_ref *ref, int by_name)
+void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor **route, const erlang_pid *watcher,
+                     const erlang_ref *ref, int by_name)
 {
     cn_node *node = target->node;
+    assert(!target->dead);
     cn_monitor_key k;
     monitor_key(&k, c, ref);
     cn_monitor *m = NULL;
     HASH_FIND(hh, node->monitors, &k, sizeof k, m);
     if (m != NULL)
-        return 0; /* the same reference twice: one monitor */
+        return; /* the same reference twice: one monitor */
     if (node->free_monitors) {
         m = node->free_monitors;
         node->free_monitors = m->t_next;
     } else {
-        m = malloc(sizeof *m);
-        if (m == NULL)
-            return -ENOMEM;
+        m = cn_malloc(sizeof *m);
     }
     memset(m, 0, sizeof *m);
     m->key = k;
@@ -356,17 +285,11 @@ int cn__monitor_add(cn_proc *target, cn_conn *c, const erlang_pid *watcher, cons
     m->target = target;
     m->watcher = (cn_peer_pid){c, watcher->num, watcher->serial, watcher->creation};
     m->by_name = by_name;
+    m->route = route;
     HASH_ADD(hh, node->monitors, key, sizeof m->key, m);
-    m->t_next = target->monitors;
-    if (target->monitors)
-        target->monitors->t_prev = m;
-    target->monitors = m;
-    m->c_next = c->monitors;
-    if (c->monitors)
-        c->monitors->c_prev = m;
-    c->monitors = m;
+    DL_PREPEND2(target->monitors, m, t_prev, t_next);
+    DL_PREPEND2(*route, m, c_prev, c_next);
     node->stats.monitors++;
-    return 0;
 }
 
 void cn__monitor_remove(cn_node *node, cn_conn *c, const erlang_ref *ref)
@@ -376,33 +299,65 @@ void cn__monitor_remove(cn_node *node, cn_conn *c, const erlang_ref *ref)
     cn_monitor *m = NULL;
     HASH_FIND(hh, node->monitors, &k, sizeof k, m);
     if (m != NULL)
-        monitor_unhook(node, m);
+        monitor_drop(node, m);
 }
 
-void cn__conn_drop_links_monitors(cn_conn *c)
+void cn__proc_conn_lost(cn_node *node, cn_link **links, cn_monitor **monitors)
 {
-    cn_node *node = c->node;
-    while (c->monitors)
-        monitor_unhook(node, c->monitors);
+    while (*monitors)
+        monitor_drop(node, *monitors);
     char reason[32];
     size_t rlen = cn_term_atom(reason, "noconnection");
-    /* Take the head each time: an exit signal may end a process and unhook more links. */
+    /* Take the head each time: an exit signal may end a process and drop more links. */
     cn_link *l;
-    while ((l = c->links) != NULL) {
+    while ((l = *links) != NULL) {
         cn_proc *p = l->local;
         erlang_pid from;
-        cn__pid_of_peer(node, &l->other, &from);
-        link_unhook(l);
-        free(l);
+        cn__peer_to_pid(node, &l->other, &from);
+        link_drop(l);
         cn__proc_exit_signal(p, &from, reason, rlen, 1);
     }
 }
 
 /* ---- Exit ---- */
 
+/* Every monitor of the dying p gets DOWN (MONITOR_P_EXIT) with the reason. */
+static void notify_monitors(cn_proc *p, const erlang_pid *self, const char *reason, size_t len)
+{
+    cn_monitor *m;
+    while ((m = p->monitors) != NULL) {
+        cn__dist_monitor_exit(m->key.conn, m, self, p->name, reason, len);
+        monitor_drop(p->node, m);
+    }
+}
+
+/* Every process linked to the dying p gets the exit signal; a local one loses its half of the link. */
+static void notify_links(cn_proc *p, const erlang_pid *self, const char *reason, size_t len)
+{
+    cn_node *node = p->node;
+    cn_link *l;
+    while ((l = p->links) != NULL) {
+        cn_peer_pid other = l->other;
+        link_drop(l);
+        if (other.conn) {
+            cn__dist_exit(other.conn, DOP_EXIT, self, &other, reason, len);
+            continue;
+        }
+        cn_proc *o = NULL;
+        HASH_FIND(hh, node->procs, &other.num, sizeof other.num, o);
+        if (o) {
+            cn_peer_pid back = {NULL, p->num, 0, node->creation};
+            cn__link_remove(o, &back);
+            cn__proc_enqueue(node, o->num, p->num, CN_LMSG_EXIT_LINK, reason, len);
+        }
+    }
+}
+
 static void proc_finish(cn_proc *p, const char *reason, size_t len)
 {
     cn_node *node = p->node;
+    /* A process ends once: only then does it become a zombie, freed once. */
+    assert(!p->dead);
     char normal[16];
     if (reason == NULL) {
         len = cn_term_atom(normal, "normal");
@@ -411,37 +366,14 @@ static void proc_finish(cn_proc *p, const char *reason, size_t len)
     p->dead = 1;
     if (p->name[0] != '\0')
         HASH_DELETE(hh_name, node->names, p);
-
-    while (p->monitors) {
-        cn_monitor *m = p->monitors;
-        cn__dist_monitor_exit(m->key.conn, p, m, reason, len);
-        monitor_unhook(node, m);
-    }
-
     erlang_pid self;
     cn_proc_pid(p, &self);
-    cn_link *l;
-    while ((l = p->links) != NULL) {
-        cn_peer_pid other = l->other;
-        link_unhook(l);
-        free(l);
-        if (other.conn) {
-            cn__dist_exit(other.conn, DOP_EXIT, &self, &other, reason, len);
-        } else {
-            cn_proc *o = NULL;
-            HASH_FIND(hh, node->procs, &other.num, sizeof other.num, o);
-            if (o) {
-                cn_peer_pid back = {NULL, p->num, 0, node->creation};
-                cn__link_remove(o, &back);
-                cn__local_enqueue(node, o->num, p->num, CN_LMSG_EXIT_LINK, reason, len);
-            }
-        }
-    }
+    notify_monitors(p, &self, reason, len);
+    notify_links(p, &self, reason, len);
     HASH_DELETE(hh, node->procs, p);
-    node->stats.processes--;
+    CN__STAT_DEC(node, processes);
     /* Freed at the end of the loop turn: callers up the stack may still hold p. */
-    p->zombie_next = node->zombies;
-    node->zombies = p;
+    LL_PREPEND2(node->zombies, p, zombie_next);
     cn__node_wake(node);
 }
 
@@ -457,7 +389,21 @@ static void die(cn_proc *p, cn_exit_cause cause, const char *reason, size_t len)
         return;
     if (p->ops->exiting)
         p->ops->exiting(p, cause, reason, len);
-    proc_finish(p, reason, len);
+    /* The behaviour's exiting callback may have ended the process itself. */
+    if (!p->dead)
+        proc_finish(p, reason, len);
+}
+
+/* A trapped exit signal becomes the message {'EXIT', From, Reason}. */
+static void deliver_exit_message(cn_proc *p, const erlang_pid *from, const char *reason, size_t len)
+{
+    ei_x_buff x;
+    cn_x_new_with_version(&x);
+    if (ei_x_encode_tuple_header(&x, 3) < 0 || ei_x_encode_atom(&x, "EXIT") < 0 || ei_x_encode_pid(&x, from) < 0 ||
+        ei_x_append_buf(&x, reason + 1, (int)len - 1) < 0)
+        cn_oom(len + 64);
+    cn__proc_deliver(p, x.buff, (size_t)x.index);
+    ei_x_free(&x);
 }
 
 void cn__proc_exit_signal(cn_proc *p, const erlang_pid *from, const char *reason, size_t len, int from_link)
@@ -471,16 +417,7 @@ void cn__proc_exit_signal(cn_proc *p, const erlang_pid *from, const char *reason
         return;
     }
     if (p->trap_exit) {
-        /* {'EXIT', From, Reason} */
-        ei_x_buff x;
-        if (ei_x_new_with_version(&x) < 0)
-            return;
-        ei_x_encode_tuple_header(&x, 3);
-        ei_x_encode_atom(&x, "EXIT");
-        ei_x_encode_pid(&x, from);
-        ei_x_append_buf(&x, reason + 1, (int)len - 1);
-        cn__proc_deliver(p, x.buff, (size_t)x.index);
-        ei_x_free(&x);
+        deliver_exit_message(p, from, reason, len);
         return;
     }
     if (reason_is(reason, len, "normal"))
@@ -488,52 +425,25 @@ void cn__proc_exit_signal(cn_proc *p, const erlang_pid *from, const char *reason
     die(p, CN_EXIT_SIGNAL, reason, len);
 }
 
-int cn_proc_exit_pid(cn_proc *p, const erlang_pid *pid, const char *reason, size_t len)
-{
-    cn_node *node = p->node;
-    if (cn__is_local(node, pid)) {
-        cn__local_enqueue(node, pid->num, p->num, CN_LMSG_EXIT2, reason, len);
-        return 0;
-    }
-    cn_conn *c = conn_for(node, pid);
-    if (c == NULL)
-        return CN_ENOCONN;
-    erlang_pid self;
-    cn_proc_pid(p, &self);
-    cn_peer_pid o = {c, pid->num, pid->serial, pid->creation};
-    return cn__dist_exit(c, DOP_EXIT2, &self, &o, reason, len);
-}
-
 /* ---- The local run queue ---- */
 
-void cn__local_enqueue(cn_node *node, uint32_t to, uint32_t from, int kind, const char *data, size_t len)
+void cn__proc_enqueue(cn_node *node, uint32_t to, uint32_t from, int kind, const char *data, size_t len)
 {
-    cn_local_msg *m = malloc(sizeof *m + len);
-    if (m == NULL) {
-        CN_ERROR("proc", "out of memory: a local message was dropped");
-        return;
-    }
-    m->next = NULL;
+    cn_local_msg *m = cn_malloc(sizeof *m + len);
     m->to = to;
     m->from = from;
     m->kind = kind;
     m->len = len;
     memcpy(m->data, data, len);
-    if (node->rq_tail)
-        node->rq_tail->next = m;
-    else
-        node->rq_head = m;
-    node->rq_tail = m;
+    DL_APPEND(node->run_queue, m);
     cn__node_wake(node);
 }
 
-void cn__run_queue(cn_node *node, unsigned budget)
+void cn__proc_run_queue(cn_node *node, unsigned budget)
 {
-    while (node->rq_head && budget-- > 0) {
-        cn_local_msg *m = node->rq_head;
-        node->rq_head = m->next;
-        if (node->rq_head == NULL)
-            node->rq_tail = NULL;
+    cn_local_msg *m;
+    while ((m = node->run_queue) != NULL && budget-- > 0) {
+        DL_DELETE(node->run_queue, m);
         cn_proc *p = NULL;
         HASH_FIND(hh, node->procs, &m->to, sizeof m->to, p);
         if (p && !p->dead) {
@@ -542,7 +452,7 @@ void cn__run_queue(cn_node *node, unsigned budget)
             } else {
                 erlang_pid from;
                 cn_peer_pid pp = {NULL, m->from, 0, node->creation};
-                cn__pid_of_peer(node, &pp, &from);
+                cn__peer_to_pid(node, &pp, &from);
                 cn__proc_exit_signal(p, &from, m->data, m->len, m->kind == CN_LMSG_EXIT_LINK);
             }
         }
@@ -550,11 +460,49 @@ void cn__run_queue(cn_node *node, unsigned budget)
     }
 }
 
-void cn__free_zombies(cn_node *node)
+void cn__proc_free_zombies(cn_node *node)
 {
-    while (node->zombies) {
-        cn_proc *p = node->zombies;
+    cn_proc *p;
+    while ((p = node->zombies) != NULL) {
+        assert(p->dead && p->links == NULL && p->monitors == NULL);
         node->zombies = p->zombie_next;
         free(p);
+    }
+}
+
+void cn__proc_init(cn_node *node)
+{
+    node->next_num = 1;
+    /* No real monitor has a NULL connection, so the anchor is never found. */
+    memset(&node->monitor_anchor, 0, sizeof node->monitor_anchor);
+    HASH_ADD(hh, node->monitors, key, sizeof node->monitor_anchor.key, &node->monitor_anchor);
+}
+
+void cn__proc_free_all(cn_node *node)
+{
+    cn_local_msg *m, *tmp;
+    DL_FOREACH_SAFE(node->run_queue, m, tmp)
+        free(m);
+    node->run_queue = NULL;
+    cn__proc_free_zombies(node);
+    /* The name table lives inside the processes: clear it before they are freed. */
+    HASH_CLEAR(hh_name, node->names);
+    cn_proc *p, *ptmp;
+    HASH_ITER(hh, node->procs, p, ptmp) {
+        /* Their connections are gone, and with them every remote link and monitor. */
+        assert(p->monitors == NULL);
+        while (p->links != NULL) {
+            assert(p->links->route == NULL);
+            link_drop(p->links);
+        }
+        HASH_DELETE(hh, node->procs, p);
+        free(p);
+    }
+    assert(HASH_COUNT(node->monitors) == 1);
+    HASH_CLEAR(hh, node->monitors);
+    cn_monitor *fm;
+    while ((fm = node->free_monitors) != NULL) {
+        node->free_monitors = fm->t_next;
+        free(fm);
     }
 }

@@ -37,7 +37,7 @@ typedef struct cn_proc_ops {
     void (*exiting)(cn_proc *p, cn_exit_cause cause, const char *reason, size_t len);
 } cn_proc_ops;
 
-/* Spawns a process. ops is borrowed and must outlive the process. NULL on ENOMEM. */
+/* Spawns a process. ops is borrowed and must outlive the process. Never NULL. */
 cn_proc *cn_proc_spawn(cn_node *node, const cn_proc_ops *ops, void *data);
 /* Registers name for p. CN_EEXIST if taken, -EINVAL for an empty or too long name. */
 int cn_proc_register(cn_proc *p, const char *name);

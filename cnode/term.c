@@ -1,3 +1,9 @@
+/*
+ * Bounds-checked walking of external-format terms (term.h): every length is
+ * checked against the bytes really there before ei may decode a term, and the
+ * walk is a loop, whatever the nesting a peer sends; only funs captured inside
+ * funs recurse, at most MAX_FUN_NESTING levels.
+ */
 #include "cnode/term.h"
 
 #include <stdint.h>
@@ -8,6 +14,7 @@
 
 #include "cnode/buf.h"
 #include "cnode/error.h"
+#include "cnode/mem.h"
 #include "cnode/protocol.h"
 
 /*
@@ -68,6 +75,35 @@ static int skip_atom(const char *b, size_t len, size_t *i)
     return -1;
 }
 
+/*
+ * A count of `width` bytes (1, 2 or 4), `extra` more header bytes (a sign, the
+ * bits of the last byte), then that many bytes: atoms, strings, binaries, bignums.
+ */
+static inline int skip_counted(const char *b, size_t len, size_t *i, size_t width, size_t extra)
+{
+    if (len - *i < width + extra)
+        return -1;
+    const char *p = b + *i;
+    uint64_t n = width == 1 ? (uint8_t)p[0] : width == 2 ? cn_get_u16(p) : cn_get_u32(p);
+    *i += width + extra;
+    return take(len, i, n);
+}
+
+/*
+ * Tuples, lists, maps and old funs: a count of `width` bytes (1 or 4), and
+ * count * mul + add elements that join the terms still to skip.
+ */
+static inline int add_elements(const char *b, size_t len, size_t *i, size_t width, unsigned mul, unsigned add,
+                               uint64_t *pending)
+{
+    if (len - *i < width)
+        return -1;
+    uint64_t n = width == 1 ? (uint8_t)b[*i] : cn_get_u32(b + *i);
+    *i += width;
+    *pending += n * mul + add;
+    return 0;
+}
+
 /* SMALL_INTEGER_EXT or INTEGER_EXT, the encodings of a fun's OldIndex and OldUniq. */
 static int skip_fixnum(const char *b, size_t len, size_t *i)
 {
@@ -87,6 +123,46 @@ static int skip_pid(const char *b, size_t len, size_t *i)
     if (tag != T_PID && tag != T_NEW_PID)
         return -1;
     return skip_atom(b, len, i) || take(len, i, tag == T_PID ? 9 : 12) ? -1 : 0;
+}
+
+/* An atom after its tag b[*i - 1], with the length limit skip_atom applies. */
+static inline int skip_atom_body(const char *b, size_t len, size_t *i)
+{
+    (*i)--;
+    return skip_atom(b, len, i);
+}
+
+/* An export: module and function atoms and an integer arity. ei's fun decoder (the
+ * log printer uses it) leaks on any other shape. */
+static inline int skip_export(const char *b, size_t len, size_t *i)
+{
+    return skip_atom(b, len, i) || skip_atom(b, len, i) || skip_fixnum(b, len, i) ? -1 : 0;
+}
+
+/* FLOAT_EXT: text padded with NULs. ei reads it with sscanf, which runs on to a NUL. */
+static inline int skip_old_float(const char *b, size_t len, size_t *i)
+{
+    if (len - *i < 31 || memchr(b + *i, 0, 31) == NULL)
+        return -1;
+    return take(len, i, 31);
+}
+
+/* Pids, ports and old references: the node's atom, then `fields` bytes of id, serial, creation. */
+static inline int skip_ident(const char *b, size_t len, size_t *i, size_t fields)
+{
+    return skip_atom(b, len, i) || take(len, i, fields) ? -1 : 0;
+}
+
+/* NEW_REFERENCE_EXT and NEWER_REFERENCE_EXT: at most 5 words after the node and a creation of `cre` bytes. */
+static inline int skip_ref(const char *b, size_t len, size_t *i, size_t cre)
+{
+    if (len - *i < 2)
+        return -1;
+    uint64_t n = cn_get_u16(b + *i);
+    *i += 2;
+    if (n > 5 || skip_atom(b, len, i))
+        return -1;
+    return take(len, i, cre + 4 * n);
 }
 
 /*
@@ -118,6 +194,45 @@ static int skip_new_fun(const char *b, size_t len, size_t *i, int fun_depth)
 }
 
 /*
+ * One term's own bytes after its tag b[*i - 1]; a compound term adds its
+ * elements to *pending. A dispatch: each tag is one call with its layout.
+ */
+static inline int skip_one(unsigned char tag, const char *b, size_t len, size_t *i, uint64_t *pending,
+                           int fun_depth)
+{
+    switch (tag) {
+    case T_SMALL_INT: return take(len, i, 1);
+    case T_INT: return take(len, i, 4);
+    case T_NEW_FLOAT: return take(len, i, 8);
+    case T_FLOAT: return skip_old_float(b, len, i);
+    case T_NIL: return take(len, i, 0);
+    case T_ATOM: case T_ATOM_UTF8: return skip_atom_body(b, len, i);
+    case T_SMALL_ATOM: case T_SMALL_ATOM_UTF8: return skip_atom_body(b, len, i);
+    case T_STRING: return skip_counted(b, len, i, 2, 0);
+    case T_BINARY: return skip_counted(b, len, i, 4, 0);
+    case T_BIT_BINARY: return skip_counted(b, len, i, 4, 1);       /* bits in the last byte */
+    case T_SMALL_BIG: return skip_counted(b, len, i, 1, 1);        /* sign */
+    case T_LARGE_BIG: return skip_counted(b, len, i, 4, 1);        /* sign */
+    case T_SMALL_TUPLE: return add_elements(b, len, i, 1, 1, 0, pending);
+    case T_LARGE_TUPLE: return add_elements(b, len, i, 4, 1, 0, pending);
+    case T_LIST: return add_elements(b, len, i, 4, 1, 1, pending);   /* the elements and the tail */
+    case T_MAP: return add_elements(b, len, i, 4, 2, 0, pending);    /* keys and values */
+    case T_FUN: return add_elements(b, len, i, 4, 1, 4, pending);    /* pid, module, index, uniq, free vars */
+    case T_EXPORT: return skip_export(b, len, i);                   /* module, function, arity */
+    case T_PID: return skip_ident(b, len, i, 9);                     /* id, serial, creation u8 */
+    case T_NEW_PID: return skip_ident(b, len, i, 12);                /* id, serial, creation u32 */
+    case T_PORT: return skip_ident(b, len, i, 5);                    /* id u32, creation u8 */
+    case T_NEW_PORT: return skip_ident(b, len, i, 8);                /* id u32, creation u32 */
+    case T_V4_PORT: return skip_ident(b, len, i, 12);                /* id u64, creation u32 */
+    case T_REF: return skip_ident(b, len, i, 5);                     /* id u32, creation u8 */
+    case T_NEW_REF: return skip_ref(b, len, i, 1);
+    case T_NEWER_REF: return skip_ref(b, len, i, 4);
+    case T_NEW_FUN: return skip_new_fun(b, len, i, fun_depth);
+    default: return -1;                                             /* atom cache refs, LOCAL_EXT, garbage */
+    }
+}
+
+/*
  * The walk is iterative: `pending` counts the terms still to skip, and compound
  * terms add their elements to it. Deep nesting therefore costs no C stack, and a
  * count larger than the remaining bytes is refused at once (each term takes at
@@ -132,121 +247,7 @@ static int walk(const char *b, size_t len, size_t *idx, int fun_depth)
         if (i >= len)
             return -1;
         unsigned char tag = (unsigned char)b[i++];
-        uint64_t n;
-        switch (tag) {
-        case T_SMALL_INT:
-            if (take(len, &i, 1)) return -1;
-            break;
-        case T_INT:
-            if (take(len, &i, 4)) return -1;
-            break;
-        case T_NEW_FLOAT:
-            if (take(len, &i, 8)) return -1;
-            break;
-        case T_FLOAT:
-            /* Text padded with NULs: ei reads it with sscanf, which runs on to a NUL. */
-            if (len - i < 31 || memchr(b + i, 0, 31) == NULL || take(len, &i, 31)) return -1;
-            break;
-        case T_ATOM:
-        case T_ATOM_UTF8:
-        case T_SMALL_ATOM:
-        case T_SMALL_ATOM_UTF8:
-            i--;
-            if (skip_atom(b, len, &i)) return -1;
-            break;
-        case T_NIL:
-            break;
-        case T_STRING:
-            if (len - i < 2) return -1;
-            n = cn_get_u16(b + i);
-            i += 2;
-            if (take(len, &i, n)) return -1;
-            break;
-        case T_BINARY:
-            if (len - i < 4) return -1;
-            n = cn_get_u32(b + i);
-            i += 4;
-            if (take(len, &i, n)) return -1;
-            break;
-        case T_BIT_BINARY:
-            if (len - i < 5) return -1;
-            n = cn_get_u32(b + i);
-            i += 5;
-            if (take(len, &i, n)) return -1;
-            break;
-        case T_SMALL_BIG:
-            if (len - i < 1) return -1;
-            n = (uint8_t)b[i];
-            i += 2;
-            if (i > len || take(len, &i, n)) return -1;
-            break;
-        case T_LARGE_BIG:
-            if (len - i < 5) return -1;
-            n = cn_get_u32(b + i);
-            i += 5;
-            if (take(len, &i, n)) return -1;
-            break;
-        case T_SMALL_TUPLE:
-            if (len - i < 1) return -1;
-            pending += (uint8_t)b[i++];
-            break;
-        case T_LARGE_TUPLE:
-            if (len - i < 4) return -1;
-            pending += cn_get_u32(b + i);
-            i += 4;
-            break;
-        case T_LIST:
-            if (len - i < 4) return -1;
-            pending += (uint64_t)cn_get_u32(b + i) + 1; /* the elements and the tail */
-            i += 4;
-            break;
-        case T_MAP:
-            if (len - i < 4) return -1;
-            pending += 2 * (uint64_t)cn_get_u32(b + i);
-            i += 4;
-            break;
-        case T_PID:
-            if (skip_atom(b, len, &i) || take(len, &i, 9)) return -1;
-            break;
-        case T_NEW_PID:
-            if (skip_atom(b, len, &i) || take(len, &i, 12)) return -1;
-            break;
-        case T_PORT:
-            if (skip_atom(b, len, &i) || take(len, &i, 5)) return -1;
-            break;
-        case T_NEW_PORT:
-            if (skip_atom(b, len, &i) || take(len, &i, 8)) return -1;
-            break;
-        case T_V4_PORT:
-            if (skip_atom(b, len, &i) || take(len, &i, 12)) return -1;
-            break;
-        case T_REF:
-            if (skip_atom(b, len, &i) || take(len, &i, 5)) return -1;
-            break;
-        case T_NEW_REF:
-        case T_NEWER_REF:
-            if (len - i < 2) return -1;
-            n = cn_get_u16(b + i);
-            i += 2;
-            if (n > 5 || skip_atom(b, len, &i) || take(len, &i, (tag == T_NEW_REF ? 1 : 4) + 4 * n))
-                return -1;
-            break;
-        case T_NEW_FUN:
-            if (skip_new_fun(b, len, &i, fun_depth)) return -1;
-            break;
-        case T_EXPORT:
-            /* ei's fun decoder (the log printer uses it) leaks on any other shape. */
-            if (skip_atom(b, len, &i) || skip_atom(b, len, &i) || skip_fixnum(b, len, &i)) return -1;
-            break;
-        case T_FUN:
-            if (len - i < 4) return -1;
-            pending += 4 + (uint64_t)cn_get_u32(b + i); /* pid, module, index, uniq, free vars */
-            i += 4;
-            break;
-        default:
-            return -1; /* atom cache refs, LOCAL_EXT, garbage */
-        }
-        if (pending > len - i)
+        if (skip_one(tag, b, len, &i, &pending, fun_depth) < 0 || pending > len - i)
             return -1;
     }
     *idx = i;
@@ -328,18 +329,17 @@ char *cn_term_sprint(const char *buf, int index)
 {
     int end = index;
     if (cn_term_skip_trusted(buf, &end) < 0)
-        return strdup("<malformed term>");
+        return cn_strdup("<malformed term>");
     if (end - index > PRINT_MAX || unprintable(buf, index)) {
-        char *s = malloc(48);
-        if (s)
-            snprintf(s, 48, "<term of %d bytes>", end - index);
+        char *s = cn_malloc(48);
+        snprintf(s, 48, "<term of %d bytes>", end - index);
         return s;
     }
     char *text = NULL;
     int i = index;
     if (ei_s_print_term(&text, buf, &i) < 0) {
         free(text);
-        return strdup("<unprintable term>");
+        return cn_strdup("<unprintable term>");
     }
     return text;
 }

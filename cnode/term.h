@@ -34,7 +34,7 @@ int cn_term_skip_trusted(const char *buf, int *index);
  * The term at buf[index] as text for a log line, in a malloc'd string the caller
  * frees. Terms above a few kilobytes are summarised ("<term of N bytes>")
  * instead of printed: ei's printer recurses, and a log line has no use for them.
- * NULL on ENOMEM.
+ * Never NULL.
  */
 char *cn_term_sprint(const char *buf, int index);
 

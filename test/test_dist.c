@@ -14,6 +14,22 @@
 #include "genserver/counter.h"
 #include "test/fake_peer.h"
 
+/*
+ * Allocations counted, for a_call_allocates_nothing: this program's malloc,
+ * calloc and realloc count and hand over to glibc's. Not under AddressSanitizer,
+ * which owns malloc itself.
+ */
+#if !defined(__SANITIZE_ADDRESS__)
+#define COUNT_ALLOCATIONS 1
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+static unsigned long allocations;
+void *malloc(size_t n) { allocations++; return __libc_malloc(n); }
+void *calloc(size_t n, size_t m) { allocations++; return __libc_calloc(n, m); }
+void *realloc(void *p, size_t n) { allocations++; return __libc_realloc(p, n); }
+#endif
+
 typedef struct fixture {
     fake_peer fp;
     counter_config cfg;
@@ -235,6 +251,62 @@ static void split_and_merged_frames(void **state)
     for (long long k = 4; k <= 6; k++)
         assert_int_equal(reply_value(f, DOP_ALIAS_SEND), k);
     cn_buf_free(&all);
+}
+
+/* Appends a GenServer.call as OTP 25 sends it: MONITOR_P, REG_SEND, DEMONITOR_P once answered. */
+static void call_frames(cn_buf *b, unsigned k)
+{
+    erlang_pid from;
+    erlang_ref ref;
+    fp_pid(&from, 100 + k);
+    fp_ref(&ref, k, 2, 3);
+    ei_x_buff ctl, msg;
+    fp_ctl_monitor(&ctl, DOP_MONITOR_P, &from, "counter", NULL, &ref);
+    fp_frame(b, &ctl, NULL);
+    ei_x_free(&ctl);
+    fp_ctl_reg_send(&ctl, &from, "counter");
+    fp_msg_call(&msg, &from, &ref, 1, "increment");
+    fp_frame(b, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+    fp_ctl_monitor(&ctl, DOP_DEMONITOR_P, &from, "counter", NULL, &ref);
+    fp_frame(b, &ctl, NULL);
+    ei_x_free(&ctl);
+}
+
+/* Once warm, the whole path of a call (read, decode, monitor, handle_call, reply, write) allocates nothing. */
+static void a_call_allocates_nothing(void **state)
+{
+#ifdef COUNT_ALLOCATIONS
+    fixture *f = *state;
+    cn_buf warm, calls;
+    cn_buf_init(&warm);
+    cn_buf_init(&calls);
+    for (unsigned k = 1; k <= 100; k++)
+        call_frames(&warm, k);
+    for (unsigned k = 201; k <= 300; k++)
+        call_frames(&calls, k);
+    /* The fake transport's own buffer must not grow during the count. */
+    cn_buf_reserve(&f->fp.out, 1 << 20);
+    /* Twice: the write buffer and the one in flight swap, and both reach their size. */
+    for (int round = 0; round < 2; round++) {
+        cn_conn_feed(f->fp.conn, warm.data, warm.len);
+        fp_run(&f->fp);
+    }
+    cn_buf_reset(&f->fp.out);
+    unsigned long before = allocations;
+    cn_conn_feed(f->fp.conn, calls.data, calls.len);
+    fp_run(&f->fp);
+    unsigned long during = allocations - before;
+    assert_int_equal(during, 0);
+    for (long long k = 201; k <= 300; k++)
+        assert_int_equal(reply_value(f, DOP_ALIAS_SEND), k);
+    cn_buf_free(&warm);
+    cn_buf_free(&calls);
+#else
+    (void)state;
+    skip();
+#endif
 }
 
 /* xorshift64: a fixed sequence, so a failure replays. */
@@ -611,6 +683,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(monitor_of_unknown_name_is_down_noproc, setup, teardown),
         cmocka_unit_test_setup_teardown(monitors_are_added_and_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(split_and_merged_frames, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_call_allocates_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(malformed_frame_closes_only_its_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(garbage_frame_without_pass_through_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_control_message_is_ignored, setup, teardown),

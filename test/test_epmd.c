@@ -371,6 +371,7 @@ struct fake {
     size_t reply_len;
     cn_buf got; /* the request bytes received */
     uint16_t port;
+    int silent; /* record the request, never answer */
 };
 
 struct fake_client {
@@ -409,6 +410,8 @@ static void fake_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     cn_buf_append(&c->fake->got, buf->base, (size_t)nread);
+    if (c->fake->silent)
+        return;
     uv_read_stop(s);
     uv_buf_t b = uv_buf_init((char *)c->fake->reply, (unsigned)c->fake->reply_len);
     c->w.data = c;
@@ -494,6 +497,38 @@ static void test_lookup_fake_replies(void **state)
     assert_int_equal(lookup_against("", 0, &r, NULL), CN_EPROTO);
     cn_buf_free(&req);
     cn_buf_free(&reply);
+}
+
+/* A cancelled lookup reports -ECANCELED once, without waiting for its timeout. */
+static void test_lookup_cancel(void **state)
+{
+    (void)state;
+    for (int when = 0; when < 2; when++) {
+        uv_loop_t loop;
+        assert_int_equal(uv_loop_init(&loop), 0);
+        struct fake f;
+        fake_start(&loop, &f, NULL, 0);
+        f.silent = 1;
+        struct result r;
+        memset(&r, 0, sizeof r);
+        cn_epmd_lookup_req *req = NULL;
+        assert_int_equal(cn_epmd_lookup_start(&loop, "127.0.0.1", "probe", on_lookup, &r, &req), 0);
+        assert_non_null(req);
+        /* At once (still connecting), or once the request waits for its answer. */
+        while (when == 1 && f.got.len < 8)
+            uv_run(&loop, UV_RUN_ONCE);
+        cn_epmd_lookup_cancel(req);
+        assert_int_equal(r.calls, 0);
+        /* Only close callbacks are left: turns that never block finish it. */
+        for (int turn = 0; turn < 10 && r.calls == 0; turn++)
+            uv_run(&loop, UV_RUN_NOWAIT);
+        assert_int_equal(r.calls, 1);
+        assert_int_equal(r.status, -ECANCELED);
+        fake_stop(&f);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(r.calls, 1);
+        assert_int_equal(uv_loop_close(&loop), 0);
+    }
 }
 
 static void test_register_fake_replies(void **state)
@@ -756,6 +791,7 @@ int main(void)
         cmocka_unit_test(test_no_epmd),
         cmocka_unit_test(test_unregister_while_connecting),
         cmocka_unit_test(test_lookup_fake_replies),
+        cmocka_unit_test(test_lookup_cancel),
         cmocka_unit_test(test_register_fake_replies),
         cmocka_unit_test_teardown(test_live_epmd, stop_live_epmd),
         cmocka_unit_test(test_ensure_running_starts_epmd),

@@ -1,18 +1,31 @@
 /*
- * The node's loop turns (cnode/node.h): busy polling after light turns and the
- * coalescing pause after heavy ones, observed through cn_node_get_stats over
- * the in-memory transport. No test here measures time: each asserts what the
- * loop chose to do, counted by the node itself.
+ * The node (cnode/node.h): its loop turns and its close.
+ *
+ * Loop turns: busy polling after light turns and the coalescing pause after
+ * heavy ones, observed through cn_node_get_stats over the in-memory transport.
+ * No test here measures time: each asserts what the loop chose to do, counted
+ * by the node itself.
+ *
+ * Close: the callback fires exactly once, on a later turn, whatever the node
+ * was doing (not started, registering with epmd, registered, looking a
+ * --connect target up, resolving its host, dialing it, in its handshake), and
+ * cn_node_free refuses the node until then. A fake epmd and a silent peer in
+ * the same loop hold the node in each of those states. "Promptly" is counted in
+ * loop turns that never block: once closed, nothing the node owns may wait for
+ * a timer or the network (an epmd lookup's 5 s timeout, a name resolution).
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <cmocka.h>
 
+#include "cnode/buf.h"
+#include "cnode/error.h"
 #include "cnode/node.h"
 #include "cnode/proc.h"
 #include "cnode/protocol.h"
@@ -151,14 +164,394 @@ static void a_quiet_node_stops_polling_after_the_window(void **state)
     stop(f);
 }
 
+/* ---- The close contract ---- */
+
+typedef struct srv srv;
+
+typedef struct srv_client {
+    uv_tcp_t tcp;
+    uv_write_t w;
+    srv *srv;
+    char buf[512];
+    size_t got;
+    int open;
+} srv_client;
+
+/*
+ * A test-owned TCP server in the node's loop. As a fake epmd (answer set) it
+ * answers PORT_PLEASE2 with `answer_port` and ALIVE2 with success; otherwise it
+ * reads and stays silent, as a peer that never finishes a handshake.
+ */
+struct srv {
+    uv_tcp_t tcp;
+    uint16_t port;
+    int answer;
+    uint16_t answer_port;
+    int accepted;
+    int requests;               /* whole length-prefixed messages read */
+    int eofs;                   /* clients that hung up */
+    void (*on_request)(void);   /* before the answer */
+    srv_client *clients[16];
+    int nclients;
+};
+
+/* Clients are freed by closing_end, once the loop has run their close callbacks. */
+static void client_close(srv_client *c)
+{
+    if (!c->open)
+        return;
+    c->open = 0;
+    uv_close((uv_handle_t *)&c->tcp, NULL);
+}
+
+static void client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    srv_client *c = h->data;
+    if (c->got == sizeof c->buf)
+        c->got = 0;
+    *buf = uv_buf_init(c->buf + c->got, (unsigned)(sizeof c->buf - c->got));
+}
+
+static void answer(srv_client *c, unsigned char tag)
+{
+    static unsigned char reply[64];
+    size_t n = 0;
+    if (tag == 122) { /* PORT2_RESP: ok, port, normal node, TCP, versions 6..5, name "peer", no extra */
+        unsigned char r[] = {119, 0, (unsigned char)(c->srv->answer_port >> 8), (unsigned char)c->srv->answer_port,
+                             77, 0, 0, 6, 0, 5, 0, 4, 'p', 'e', 'e', 'r', 0, 0};
+        memcpy(reply, r, n = sizeof r);
+    } else if (tag == 120) { /* ALIVE2_X_RESP: ok, creation 5 */
+        unsigned char r[] = {118, 0, 0, 0, 0, 5};
+        memcpy(reply, r, n = sizeof r);
+    } else {
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)reply, (unsigned)n);
+    assert_int_equal(uv_write(&c->w, (uv_stream_t *)&c->tcp, &b, 1, NULL), 0);
+}
+
+static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    srv_client *c = s->data;
+    if (nread < 0) {
+        c->srv->eofs++;
+        client_close(c);
+        return;
+    }
+    c->got += (size_t)nread;
+    while (c->got >= 2 && c->got >= 2 + (size_t)cn_get_u16(c->buf)) {
+        size_t len = 2 + (size_t)cn_get_u16(c->buf);
+        unsigned char tag = len > 2 ? (unsigned char)c->buf[2] : 0;
+        c->srv->requests++;
+        memmove(c->buf, c->buf + len, c->got - len);
+        c->got -= len;
+        if (c->srv->on_request)
+            c->srv->on_request();
+        if (c->srv->answer)
+            answer(c, tag);
+    }
+}
+
+static void srv_connection(uv_stream_t *server, int status)
+{
+    assert_int_equal(status, 0);
+    srv *s = server->data;
+    srv_client *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    c->srv = s;
+    c->tcp.data = c;
+    c->open = 1;
+    uv_tcp_init(server->loop, &c->tcp);
+    assert_int_equal(uv_accept(server, (uv_stream_t *)&c->tcp), 0);
+    assert_true(s->nclients < 16);
+    s->clients[s->nclients++] = c;
+    s->accepted++;
+    uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+}
+
+static void srv_start(uv_loop_t *loop, srv *s, int answering)
+{
+    memset(s, 0, sizeof *s);
+    s->answer = answering;
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    assert_int_equal(uv_tcp_init(loop, &s->tcp), 0);
+    s->tcp.data = s;
+    assert_int_equal(uv_tcp_bind(&s->tcp, (struct sockaddr *)&a, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&s->tcp, 8, srv_connection), 0);
+    int alen = sizeof a;
+    uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&a, &alen);
+    s->port = ntohs(a.sin_port);
+}
+
+static void srv_stop(srv *s)
+{
+    for (int i = 0; i < s->nclients; i++)
+        client_close(s->clients[i]);
+    uv_close((uv_handle_t *)&s->tcp, NULL);
+}
+
+typedef struct closing {
+    uv_loop_t loop;
+    cn_node *node;
+    srv epmd, peer;
+    int closes;
+    int free_in_callback;       /* cn_node_free from inside the close callback */
+    int readies, ready_status;
+    char saved_port[16];
+    int had_port;
+} closing;
+
+static closing *the_closing;
+
+static void on_closed(cn_node *node)
+{
+    assert_ptr_equal(node, the_closing->node);
+    the_closing->closes++;
+    if (the_closing->free_in_callback) {
+        assert_int_equal(cn_node_free(node), 0);
+        the_closing->node = NULL;
+    }
+}
+
+static void on_ready(cn_node *node, int status)
+{
+    (void)node;
+    the_closing->readies++;
+    the_closing->ready_status = status;
+}
+
+/* A node on a fresh loop, with a fake epmd (answering or not) that the node will use. */
+static closing *closing_new(int epmd_answers, int no_epmd)
+{
+    closing *c = test_calloc(1, sizeof *c);
+    the_closing = c;
+    assert_int_equal(uv_loop_init(&c->loop), 0);
+    srv_start(&c->loop, &c->epmd, epmd_answers);
+    srv_start(&c->loop, &c->peer, 0);
+    c->epmd.answer_port = c->peer.port;
+    const char *old = getenv("ERL_EPMD_PORT");
+    c->had_port = old != NULL;
+    if (old)
+        snprintf(c->saved_port, sizeof c->saved_port, "%s", old);
+    char port[16];
+    snprintf(port, sizeof port, "%u", (unsigned)c->epmd.port);
+    setenv("ERL_EPMD_PORT", port, 1);
+    cn_node_config cfg = {.name = "closing@127.0.0.1", .cookie = "k", .no_epmd = no_epmd};
+    assert_int_equal(cn_node_new(&c->loop, &cfg, &c->node), 0);
+    return c;
+}
+
+static void run_until(closing *c, const int *flag, int at_least)
+{
+    while (*flag < at_least)
+        uv_run(&c->loop, UV_RUN_ONCE);
+}
+
+/* Closes the node: not at once, not twice, and within turns that never block. */
+static void close_promptly(closing *c)
+{
+    cn_node_close(c->node, on_closed);
+    assert_int_equal(c->closes, 0);
+    assert_int_equal(cn_node_free(c->node), CN_EBUSY);
+    /* The node may be freed inside the callback: nothing may touch it afterwards. */
+    for (int turn = 0; turn < 50 && c->closes == 0; turn++)
+        uv_run(&c->loop, UV_RUN_NOWAIT);
+    assert_int_equal(c->closes, 1);
+}
+
+static void closing_end(closing *c)
+{
+    srv_stop(&c->epmd);
+    srv_stop(&c->peer);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    assert_int_equal(c->closes, 1);
+    assert_int_equal(cn_node_free(c->node), 0); /* NULL when the callback freed it */
+    assert_int_equal(uv_loop_close(&c->loop), 0);
+    for (int i = 0; i < c->epmd.nclients; i++)
+        free(c->epmd.clients[i]);
+    for (int i = 0; i < c->peer.nclients; i++)
+        free(c->peer.clients[i]);
+    if (c->had_port)
+        setenv("ERL_EPMD_PORT", c->saved_port, 1);
+    else
+        unsetenv("ERL_EPMD_PORT");
+    test_free(c);
+}
+
+static void close_before_start(void **state)
+{
+    (void)state;
+    assert_int_equal(cn_node_free(NULL), 0);
+    closing *c = closing_new(0, 1);
+    close_promptly(c);
+    closing_end(c);
+}
+
+static void close_after_start_without_epmd(void **state)
+{
+    (void)state;
+    closing *c = closing_new(0, 1);
+    assert_int_equal(cn_node_start(c->node, on_ready), 0);
+    assert_int_equal(c->readies, 1);
+    assert_int_equal(c->ready_status, 0);
+    close_promptly(c);
+    closing_end(c);
+}
+
+/* epmd took the connection and the ALIVE2 request but has not answered. */
+static void close_while_registering(void **state)
+{
+    (void)state;
+    closing *c = closing_new(0, 0);
+    assert_int_equal(cn_node_start(c->node, on_ready), 0);
+    run_until(c, &c->epmd.requests, 1);
+    close_promptly(c);
+    uv_run(&c->loop, UV_RUN_NOWAIT);
+    /* The registration was cancelled: no ready callback, ever. */
+    assert_int_equal(c->readies, 0);
+    closing_end(c);
+}
+
+static void close_while_registered(void **state)
+{
+    (void)state;
+    closing *c = closing_new(1, 0);
+    assert_int_equal(cn_node_start(c->node, on_ready), 0);
+    run_until(c, &c->readies, 1);
+    assert_int_equal(c->ready_status, 0);
+    assert_int_equal(cn_node_creation(c->node), 5);
+    int hung_up = c->epmd.eofs;
+    close_promptly(c);
+    /* Closing the registration's connection is what unregisters. */
+    run_until(c, &c->epmd.eofs, hung_up + 1);
+    closing_end(c);
+}
+
+/* The lookup of a --connect target waits for epmd's answer (its own timeout is 5 s). */
+static void close_while_looking_up_a_target(void **state)
+{
+    (void)state;
+    closing *c = closing_new(0, 1);
+    assert_int_equal(cn_node_connect(c->node, "peer@127.0.0.1"), 0);
+    run_until(c, &c->epmd.requests, 1);
+    close_promptly(c);
+    assert_int_equal(c->peer.accepted, 0);
+    closing_end(c);
+}
+
+/*
+ * The target's host is a name: after epmd answers, getaddrinfo runs in libuv's
+ * thread pool. The pool (one thread, see main) is held busy from the moment epmd
+ * gets the request, so the resolution is queued, not running, when the node
+ * closes: the close must cancel it rather than wait.
+ */
+static uv_sem_t pool_sem;
+static uv_work_t pool_blocker;
+static int pool_blocked;
+
+static void block_work(uv_work_t *w)
+{
+    (void)w;
+    uv_sem_wait(&pool_sem);
+}
+
+static void block_done(uv_work_t *w, int status)
+{
+    (void)w;
+    (void)status;
+    pool_blocked = 0;
+}
+
+static void block_the_pool(void)
+{
+    if (pool_blocked)
+        return;
+    pool_blocked = 1;
+    assert_int_equal(uv_queue_work(&the_closing->loop, &pool_blocker, block_work, block_done), 0);
+}
+
+static void close_while_resolving_a_target(void **state)
+{
+    (void)state;
+    closing *c = closing_new(1, 1);
+    assert_int_equal(uv_sem_init(&pool_sem, 0), 0);
+    c->epmd.on_request = block_the_pool;
+    assert_int_equal(cn_node_connect(c->node, "peer@localhost"), 0);
+    /*
+     * The lookup hangs up once it has the answer; its callback, which starts the
+     * resolution, ran in the same loop turn, before this side could see the hang-up.
+     */
+    run_until(c, &c->epmd.eofs, 1);
+    close_promptly(c);
+    uv_sem_post(&pool_sem);
+    while (pool_blocked)
+        uv_run(&c->loop, UV_RUN_ONCE);
+    uv_sem_destroy(&pool_sem);
+    assert_int_equal(c->peer.accepted, 0);
+    closing_end(c);
+}
+
+/* epmd answered and the node dialed the peer: the connection is being set up. */
+static void close_while_dialing_a_target(void **state)
+{
+    (void)state;
+    closing *c = closing_new(1, 1);
+    assert_int_equal(cn_node_connect(c->node, "peer@127.0.0.1"), 0);
+    run_until(c, &c->epmd.eofs, 1);
+    cn_node_stats st;
+    cn_node_get_stats(c->node, &st);
+    assert_int_equal(st.pending, 1);
+    close_promptly(c);
+    closing_end(c);
+}
+
+/* The node freed from its own close callback, with a connection and a target to let go. */
+static void free_inside_the_close_callback(void **state)
+{
+    (void)state;
+    closing *c = closing_new(1, 1);
+    c->free_in_callback = 1;
+    assert_int_equal(cn_node_connect(c->node, "peer@127.0.0.1"), 0);
+    run_until(c, &c->peer.requests, 1);
+    close_promptly(c);
+    assert_null(c->node);
+    closing_end(c);
+}
+
+/* The peer accepted and read our name, and never answers. */
+static void close_during_a_handshake(void **state)
+{
+    (void)state;
+    closing *c = closing_new(1, 1);
+    assert_int_equal(cn_node_connect(c->node, "peer@127.0.0.1"), 0);
+    run_until(c, &c->peer.requests, 1);
+    close_promptly(c);
+    run_until(c, &c->peer.eofs, 1);
+    closing_end(c);
+}
+
 int main(void)
 {
+    /* One thread in libuv's pool, so close_while_resolving_a_target can hold it. */
+    setenv("UV_THREADPOOL_SIZE", "1", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_light_turn_keeps_the_loop_polling),
         cmocka_unit_test(no_busy_polling_when_it_is_off),
         cmocka_unit_test(a_heavy_turn_pauses_instead_of_polling),
         cmocka_unit_test(coalescing_off_means_every_turn_polls),
         cmocka_unit_test(a_quiet_node_stops_polling_after_the_window),
+        cmocka_unit_test(close_before_start),
+        cmocka_unit_test(close_after_start_without_epmd),
+        cmocka_unit_test(close_while_registering),
+        cmocka_unit_test(close_while_registered),
+        cmocka_unit_test(close_while_looking_up_a_target),
+        cmocka_unit_test(close_while_resolving_a_target),
+        cmocka_unit_test(close_while_dialing_a_target),
+        cmocka_unit_test(close_during_a_handshake),
+        cmocka_unit_test(free_inside_the_close_callback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

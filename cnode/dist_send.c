@@ -1,0 +1,231 @@
+/*
+ * The send path of the distribution protocol: control messages encoded into a
+ * connection's frames. Each function here writes one frame, 'p', a control
+ * tuple and, for the operations that carry one, the message or reason after
+ * it, straight into the connection's write buffer (conn.c), where it waits for
+ * the end of the loop turn.
+ *
+ * ei's encoders do not check the room they write into, so each frame reserves
+ * CTL_RESERVE bytes for its control tuple before encoding: the largest tuple we
+ * send, computed below from the largest encodings of what it holds.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cnode/error.h"
+#include "cnode/node_int.h"
+#include "cnode/protocol.h"
+
+/*
+ * Largest encodings, in bytes, as ei writes them (erts "External Term Format"):
+ * an atom of 255 UTF-8 characters of up to 4 bytes is ATOM_UTF8_EXT (tag, u16
+ * length); a pid NEW_PID_EXT (tag, node atom, id, serial, creation); a
+ * reference NEWER_REFERENCE_EXT (tag, u16 count, node atom, creation, at most 5
+ * words); an integer up to 64 bits SMALL_BIG_EXT (tag, count, sign, 8 digits).
+ */
+#define ENC_ATOM_MAX (1 + 2 + (MAXATOMLEN_UTF8 - 1))
+#define ENC_PID_MAX (1 + ENC_ATOM_MAX + 4 + 4 + 4)
+#define ENC_REF_MAX (1 + 2 + ENC_ATOM_MAX + 4 + 4 * 5)
+#define ENC_INT_MAX (1 + 1 + 1 + 8)
+/* The version byte, a small tuple header and the operation. */
+#define CTL_HEAD (1 + 2 + ENC_INT_MAX)
+/*
+ * After the operation a control tuple we send holds at most three of those:
+ *   SEND_SENDER {22, From, To}, SEND {2, '', To}     two pids
+ *   REG_SEND {6, From, '', Name}                     a pid, two atoms
+ *   ALIAS_SEND {33, From, Alias}                     a pid, a ref
+ *   MONITOR_P_EXIT {21, Proc, Watcher, Ref, R}       an atom or pid, a pid, a ref
+ *   EXIT/EXIT2 {3, From, To, R}, LINK {1, From, To}  two pids
+ *   UNLINK_ID {35, Id, From, To}                     an integer, two pids
+ * (a reason R is counted with the payload that follows). The monitor exit is
+ * the largest.
+ */
+#define CTL_RESERVE (CTL_HEAD + ENC_PID_MAX + ENC_PID_MAX + ENC_REF_MAX)
+
+_Static_assert(sizeof(((erlang_pid *)0)->node) == MAXATOMLEN_UTF8, "pid node names fit ENC_ATOM_MAX");
+_Static_assert(sizeof(((erlang_ref *)0)->node) == MAXATOMLEN_UTF8, "ref node names fit ENC_ATOM_MAX");
+_Static_assert(sizeof(((erlang_ref *)0)->n) == 5 * sizeof(unsigned), "a ref has at most 5 words");
+_Static_assert(CTL_HEAD + ENC_PID_MAX + 2 * ENC_ATOM_MAX <= CTL_RESERVE, "REG_SEND fits");
+_Static_assert(CTL_HEAD + ENC_PID_MAX + ENC_REF_MAX <= CTL_RESERVE, "ALIAS_SEND fits");
+_Static_assert(CTL_HEAD + ENC_INT_MAX + 2 * ENC_PID_MAX <= CTL_RESERVE, "UNLINK_ID fits");
+_Static_assert(ENC_ATOM_MAX <= ENC_PID_MAX, "a name takes no more room than a pid");
+
+/* A frame being encoded: the connection, where its length goes, and the encoding index. */
+typedef struct enc {
+    cn_conn *c;
+    size_t start;
+    int i;
+    int bad;        /* an encoder refused its input */
+} enc;
+
+static int begin(enc *e, cn_conn *c, size_t extra)
+{
+    int rc = cn__frame_begin(c, CTL_RESERVE + extra, &e->start);
+    if (rc < 0)
+        return rc;
+    e->c = c;
+    e->i = (int)c->wbuf.len;
+    e->bad = ei_encode_version(c->wbuf.data, &e->i) < 0;
+    return 0;
+}
+
+/* Every encoder goes through here: a refusal is remembered, not ignored. */
+#define ENC(e, call, ...) ((e)->bad |= ei_encode_##call((e)->c->wbuf.data, &(e)->i, __VA_ARGS__) < 0)
+
+static void enc_peer_pid(enc *e, const cn_peer_pid *pp)
+{
+    erlang_pid pid;
+    cn__peer_to_pid(e->c->node, pp, &pid);
+    ENC(e, pid, &pid);
+}
+
+/* Ends the frame: the payload (may be NULL) after the control tuple, and the length. */
+static int finish(enc *e, const char *payload, size_t plen)
+{
+    cn_conn *c = e->c;
+    assert((size_t)e->i - e->start <= 5 + CTL_RESERVE);
+    if (e->bad) {
+        cn__frame_abort(c, e->start);
+        return -EINVAL;
+    }
+    c->wbuf.len = (size_t)e->i;
+    if (payload != NULL) {
+        memcpy(c->wbuf.data + c->wbuf.len, payload, plen);
+        c->wbuf.len += plen;
+    }
+    cn__frame_end(c, e->start);
+    return 0;
+}
+
+int cn__dist_send(cn_conn *c, const erlang_pid *from, const erlang_pid *to, const char *msg, size_t len)
+{
+    enc e;
+    int rc = begin(&e, c, len);
+    if (rc < 0)
+        return rc;
+    ENC(&e, tuple_header, 3);
+    if (c->peer_flags & DFLAG_SEND_SENDER) {
+        ENC(&e, long, DOP_SEND_SENDER);
+        ENC(&e, pid, from);
+    } else {
+        ENC(&e, long, DOP_SEND);
+        ENC(&e, atom, "");
+    }
+    ENC(&e, pid, to);
+    return finish(&e, msg, len);
+}
+
+int cn__dist_reg_send(cn_conn *c, const erlang_pid *from, const char *name, const char *msg, size_t len)
+{
+    enc e;
+    int rc = begin(&e, c, len);
+    if (rc < 0)
+        return rc;
+    ENC(&e, tuple_header, 4);
+    ENC(&e, long, DOP_REG_SEND);
+    ENC(&e, pid, from);
+    ENC(&e, atom, "");
+    ENC(&e, atom, name);
+    return finish(&e, msg, len);
+}
+
+int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const char *msg, size_t len)
+{
+    enc e;
+    int rc = begin(&e, c, len);
+    if (rc < 0)
+        return rc;
+    ENC(&e, tuple_header, 3);
+    ENC(&e, long, DOP_ALIAS_SEND);
+    ENC(&e, pid, from);
+    ENC(&e, ref, alias);
+    return finish(&e, msg, len);
+}
+
+/*
+ * MONITOR_P_EXIT {21, FromProc, ToPid, Ref, Reason}, or its payload form when the
+ * peer has EXIT_PAYLOAD. FromProc is the name when the monitor was by name.
+ */
+int cn__dist_monitor_p_exit(cn_conn *c, const char *name, const erlang_pid *tpid, const erlang_pid *watcher,
+                            const erlang_ref *ref, const char *reason, size_t rlen)
+{
+    int payload = (c->peer_flags & DFLAG_EXIT_PAYLOAD) != 0;
+    enc e;
+    int rc = begin(&e, c, rlen);
+    if (rc < 0)
+        return rc;
+    ENC(&e, tuple_header, payload ? 4 : 5);
+    ENC(&e, long, payload ? DOP_PAYLOAD_MONITOR_P_EXIT : DOP_MONITOR_P_EXIT);
+    if (name != NULL)
+        ENC(&e, atom, name);
+    else
+        ENC(&e, pid, tpid);
+    ENC(&e, pid, watcher);
+    ENC(&e, ref, ref);
+    if (payload)
+        return finish(&e, reason, rlen);
+    /* Inline reason: the term without its version byte. */
+    return finish(&e, reason + 1, rlen - 1);
+}
+
+int cn__dist_monitor_exit(cn_conn *c, const cn_monitor *m, const erlang_pid *tpid, const char *name,
+                          const char *reason, size_t len)
+{
+    erlang_pid watcher;
+    cn__peer_to_pid(c->node, &m->watcher, &watcher);
+    erlang_ref ref;
+    memset(&ref, 0, sizeof ref);
+    snprintf(ref.node, sizeof ref.node, "%s", c->peer_name);
+    ref.len = (int)m->key.len;
+    memcpy(ref.n, m->key.n, sizeof ref.n);
+    ref.creation = m->ref_creation;
+    return cn__dist_monitor_p_exit(c, m->by_name ? name : NULL, tpid, &watcher, &ref, reason, len);
+}
+
+int cn__dist_exit(cn_conn *c, int op_plain, const erlang_pid *from, const cn_peer_pid *to, const char *reason,
+                  size_t len)
+{
+    int payload = (c->peer_flags & DFLAG_EXIT_PAYLOAD) != 0;
+    long op = op_plain;
+    if (payload)
+        op = op_plain == DOP_EXIT ? DOP_PAYLOAD_EXIT : DOP_PAYLOAD_EXIT2;
+    enc e;
+    int rc = begin(&e, c, len);
+    if (rc < 0)
+        return rc;
+    ENC(&e, tuple_header, payload ? 3 : 4);
+    ENC(&e, long, op);
+    ENC(&e, pid, from);
+    enc_peer_pid(&e, to);
+    if (payload)
+        return finish(&e, reason, len);
+    return finish(&e, reason + 1, len - 1);
+}
+
+int cn__dist_link(cn_conn *c, const erlang_pid *from, const cn_peer_pid *to)
+{
+    enc e;
+    int rc = begin(&e, c, 0);
+    if (rc < 0)
+        return rc;
+    ENC(&e, tuple_header, 3);
+    ENC(&e, long, DOP_LINK);
+    ENC(&e, pid, from);
+    enc_peer_pid(&e, to);
+    return finish(&e, NULL, 0);
+}
+
+int cn__dist_unlink_id(cn_conn *c, int op, uint64_t id, const erlang_pid *from, const cn_peer_pid *to)
+{
+    enc e;
+    int rc = begin(&e, c, 0);
+    if (rc < 0)
+        return rc;
+    ENC(&e, tuple_header, 4);
+    ENC(&e, long, op);
+    ENC(&e, ulonglong, id);
+    ENC(&e, pid, from);
+    enc_peer_pid(&e, to);
+    return finish(&e, NULL, 0);
+}

@@ -1,0 +1,136 @@
+/*
+ * Routing: where a message, link or exit signal addressed to a pid or a name
+ * goes. A pid of this node is a local process (proc.c, through the local run
+ * queue); any other pid is reached through the connection to its node
+ * (conn.c), in a frame encoded by dist_send.c. A pid on a node we are not
+ * connected to is treated as Erlang treats it: a send is dropped, a link
+ * breaks at once with 'noconnection'.
+ *
+ * The other direction too: when a connection goes, the links and monitors
+ * that went through it go with it (cn__route_conn_down).
+ */
+#include <string.h>
+
+#include "cnode/error.h"
+#include "cnode/log.h"
+#include "cnode/node_int.h"
+#include "cnode/protocol.h"
+
+/* ---- Messages ---- */
+
+int cn_send(cn_proc *from, const erlang_pid *to, const char *msg, size_t len)
+{
+    cn_node *node = from->node;
+    if (cn__is_local(node, to)) {
+        if (to->creation != node->creation)
+            return CN_ENOPROC;
+        cn__proc_enqueue(node, to->num, from->num, CN_LMSG_MESSAGE, msg, len);
+        return 0;
+    }
+    cn_conn *c = cn__conn_find(node, to->node);
+    if (c == NULL) {
+        CN_DEBUG("route", "message to %s dropped: not connected", to->node);
+        return CN_ENOCONN;
+    }
+    erlang_pid self;
+    cn_proc_pid(from, &self);
+    return cn__dist_send(c, &self, to, msg, len);
+}
+
+int cn_send_name(cn_proc *from, const char *name, const char *nodename, const char *msg, size_t len)
+{
+    cn_node *node = from->node;
+    if (nodename == NULL || strcmp(nodename, node->name) == 0) {
+        cn_proc *p = cn_proc_whereis(node, name);
+        if (p == NULL)
+            return CN_ENOPROC;
+        cn__proc_enqueue(node, p->num, from->num, CN_LMSG_MESSAGE, msg, len);
+        return 0;
+    }
+    cn_conn *c = cn__conn_find(node, nodename);
+    if (c == NULL)
+        return CN_ENOCONN;
+    erlang_pid self;
+    cn_proc_pid(from, &self);
+    return cn__dist_reg_send(c, &self, name, msg, len);
+}
+
+int cn_send_alias(cn_proc *from, const erlang_ref *alias, const erlang_pid *fallback, const char *msg, size_t len)
+{
+    cn_conn *c = cn__conn_find(from->node, fallback->node);
+    if (c != NULL && (c->peer_flags & DFLAG_ALIAS)) {
+        erlang_pid self;
+        cn_proc_pid(from, &self);
+        return cn__dist_alias_send(c, &self, alias, msg, len);
+    }
+    return cn_send(from, fallback, msg, len);
+}
+
+/* ---- Links and exit signals ---- */
+
+/* The far end `pid` as reached through c. */
+static cn_peer_pid remote(cn_conn *c, const erlang_pid *pid)
+{
+    return (cn_peer_pid){c, pid->num, pid->serial, pid->creation};
+}
+
+int cn_proc_link(cn_proc *p, const erlang_pid *pid)
+{
+    cn_node *node = p->node;
+    if (cn__is_local(node, pid))
+        return cn__proc_link_local(p, pid);
+    cn_conn *c = cn__conn_find(node, pid->node);
+    if (c == NULL) {
+        /* As in Erlang, linking to an unreachable node's process is an instant noconnection. */
+        char reason[32];
+        size_t n = cn_term_atom(reason, "noconnection");
+        cn__proc_enqueue(node, p->num, 0, CN_LMSG_EXIT_LINK, reason, n);
+        return CN_ENOCONN;
+    }
+    cn_peer_pid o = remote(c, pid);
+    cn__link_add(p, &o, &c->links);
+    erlang_pid self;
+    cn_proc_pid(p, &self);
+    return cn__dist_link(c, &self, &o);
+}
+
+int cn_proc_unlink(cn_proc *p, const erlang_pid *pid)
+{
+    cn_node *node = p->node;
+    if (cn__is_local(node, pid)) {
+        cn__proc_unlink_local(p, pid);
+        return 0;
+    }
+    cn_conn *c = cn__conn_find(node, pid->node);
+    if (c == NULL)
+        return 0;
+    cn_peer_pid o = remote(c, pid);
+    if (cn__link_remove(p, &o) < 0)
+        return 0;
+    erlang_pid self;
+    cn_proc_pid(p, &self);
+    return cn__dist_unlink_id(c, DOP_UNLINK_ID, ++node->next_unlink_id, &self, &o);
+}
+
+int cn_proc_exit_pid(cn_proc *p, const erlang_pid *pid, const char *reason, size_t len)
+{
+    cn_node *node = p->node;
+    if (cn__is_local(node, pid)) {
+        cn__proc_enqueue(node, pid->num, p->num, CN_LMSG_EXIT2, reason, len);
+        return 0;
+    }
+    cn_conn *c = cn__conn_find(node, pid->node);
+    if (c == NULL)
+        return CN_ENOCONN;
+    erlang_pid self;
+    cn_proc_pid(p, &self);
+    cn_peer_pid o = remote(c, pid);
+    return cn__dist_exit(c, DOP_EXIT2, &self, &o, reason, len);
+}
+
+/* ---- A connection that goes ---- */
+
+void cn__route_conn_down(cn_conn *c)
+{
+    cn__proc_conn_lost(c->node, &c->links, &c->monitors);
+}

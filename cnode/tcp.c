@@ -1,0 +1,182 @@
+/*
+ * The TCP transport: a distribution connection's bytes over a libuv TCP
+ * stream, behind the seam of cnode/transport.h. It accepts from the node's
+ * listener, dials for --connect targets, reads straight into the connection's
+ * read buffer and writes each batch with one direct write when the socket
+ * takes it all. What the bytes mean is conn.c's business.
+ *
+ * Memory: each connection has one tcp_conn, made here and freed when its
+ * handle has closed, after which the connection is told (cn_conn_closed).
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cnode/error.h"
+#include "cnode/log.h"
+#include "cnode/mem.h"
+#include "cnode/node_int.h"
+
+/* How much room each read asks for at the end of the connection's buffer. */
+#define READ_CHUNK (64 * 1024)
+
+typedef struct tcp_conn {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    cn_conn *conn;
+} tcp_conn;
+
+static void tcp_closed(uv_handle_t *h)
+{
+    tcp_conn *t = h->data;
+    cn_conn *c = t->conn;
+    free(t);
+    if (c != NULL)
+        cn_conn_closed(c);
+}
+
+static void tcp_close(cn_conn *c)
+{
+    tcp_conn *t = cn_conn_transport_data(c);
+    uv_read_stop((uv_stream_t *)&t->tcp);
+    uv_close((uv_handle_t *)&t->tcp, tcp_closed);
+}
+
+static void tcp_on_write(uv_write_t *req, int status)
+{
+    tcp_conn *t = req->data;
+    /* A write the close cancelled is over as far as the connection is concerned. */
+    cn_conn_written(t->conn, status == UV_ECANCELED ? 0 : status);
+}
+
+/* A direct write first: most batches fit in the socket buffer and need no request. */
+static int tcp_write(cn_conn *c, const char *data, size_t len)
+{
+    tcp_conn *t = cn_conn_transport_data(c);
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&t->tcp, &b, 1);
+    if (n == (int)len) {
+        cn_conn_written(c, 0);
+        return 0;
+    }
+    if (n < 0 && n != UV_EAGAIN)
+        return n;
+    if (n < 0)
+        n = 0;
+    b = uv_buf_init((char *)data + n, (unsigned)(len - (size_t)n));
+    t->wreq.data = t;
+    return uv_write(&t->wreq, (uv_stream_t *)&t->tcp, &b, 1, tcp_on_write);
+}
+
+static const cn_transport tcp_transport = {tcp_write, tcp_close};
+
+static void tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    tcp_conn *t = h->data;
+    char *base;
+    size_t len;
+    cn_conn_read_buf(t->conn, READ_CHUNK, &base, &len);
+    *buf = uv_buf_init(base, (unsigned)len);
+}
+
+static void tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    tcp_conn *t = s->data;
+    if (nread > 0)
+        cn_conn_read_done(t->conn, (size_t)nread);
+    else if (nread < 0)
+        cn_conn_ended(t->conn, nread == UV_EOF ? 0 : (int)nread);
+}
+
+static void describe_peer(tcp_conn *t)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char ip[48] = "?", addr[64];
+    int port = 0;
+    if (uv_tcp_getpeername(&t->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+            uv_ip4_name(in, ip, sizeof ip);
+            port = ntohs(in->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+            uv_ip6_name(in6, ip, sizeof ip);
+            port = ntohs(in6->sin6_port);
+        }
+    }
+    snprintf(addr, sizeof addr, "%s:%d", ip, port);
+    cn_conn_set_addr(t->conn, addr);
+}
+
+/* A tcp_conn whose handle is initialised (uv_tcp_init cannot fail without flags). */
+static tcp_conn *tcp_new(cn_node *node)
+{
+    tcp_conn *t = cn_calloc(1, sizeof *t);
+    int rc = uv_tcp_init(node->loop, &t->tcp);
+    assert(rc == 0);
+    (void)rc;
+    t->tcp.data = t;
+    return t;
+}
+
+/* The stream is connected: nodelay, and reads start. Returns 0 or a libuv error. */
+static int tcp_start(tcp_conn *t)
+{
+    uv_tcp_nodelay(&t->tcp, 1);
+    return uv_read_start((uv_stream_t *)&t->tcp, tcp_alloc, tcp_read);
+}
+
+int cn__tcp_accept(cn_node *node, uv_stream_t *server)
+{
+    tcp_conn *t = tcp_new(node);
+    int rc = uv_accept(server, (uv_stream_t *)&t->tcp);
+    if (rc < 0) {
+        /* No connection yet: the handle closes alone. */
+        uv_close((uv_handle_t *)&t->tcp, tcp_closed);
+        return rc;
+    }
+    t->conn = cn_conn_new(node, &tcp_transport, 0);
+    cn_conn_set_transport_data(t->conn, t);
+    describe_peer(t);
+    rc = tcp_start(t);
+    if (rc < 0) {
+        cn_conn_ended(t->conn, rc);
+        return rc;
+    }
+    cn_conn_start_handshake(t->conn, NULL);
+    return 0;
+}
+
+static void tcp_connected(uv_connect_t *req, int status)
+{
+    tcp_conn *t = req->data;
+    if (status == UV_ECANCELED)
+        return; /* closed while dialing: the close reports the rest */
+    int rc = status < 0 ? status : tcp_start(t);
+    if (rc < 0) {
+        cn_conn_ended(t->conn, rc);
+        return;
+    }
+    cn__conn_connected(t->conn);
+}
+
+void cn__tcp_connect(cn_node *node, const struct sockaddr_in *addr, const char *dialed,
+                     cn__conn_lost_cb lost_cb, void *arg)
+{
+    tcp_conn *t = tcp_new(node);
+    t->conn = cn_conn_new(node, &tcp_transport, 1);
+    cn_conn_set_transport_data(t->conn, t);
+    cn__conn_set_owner(t->conn, dialed, lost_cb, arg);
+    char ip[48], where[64];
+    uv_ip4_name(addr, ip, sizeof ip);
+    snprintf(where, sizeof where, "%s:%d", ip, ntohs(addr->sin_port));
+    cn_conn_set_addr(t->conn, where);
+    t->creq.data = t;
+    int rc = uv_tcp_connect(&t->creq, &t->tcp, (const struct sockaddr *)addr, tcp_connected);
+    if (rc < 0)
+        cn_conn_ended(t->conn, rc);
+}
