@@ -192,9 +192,10 @@ struct cn_node {
     uv_idle_t idle;                 /* keeps the loop from blocking while work is queued */
     cn_epmd_reg epmd;
     int epmd_open;                  /* the registration holds handles: close must wait for them */
-    int epmd_registered;
+    int epmd_registered;            /* the first registration succeeded: renewals go to status_cb */
     int open_handles;               /* handles (and the epmd registration) not yet closed */
     void (*ready_cb)(cn_node *, int);
+    void (*status_cb)(cn_node *, int);
     void (*closed_cb)(cn_node *);
     int closed;                     /* close finished: cn_node_free may free it */
     void *data;                     /* the user's (cn_node_set_data) */
