@@ -203,6 +203,13 @@ uint64_t cn_node_now(const cn_node *node) { return uv_now(node->loop); }
 void cn_node_set_data(cn_node *node, void *data) { node->data = data; }
 void *cn_node_data(const cn_node *node) { return node->data; }
 
+/* Here rather than in proc.c: the origin is the node's state, set by dist_recv.c. */
+const char *cn_proc_msg_origin(const cn_proc *p)
+{
+    const cn_node *node = p->node;
+    return node->delivering_from != NULL ? node->delivering_from : node->name;
+}
+
 void cn_node_make_ref(cn_node *node, erlang_ref *out)
 {
     memset(out, 0, sizeof *out);

@@ -131,4 +131,15 @@ int cn_send_name(cn_proc *from, const char *name, const char *node, const char *
 int cn_send_alias(cn_proc *from, const erlang_ref *alias, const erlang_pid *fallback_pid,
                   const char *msg, size_t len);
 
+/*
+ * The node the message p is being handed came from, for a behaviour that must
+ * act only for its sender's node (a :sys request, for one): during
+ * ops->message, the peer's node name for a message that arrived from a
+ * connection, this node's name for one sent by a local process. A message's
+ * contents (a From pid, a node name) are whatever the sender chose to write;
+ * this is where the runtime saw it come from. Outside a delivery it is this
+ * node's name. Borrowed: valid until ops->message returns.
+ */
+const char *cn_proc_msg_origin(const cn_proc *p);
+
 #endif

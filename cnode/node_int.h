@@ -217,6 +217,11 @@ struct cn_node {
     cn_monitor *free_monitors;      /* recycled, so a call allocates nothing */
     cn_local_msg *run_queue;
     cn_buf scratch;                 /* a reason rebuilt with its version byte (dist_recv.c) */
+    /*
+     * The peer whose frame is being handled (dist_recv.c sets it around the
+     * dispatch), NULL otherwise: what cn_proc_msg_origin reports.
+     */
+    const char *delivering_from;
 
     cn_node_stats stats;
 };

@@ -14,7 +14,8 @@
  * loop turns that never block: once closed, nothing the node owns may wait for
  * a timer or the network (an epmd lookup's 5 s timeout, a name resolution).
  *
- * Losing epmd: a node whose registration epmd drops registers
+ * Origin: cn_proc_msg_origin names the node a message came from, whatever its
+ * contents claim. Losing epmd: a node whose registration epmd drops registers
  * again, keeping its creation, and reports a name taken meanwhile.
  */
 #include <setjmp.h>
@@ -539,6 +540,59 @@ static void close_during_a_handshake(void **state)
     closing_end(c);
 }
 
+/* ---- Where a message came from ---- */
+
+typedef struct origin_fx {
+    int got;
+    char origin[64];
+} origin_fx;
+
+static void origin_message(cn_proc *p, const char *buf, size_t len)
+{
+    (void)buf, (void)len;
+    origin_fx *o = cn_proc_data(p);
+    o->got++;
+    snprintf(o->origin, sizeof o->origin, "%s", cn_proc_msg_origin(p));
+}
+
+static const cn_proc_ops origin_ops = {.message = origin_message};
+
+/* The peer's name for what its frames deliver, ours for a local send and outside a delivery. */
+static void the_origin_is_where_a_message_came_from(void **state)
+{
+    (void)state;
+    fake_peer fp;
+    assert_int_equal(fp_setup(&fp, "k", "k", CN_DFLAGS), 0);
+    origin_fx o = {0};
+    cn_proc *p = cn_proc_spawn(fp.node, &origin_ops, &o);
+    assert_int_equal(cn_proc_register(p, "o"), 0);
+    assert_string_equal(cn_proc_msg_origin(p), FP_NODE);
+
+    /* From the peer, even when the sender's pid names another node. */
+    erlang_pid from;
+    fp_pid(&from, 1);
+    strcpy(from.node, "third@127.0.0.1");
+    ei_x_buff ctl, msg;
+    fp_ctl_reg_send(&ctl, &from, "o");
+    fp_msg_cast(&msg, "hello");
+    fp_send(&fp, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+    assert_int_equal(o.got, 1);
+    assert_string_equal(o.origin, FP_PEER);
+    assert_string_equal(cn_proc_msg_origin(p), FP_NODE);
+
+    /* From a local process. */
+    cn_proc *local = cn_proc_spawn(fp.node, &origin_ops, &o);
+    char hello[16];
+    size_t n = cn_term_atom(hello, "hello");
+    assert_int_equal(cn_send_name(local, "o", NULL, hello, n), 0);
+    fp_run(&fp);
+    assert_int_equal(o.got, 2);
+    assert_string_equal(o.origin, FP_NODE);
+    fp_teardown(&fp);
+}
+
 /* ---- Losing epmd ---- */
 
 typedef struct lost {
@@ -680,6 +734,7 @@ int main(void)
         cmocka_unit_test(close_while_dialing_a_target),
         cmocka_unit_test(close_during_a_handshake),
         cmocka_unit_test(free_inside_the_close_callback),
+        cmocka_unit_test(the_origin_is_where_a_message_came_from),
         cmocka_unit_test(a_renewed_registration_keeps_the_creation),
         cmocka_unit_test(a_name_taken_meanwhile_is_reported),
         cmocka_unit_test(close_while_renewing),
