@@ -741,8 +741,8 @@ static void close_during_renewal(int when)
         uv_run(&w->loop, UV_RUN_NOWAIT);
     assert_int_equal(w->r.closed, 1);
     assert_int_equal(w->r.calls, 1);
+    /* Nothing of the registration is left to keep the loop alive: renewal_end asserts it. */
     renewal_end(w);
-    assert_int_equal(w->r.calls, 1);
 }
 
 static void test_close_at_the_loss(void **state)
