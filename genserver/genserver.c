@@ -16,6 +16,7 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 #include "cnode/error.h"
 #include "cnode/log.h"
@@ -73,12 +74,7 @@ static void timer_closed(uv_handle_t *h)
 
 static void timer_unlink(gs_server *s, gs_timer *t)
 {
-    for (gs_timer **pp = &s->timers; *pp; pp = &(*pp)->next) {
-        if (*pp == t) {
-            *pp = t->next;
-            break;
-        }
-    }
+    DL_DELETE(s->timers, t);
     t->h.data = t;
     uv_close((uv_handle_t *)&t->h, timer_closed);
 }
@@ -88,12 +84,7 @@ static void timer_fired(uv_timer_t *h)
     gs_timer *t = (gs_timer *)h;
     gs_server *s = t->s;
     /* Unlink first: the message may stop the server, which closes its timers. */
-    for (gs_timer **pp = &s->timers; *pp; pp = &(*pp)->next) {
-        if (*pp == t) {
-            *pp = t->next;
-            break;
-        }
-    }
+    DL_DELETE(s->timers, t);
     cn_proc *p = s->proc;
     if (cn_proc_alive(p))
         handle(s, t->data, t->len);
@@ -109,8 +100,7 @@ int64_t gs_send_after(gs_server *s, uint64_t ms, const char *msg, size_t len)
     t->id = ++s->next_timer_id;
     t->len = len;
     memcpy(t->data, msg, len);
-    t->next = s->timers;
-    s->timers = t;
+    DL_PREPEND(s->timers, t);
     uv_timer_start(&t->h, timer_fired, ms, 0);
     return t->id;
 }

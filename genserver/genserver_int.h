@@ -25,7 +25,7 @@ typedef struct gs_timer {
     uv_timer_t h;
     gs_server *s;
     int64_t id;
-    struct gs_timer *next;
+    struct gs_timer *prev, *next;  /* in the server's timers (utlist DL) */
     size_t len;
     char data[];
 } gs_timer;
