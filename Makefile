@@ -40,7 +40,7 @@ TEST_BINS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
 TEST_SUPPORT := $(filter-out $(TEST_SRCS),$(wildcard test/*.c))
 TEST_SUPPORT_OBJS := $(TEST_SUPPORT:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all deps run test unit unit-san san-cnode interop ct exunit bench clean fuzz fuzz-smoke fuzz-build fuzz-corpus
+.PHONY: all deps run test unit unit-san san-cnode interop interop-san ct exunit bench clean fuzz fuzz-smoke fuzz-build fuzz-corpus
 all: $(BUILD)/cnode $(BUILD)/libcnode.a
 
 # Objects are rebuilt when the compiler flags change, not only when sources do.
@@ -91,6 +91,12 @@ ct: all san-cnode
 exunit: all san-cnode
 	@scripts/exunit.sh
 
+# The interop suites again, against the sanitized node, so real BEAM traffic exercises
+# ASan and UBSan; a report anywhere in the run's logs fails it (scripts/lib.sh).
+interop-san: san-cnode
+	@CNODE_BIN=build/san/cnode scripts/ct.sh
+	@CNODE_BIN=build/san/cnode scripts/exunit.sh
+
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
@@ -98,6 +104,7 @@ test: deps
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory ct
 	@$(MAKE) --no-print-directory exunit
+	@$(MAKE) --no-print-directory interop-san
 
 # ---- Fuzzing ----
 # libFuzzer harnesses in test/fuzz/fuzz_<name>.c, seed corpora in

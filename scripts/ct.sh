@@ -20,4 +20,5 @@ rebar3 ct --name "ct_$RUN_ID@127.0.0.1" --setcookie "$COOKIE" "$@" &
 lib_job $!
 rc=0
 wait $! || rc=$?
+lib_sanitizer_sweep || rc=1
 exit "$rc"
