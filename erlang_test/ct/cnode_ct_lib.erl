@@ -12,7 +12,7 @@
 -module(cnode_ct_lib).
 
 -export([start/1, start/2, launch/2, restart/2, stop/1, await_exit/2, data_dir_for/1,
-         log_tail/1, san_bin/0, sanitizer_reports/1]).
+         log_tail/1, san_bin/0, sanitizer_reports/1, caught/1]).
 
 -define(READY_TIMEOUT, 20000).
 -define(STOP_TIMEOUT, 10000).
@@ -73,6 +73,18 @@ launch(Args, Opts) ->
         Status = stop(CNode),
         ct:fail("~p printed no READY line within ~b ms (stopped, status ~p)~n~s",
                 [Node, ?READY_TIMEOUT, Status, log_tail(CNode)])
+    end.
+
+%% What `catch F()` gives, without the `catch` expression that OTP 29 deprecates (and the
+%% suites compile with warnings as errors on every OTP): F's value, {'EXIT', Reason} for
+%% an exit, {'EXIT', {Reason, Stack}} for an error, the term for a throw.
+caught(F) ->
+    try
+        F()
+    catch
+        exit:Reason -> {'EXIT', Reason};
+        error:Reason:Stack -> {'EXIT', {Reason, Stack}};
+        throw:Term -> Term
     end.
 
 %% The data dir a C node named Name gets by default.
