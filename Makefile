@@ -3,8 +3,11 @@
 #
 #   make                      build/cnode and build/libcnode.a
 #   make run                  start cnode@127.0.0.1 (prints the iex line)
-#   make test                 unit tests plain and sanitized, Common Test, ExUnit
-#                             (ct and exunit build the sanitized node build/san/cnode too)
+#   make test                 unit tests plain and sanitized, Common Test, the OTP matrix,
+#                             ExUnit (ct, test-otp and exunit build the sanitized node
+#                             build/san/cnode too)
+#   make test-otp             the Common Test suites on OTP 25, 27 and 29 (OTP_MATRIX="25 27"
+#                             for fewer); OTP 27 is built once from Debian's source (minutes)
 #   make bench                the side-by-side benchmark (not part of make test)
 #   make SANITIZER=address,undefined unit   one sanitized unit run
 
@@ -38,7 +41,7 @@ TEST_BINS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
 TEST_SUPPORT := $(filter-out $(TEST_SRCS),$(wildcard test/*.c))
 TEST_SUPPORT_OBJS := $(TEST_SUPPORT:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all deps run test unit unit-san san-cnode interop ct exunit bench clean
+.PHONY: all deps run test unit unit-san san-cnode interop ct test-otp exunit bench clean
 all: $(BUILD)/cnode $(BUILD)/libcnode.a
 
 # Objects are rebuilt when the compiler flags change, not only when sources do.
@@ -89,11 +92,17 @@ ct: all san-cnode
 exunit: all san-cnode
 	@scripts/exunit.sh
 
+# The Common Test suites against every OTP scripts/otp.sh can obtain; one that cannot be had
+# is reported SKIPPED with the reason (scripts/test-otp.sh).
+test-otp: all san-cnode
+	@scripts/test-otp.sh
+
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-san
 	@$(MAKE) --no-print-directory ct
+	@$(MAKE) --no-print-directory test-otp
 	@$(MAKE) --no-print-directory exunit
 
 bench: deps

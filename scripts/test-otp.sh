@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The OTP matrix: the Common Test suites (erlang_test/ct) against every OTP this machine
+# can have, each on its own private epmd with its own cookie (scripts/ct.sh, lib.sh).
+#
+#   scripts/test-otp.sh               OTP 25, 27 and 29 (what `make test-otp` runs)
+#   OTP_MATRIX="25 27" scripts/test-otp.sh
+#   scripts/test-otp.sh -suite cnode_SUITE     extra arguments go to ct_run
+#
+# scripts/otp.sh obtains each OTP once per machine (27 takes several minutes to build the
+# first time). One that cannot be had is reported SKIPPED with the reason and does not fail
+# the run; it is never counted as passed. Every suite runs on each OTP that is there, the
+# connection cases in both directions (cnode_SUITE's groups), and mixed_otp_SUITE with a
+# BEAM node of another OTP of the matrix calling at the same time (CNODE_TEST_OTHER_ERL).
+#
+# The last lines are a table (OTP, result, counts) and "test-otp: N passed, M failed,
+# K skipped" over all test cases. Exit status 1 when a case failed or a run broke.
+set -euo pipefail
+
+ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT_DIR"
+read -r -a versions <<< "${OTP_MATRIX:-25 27 29}"
+LOG_DIR="$ROOT_DIR/build/test-logs/otp-matrix-$(date +%H%M%S)_$$"
+mkdir -p "$LOG_DIR"
+
+declare -A root reason
+for v in "${versions[@]}"; do
+    rc=0
+    echo "test-otp: obtaining OTP $v"
+    out=$(scripts/otp.sh "$v" 2> >(tee "$LOG_DIR/otp$v-obtain.log" >&2)) || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        root[$v]=$out
+        echo "test-otp: OTP $v at $out"
+    else
+        reason[$v]=$(grep -m1 '^SKIPPED: ' "$LOG_DIR/otp$v-obtain.log" | sed 's/^SKIPPED: //' || true)
+        [ -n "${reason[$v]}" ] || reason[$v]="scripts/otp.sh $v failed with status $rc (see $LOG_DIR/otp$v-obtain.log)"
+        echo "test-otp: OTP $v SKIPPED: ${reason[$v]}"
+    fi
+done
+
+# other_erl V: the erl of another OTP of the matrix, preferring the oldest (the one whose
+# sys differs most), for mixed_otp_SUITE.
+other_erl() {
+    local w
+    for w in "${versions[@]}"; do
+        if [ "$w" != "$1" ] && [ -n "${root[$w]:-}" ]; then
+            echo "${root[$w]}/bin/erl"
+            return
+        fi
+    done
+}
+
+total_ok=0 total_failed=0 total_skipped=0 broken=0
+summary=()
+for v in "${versions[@]}"; do
+    if [ -z "${root[$v]:-}" ]; then
+        summary+=("OTP $v  SKIPPED  ${reason[$v]}")
+        continue
+    fi
+    echo "test-otp: === Common Test on OTP $v ==="
+    log="$LOG_DIR/otp$v-ct.log"
+    rc=0
+    OTP_ROOT=${root[$v]} CNODE_TEST_OTHER_ERL=$(other_erl "$v") scripts/ct.sh "$@" 2>&1 |
+        tee "$log" || rc=$?
+    line=$(grep 'TEST COMPLETE' "$log" | tail -1 || true)
+    if [ -z "$line" ]; then
+        broken=1
+        summary+=("OTP $v  BROKEN   the run ended (status $rc) without a result; see $log")
+        continue
+    fi
+    ok=$(echo "$line" | grep -o '[0-9]* ok' | grep -o '[0-9]*' || echo 0)
+    failed=$(echo "$line" | grep -o '[0-9]* failed' | grep -o '[0-9]*' || echo 0)
+    skipped=$(echo "$line" | grep -o '[0-9]* skipped' | head -1 | grep -o '[0-9]*' || echo 0)
+    total_ok=$((total_ok + ok))
+    total_failed=$((total_failed + failed))
+    total_skipped=$((total_skipped + skipped))
+    if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+        broken=1
+    fi
+    summary+=("OTP $v  $([ "$failed" -eq 0 ] && [ "$rc" -eq 0 ] && echo passed || echo FAILED)   $ok ok, $failed failed, $skipped skipped")
+done
+
+echo
+echo "test-otp: the OTP matrix (logs in $LOG_DIR)"
+for s in "${summary[@]}"; do
+    echo "  $s"
+done
+echo "test-otp: $total_ok passed, $total_failed failed, $total_skipped skipped"
+[ "$total_failed" -eq 0 ] && [ "$broken" -eq 0 ]
