@@ -43,6 +43,7 @@ cp erlang_test/ct/*.erl "$suites/"
 erlc -Werror +debug_info -o "$suites" "$suites"/*.erl
 # ct_run is `erl -s ct_run script_start -s erlang halt` plus its flags; erl is called
 # directly so that an OTP whose programs run through wrappers (otp.sh 29) works alike.
+echo "ct.sh: Common Test on OTP $(erl -noshell -eval 'io:put_chars(erlang:system_info(otp_release)), halt().') ($OTP_ROOT)"
 erl -name "ct_$RUN_ID@127.0.0.1" -setcookie "$COOKIE" -noshell -pa "$suites" \
     -s ct_run script_start -s erlang halt \
     -dir "$suites" -logdir "$RUN_DIR/ct_logs" "$@" &

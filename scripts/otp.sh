@@ -147,6 +147,9 @@ OTP29_ERLANG=(erlang-base erlang-dev erlang-common-test erlang-crypto erlang-run
               erlang-syntax-tools erlang-tools erlang-xmerl erlang-debugger erlang-ftp
               erlang-inets erlang-public-key erlang-asn1 erlang-ssl)
 OTP29_LIBS=(libc6 libgcc-s1 libstdc++6 libtinfo6 zlib1g libssl3t64 libzstd1 libsctp1)
+# Debian's own elixir (1.14) cannot load its code on OTP 29; sid's runs there. It lands in
+# root/usr/lib/elixir, where scripts/test-otp.sh looks for an Elixir beside an OTP.
+OTP29_ELIXIR=(elixir)
 
 # wrap_elf FILE LDSO LIBPATH: FILE becomes a script that runs the real program (FILE.elf)
 # through LDSO. The real program keeps its directory, so erts finds its siblings.
@@ -202,6 +205,15 @@ otp29() {
     done
     [ "$(otp_release "$erl_root")" = 29 ] ||
         skip "sid's OTP 29 did not start through its own C library ($erl_root/bin/erl reports '$(otp_release "$erl_root")')"
+    # Elixir is optional: without it the matrix runs only Common Test on OTP 29.
+    if ! (cd "$debs" && APT_CONFIG=$conf apt-get download -q "${OTP29_ELIXIR[@]}") >>"$debs/fetch.log" 2>&1; then
+        log "no elixir from Debian sid ($(grep -m1 '^\(E:\|Err\)' "$debs/fetch.log" || true)); ExUnit will not run on OTP 29"
+    fi
+    for f in "$debs"/elixir_*.deb; do
+        if [ -e "$f" ]; then
+            dpkg-deb -x "$f" "$root"
+        fi
+    done
     rm -rf "$debs"
     touch "$prefix/.complete"
     echo "$erl_root"
