@@ -198,6 +198,8 @@ static void finish_stdlib_wait(gs_server *s, const char *b, int result)
     if (v == NULL)
         CN_WARN("genserver", "%s: %s told no stdlib version; answering its :sys as OTP 26.1 and later expect",
                 s->name[0] ? s->name : "server", from->pid.node);
+    else
+        CN_DEBUG("genserver", "%s: %s runs stdlib %s", s->name[0] ? s->name : "server", from->pid.node, v);
     gs_sys_cache_put(&s->sys_callers, from->pid.node, from->pid.creation, gs_sys_shape_for_stdlib(v));
     gs_from_free(from);
     char *held = s->sys_held;
