@@ -145,5 +145,12 @@ echo "test-otp: the OTP matrix (logs in $LOG_DIR)"
 for s in "${summary[@]}"; do
     echo "  $s"
 done
+unavailable=0
+for v in "${versions[@]}"; do
+    [ -n "${root[$v]:-}" ] || unavailable=$((unavailable + 1))
+done
+if [ "$unavailable" -gt 0 ]; then
+    echo "test-otp: $unavailable of ${#versions[@]} OTP versions could not be obtained here and did not run (see SKIPPED above)"
+fi
 echo "test-otp: $total_ok passed, $total_failed failed, $total_skipped skipped"
 [ "$total_failed" -eq 0 ] && [ "$broken" -eq 0 ]
