@@ -130,8 +130,7 @@ static void on_timeout(uv_timer_t *h)
 
 static void release(gs_server *s)
 {
-    gs_from_free(s->sys_from);
-    s->sys_from = NULL;
+    gs__sys_release(s);
     if (s->cb->cleanup)
         s->cb->cleanup(s);
     s->user = NULL;
@@ -437,6 +436,30 @@ static void handle(gs_server *s, const char *buf, size_t len)
     dispatch(s, buf, len);
 }
 
+/*
+ * The next held-back message the server may handle now, taken off the queue: the
+ * oldest one, or while suspended the oldest system message (a suspended OTP
+ * server still answers those, in order). NULL when there is none.
+ */
+static gs_msg *next_held(gs_server *s)
+{
+    gs_msg *prev = NULL;
+    for (gs_msg *m = s->q_head; m; prev = m, m = m->next) {
+        gs_from from;
+        int req;
+        if (s->suspended && !gs__is_system(m->data, &from, &req))
+            continue;
+        if (prev)
+            prev->next = m->next;
+        else
+            s->q_head = m->next;
+        if (s->q_tail == m)
+            s->q_tail = prev;
+        return m;
+    }
+    return NULL;
+}
+
 /* Handles deferred messages in order, until none is left or the server defers again. */
 void gs__drain(gs_server *s)
 {
@@ -444,11 +467,8 @@ void gs__drain(gs_server *s)
         return;
     s->draining = 1;
     cn_proc *p = s->proc;
-    while (s->q_head && !s->continuing && !s->suspended && !s->stopping && s->sys_from == NULL) {
-        gs_msg *m = s->q_head;
-        s->q_head = m->next;
-        if (s->q_head == NULL)
-            s->q_tail = NULL;
+    gs_msg *m;
+    while (!s->continuing && !s->stopping && s->sys_from == NULL && (m = next_held(s)) != NULL) {
         gs_from from;
         int req;
         if (gs__is_system(m->data, &from, &req))

@@ -99,4 +99,14 @@ int fp_next_reply(fake_peer *fp, fp_frame_view *v, int *index);
  */
 char *fp_next_reply_text(fake_peer *fp);
 
+/*
+ * Added for the sys reply shapes. Pops the next frame, asserts it is a call to the
+ * peer's rex, {'$gen_call', {Pid, Tag}, {call, Mod, Fun, Args, user}} for mod:fun, and
+ * answers it as rex does: {Tag, Answer} to Pid, answer being one term without a
+ * version byte (copied). 0, or -1 when no frame is pending.
+ */
+int fp_answer_rex(fake_peer *fp, const char *mod, const char *fun, const char *answer, size_t len);
+/* Answers the server's application:get_key(stdlib, vsn) with {ok, Vsn} (asserts it was asked). */
+void fp_answer_stdlib(fake_peer *fp, const char *vsn);
+
 #endif

@@ -104,6 +104,18 @@ static int t_get_state(gs_server *s, ei_x_buff *out)
     return ei_x_encode_long(out, t->value);
 }
 
+/* :sys.replace_state: integers only, as the counter. */
+static int t_put_state(gs_server *s, const gs_term *state)
+{
+    tstate *t = gs_data(s);
+    int i = state->index;
+    long v;
+    if (ei_decode_long(state->buf, &i, &v) < 0)
+        return -1;
+    t->value = v;
+    return 0;
+}
+
 static const gs_callbacks tcb = {
     .module = "Elixir.Test",
     .init = t_init,
@@ -112,6 +124,7 @@ static const gs_callbacks tcb = {
     .handle_continue = t_continue,
     .terminate = t_terminate,
     .get_state = t_get_state,
+    .put_state = t_put_state,
 };
 
 typedef struct fx {
@@ -147,12 +160,17 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Sends {Label, {From, [alias | Ref]}, Request} to t, the request encoded by enc. */
-static void send_labelled(fx *f, const char *label, void (*enc)(ei_x_buff *, const void *), const void *arg)
+/*
+ * Sends {Label, {From, [alias | Ref]}, Request} to t from the peer's pid number 1 of
+ * the given creation (the peer node's incarnation), the request encoded by enc.
+ */
+static void send_from(fx *f, unsigned creation, const char *label, void (*enc)(ei_x_buff *, const void *),
+                      const void *arg)
 {
     erlang_pid from;
     erlang_ref ref;
     fp_pid(&from, 1);
+    from.creation = creation;
     fp_ref(&ref, ++f->next_ref, 0, 0);
     ei_x_buff ctl, msg;
     fp_ctl_reg_send(&ctl, &from, "t");
@@ -168,6 +186,14 @@ static void send_labelled(fx *f, const char *label, void (*enc)(ei_x_buff *, con
     fp_send(&f->fp, &ctl, &msg);
     ei_x_free(&ctl);
     ei_x_free(&msg);
+}
+
+/* The same from the peer's usual incarnation. */
+static void send_labelled(fx *f, const char *label, void (*enc)(ei_x_buff *, const void *), const void *arg)
+{
+    erlang_pid usual;
+    fp_pid(&usual, 1);
+    send_from(f, usual.creation, label, enc, arg);
 }
 
 static void enc_atom(ei_x_buff *x, const void *a) { ei_x_encode_atom(x, a); }
@@ -219,6 +245,8 @@ static void sys_get_state_and_status(void **state)
     call(f, "bump");
     expect_reply(f, "1");
     sys(f, "get_state");
+    /* The first get_state from a node asks it which sys it runs: OTP 25's stdlib here. */
+    fp_answer_stdlib(&f->fp, "4.2");
     expect_reply(f, "1");
     sys(f, "get_status");
     char *status = next_reply(f);
@@ -231,6 +259,135 @@ static void sys_get_state_and_status(void **state)
     free(status);
     sys(f, "frobnicate");
     expect_reply(f, "{error,{unknown_system_msg,frobnicate}}");
+}
+
+static void enc_replace(ei_x_buff *x, const void *fun)
+{
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "replace_state");
+    /* An atom stands in for the fun: the server only hands it to the caller's rex. */
+    ei_x_encode_atom(x, fun);
+}
+
+/* rex's answer to erlang:apply(Fun, [State]): the term printed by enc into a buffer. */
+static void answer_fun(fx *f, void (*enc)(ei_x_buff *))
+{
+    ei_x_buff x;
+    ei_x_new(&x);
+    enc(&x);
+    assert_int_equal(fp_answer_rex(&f->fp, "erlang", "apply", x.buff, (size_t)x.index), 0);
+    ei_x_free(&x);
+}
+
+static void enc_42(ei_x_buff *x) { ei_x_encode_long(x, 42); }
+static void enc_not_an_integer(ei_x_buff *x) { ei_x_encode_atom(x, "not_an_integer"); }
+
+/* {badrpc, {'EXIT', {badarith, [{erlang, '+', 2, []}]}}}: the fun raised an error. */
+static void enc_fun_error(ei_x_buff *x)
+{
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "badrpc");
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "EXIT");
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "badarith");
+    ei_x_encode_list_header(x, 1);
+    ei_x_encode_tuple_header(x, 4);
+    ei_x_encode_atom(x, "erlang");
+    ei_x_encode_atom(x, "+");
+    ei_x_encode_long(x, 2);
+    ei_x_encode_empty_list(x);
+    ei_x_encode_empty_list(x);
+}
+
+/* {badrpc, {'EXIT', boom}}: the fun exited. */
+static void enc_fun_exit(ei_x_buff *x)
+{
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "badrpc");
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "EXIT");
+    ei_x_encode_atom(x, "boom");
+}
+
+/* stdlib 5.1 (OTP 26.1) and later: {ok, State}, learned once per node incarnation. */
+static void sys_state_is_ok_tuple_for_stdlib_5_1_and_later(void **state)
+{
+    fx *f = *state;
+    sys(f, "get_state");
+    fp_answer_stdlib(&f->fp, "5.1");
+    expect_reply(f, "{ok,0}");
+    call(f, "bump");
+    expect_reply(f, "1");
+    /* Known now: the reply comes at once, no second question. */
+    sys(f, "get_state");
+    expect_reply(f, "{ok,1}");
+    /* The peer node restarted (another creation), now with OTP 25: asked again. */
+    send_from(f, 778, "system", enc_atom, "get_state");
+    fp_answer_stdlib(&f->fp, "4.2");
+    expect_reply(f, "1");
+}
+
+/* A node that tells no version (stdlib not loaded): the shape of every current OTP. */
+static void no_stdlib_version_means_the_current_shape(void **state)
+{
+    fx *f = *state;
+    sys(f, "get_state");
+    char answer[16];
+    int n = 0;
+    ei_encode_atom(answer, &n, "undefined");
+    assert_int_equal(fp_answer_rex(&f->fp, "application", "get_key", answer, (size_t)n), 0);
+    expect_reply(f, "{ok,0}");
+}
+
+static void replace_state_runs_the_fun_on_the_callers_node(void **state)
+{
+    fx *f = *state;
+    send_labelled(f, "system", enc_replace, "fun");
+    fp_answer_stdlib(&f->fp, "6.2");
+    answer_fun(f, enc_42);
+    expect_reply(f, "{ok,42}");
+    call(f, "get");
+    expect_reply(f, "42");
+    /* The same for an OTP 25 caller (another incarnation of the peer): the plain state. */
+    send_from(f, 778, "system", enc_replace, "fun");
+    fp_answer_stdlib(&f->fp, "4.2");
+    answer_fun(f, enc_42);
+    expect_reply(f, "42");
+}
+
+/* Failures keep OTP's shape, {error, {callback_failed, {gen_server, system_replace_state}, {Class, Reason}}}. */
+static void replace_state_failures_have_otps_shape(void **state)
+{
+    fx *f = *state;
+    send_labelled(f, "system", enc_replace, "fun");
+    fp_answer_stdlib(&f->fp, "5.1");
+    answer_fun(f, enc_fun_error);
+    expect_reply(f, "{error,{callback_failed,{gen_server,system_replace_state},{error,badarith}}}");
+    send_labelled(f, "system", enc_replace, "fun");
+    answer_fun(f, enc_fun_exit);
+    expect_reply(f, "{error,{callback_failed,{gen_server,system_replace_state},{exit,boom}}}");
+    send_labelled(f, "system", enc_replace, "fun");
+    answer_fun(f, enc_not_an_integer);
+    expect_reply(f, "{error,{callback_failed,{gen_server,system_replace_state},{error,state_refused}}}");
+    call(f, "get");
+    expect_reply(f, "0");
+}
+
+/* While the server waits for the answer it holds everything back, resume too, and then handles it in order. */
+static void a_resume_held_during_the_question_follows_the_answer(void **state)
+{
+    fx *f = *state;
+    sys(f, "suspend");
+    expect_reply(f, "ok");
+    call(f, "bump");
+    sys(f, "get_state");
+    sys(f, "resume");
+    fp_answer_stdlib(&f->fp, "4.2");
+    expect_reply(f, "0");
+    expect_reply(f, "ok");
+    expect_reply(f, "1");
+    assert_null(next_reply(f));
 }
 
 static void suspend_defers_calls_until_resume(void **state)
@@ -345,6 +502,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(sys_get_state_and_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(sys_state_is_ok_tuple_for_stdlib_5_1_and_later, setup, teardown),
+        cmocka_unit_test_setup_teardown(no_stdlib_version_means_the_current_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(replace_state_runs_the_fun_on_the_callers_node, setup, teardown),
+        cmocka_unit_test_setup_teardown(replace_state_failures_have_otps_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_resume_held_during_the_question_follows_the_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(suspend_defers_calls_until_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(continue_runs_before_any_call, setup_continue, teardown),
         cmocka_unit_test_setup_teardown(sys_terminate_runs_terminate_and_sends_down, setup, teardown),
