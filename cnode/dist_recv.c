@@ -233,6 +233,7 @@ static void handle_alias_send(cn_conn *c, const ctl *m)
  */
 static void handle_altact(cn_conn *c, const ctl *m)
 {
+    CN_DEBUG("dist", "ALTACT_SIG_SEND from %s, flags 0x%02x", c->peer_name, m->altact);
     if (m->altact & CN_ALTACT_ALIAS) {
         handle_alias_send(c, m);
         return;
