@@ -558,6 +558,33 @@ static void altact_without_payload_closes_the_connection(void **state)
     assert_int_not_equal(f->fp.closed, 0);
 }
 
+/*
+ * Found by fuzz_dist from the ALTACT seeds, and as old as EXIT2: an exit signal to a
+ * trapping process from a pid whose node name is not UTF-8 aborted the node (ei
+ * could not encode the pid into {'EXIT', Pid, Reason}). Such a frame is malformed.
+ */
+static void exit_from_a_pid_with_a_bad_node_name_closes_the_connection(void **state)
+{
+    fixture *f = *state;
+    ei_x_buff ctl, msg;
+    ei_x_new_with_version(&ctl);
+    ei_x_encode_tuple_header(&ctl, 4);
+    ei_x_encode_long(&ctl, DOP_ALTACT_SIG_SEND);
+    ei_x_encode_long(&ctl, CN_ALTACT_EXIT | CN_ALTACT_PRIO);
+    /* NEW_PID_EXT, node 'peer@127.0' + 0xD2 0xCF..., as ATOM_UTF8_EXT. */
+    const char pid[] = {88, 118, 0, 14, 'p', 'e', 'e', 'r', '@', '1', '2', '7', '.', '0',
+                        (char)0xD2, (char)0xCF, (char)0xD1, (char)0xC7, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 3, 9};
+    ei_x_append_buf(&ctl, pid, sizeof pid);
+    ei_x_encode_pid(&ctl, &f->box_pid);
+    ei_x_new_with_version(&msg);
+    ei_x_encode_atom(&msg, "boom");
+    fp_send(&f->fp, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+    assert_int_equal(f->box.got, 0);
+    assert_int_not_equal(f->fp.closed, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -573,6 +600,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(altact_big_flags_and_longer_tuple_deliver, setup, teardown),
         cmocka_unit_test(malformed_altact_closes_the_connection),
         cmocka_unit_test_setup_teardown(altact_without_payload_closes_the_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(exit_from_a_pid_with_a_bad_node_name_closes_the_connection, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
