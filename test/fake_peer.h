@@ -13,10 +13,17 @@
 #include "cnode/buf.h"
 #include "cnode/handshake.h"
 #include "cnode/node.h"
+#include "cnode/protocol.h"
 #include "cnode/transport.h"
 
 #define FP_NODE "cnode@127.0.0.1"
 #define FP_PEER "peer@127.0.0.1"
+
+/*
+ * The flags of a peer of OTP 24 to 27: ALIAS without OTP 28's ALTACT_SIG, so
+ * replies to its calls come as ALIAS_SEND. CN_DFLAGS plays an OTP 28+ peer.
+ */
+#define FP_FLAGS_ALIAS (CN_DFLAGS & ~DFLAG_ALTACT_SIG)
 
 typedef struct fake_peer {
     uv_loop_t loop;

@@ -35,7 +35,7 @@ static void start_counter(fx *f)
 static fx *start(long long initial, int with_dir)
 {
     fx *f = test_calloc(1, sizeof *f);
-    assert_int_equal(fp_setup(&f->fp, "k", "k", CN_DFLAGS), 0);
+    assert_int_equal(fp_setup(&f->fp, "k", "k", FP_FLAGS_ALIAS), 0);
     f->cfg.initial = initial;
     if (with_dir) {
         strcpy(f->dir, "/tmp/test_counter.XXXXXX");

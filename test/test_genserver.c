@@ -137,7 +137,7 @@ typedef struct fx {
 static int start(void **state, int use_continue)
 {
     fx *f = calloc(1, sizeof *f);
-    if (fp_setup(&f->fp, "k", "k", CN_DFLAGS) != 0)
+    if (fp_setup(&f->fp, "k", "k", FP_FLAGS_ALIAS) != 0)
         return -1;
     f->st.use_continue = use_continue;
     gs_options opt = {.name = "t"};
