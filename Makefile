@@ -3,8 +3,11 @@
 #
 #   make                      build/cnode and build/libcnode.a
 #   make run                  start cnode@127.0.0.1 (prints the iex line)
-#   make test                 unit tests plain and sanitized, Common Test, ExUnit
-#                             (ct and exunit build the sanitized node build/san/cnode too)
+#   make test                 unit tests plain and sanitized, Common Test, the OTP matrix,
+#                             ExUnit (ct, test-otp and exunit build the sanitized node
+#                             build/san/cnode too)
+#   make test-otp             the Common Test suites on OTP 25, 27 and 29 (OTP_MATRIX="25 27"
+#                             for fewer); OTP 27 is built once from Debian's source (minutes)
 #   make bench                the side-by-side benchmark (not part of make test)
 #   make SANITIZER=address,undefined unit   one sanitized unit run
 #   make fuzz                 every libFuzzer harness for FUZZ_SECONDS (60) each
@@ -40,7 +43,7 @@ TEST_BINS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
 TEST_SUPPORT := $(filter-out $(TEST_SRCS),$(wildcard test/*.c))
 TEST_SUPPORT_OBJS := $(TEST_SUPPORT:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all deps run test unit unit-san san-cnode interop ct exunit bench clean fuzz fuzz-smoke fuzz-build fuzz-corpus
+.PHONY: all deps run test unit unit-san san-cnode interop interop-san ct test-otp exunit bench clean fuzz fuzz-smoke fuzz-build fuzz-corpus
 all: $(BUILD)/cnode $(BUILD)/libcnode.a
 
 # Objects are rebuilt when the compiler flags change, not only when sources do.
@@ -91,13 +94,26 @@ ct: all san-cnode
 exunit: all san-cnode
 	@scripts/exunit.sh
 
+# The interop suites again, against the sanitized node, so real BEAM traffic exercises
+# ASan and UBSan; a report anywhere in the run's logs fails it (scripts/lib.sh).
+interop-san: san-cnode
+	@CNODE_BIN=build/san/cnode scripts/ct.sh
+	@CNODE_BIN=build/san/cnode scripts/exunit.sh
+
+# The Common Test suites against every OTP scripts/otp.sh can obtain; one that cannot be had
+# is reported SKIPPED with the reason (scripts/test-otp.sh).
+test-otp: all san-cnode
+	@scripts/test-otp.sh
+
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-san
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory ct
+	@$(MAKE) --no-print-directory test-otp
 	@$(MAKE) --no-print-directory exunit
+	@$(MAKE) --no-print-directory interop-san
 
 # ---- Fuzzing ----
 # libFuzzer harnesses in test/fuzz/fuzz_<name>.c, seed corpora in

@@ -30,6 +30,7 @@ typedef struct ctl {
     size_t payload_len;
     const char *ctl_reason;         /* a reason inside the control tuple (no version byte) */
     size_t ctl_reason_len;
+    unsigned altact;                /* ALTACT_SIG_SEND's flags (CN_ALTACT_*), low byte */
 } ctl;
 
 /* Decodes a pid or a registered name (MONITOR_P's ToProc). */
@@ -65,6 +66,66 @@ static int decode_exit(const char *f, int *idx, ctl *m)
         return -1;
     m->ctl_reason = f + start;
     m->ctl_reason_len = (size_t)(*idx - start);
+    return 0;
+}
+
+/*
+ * ALTACT_SIG_SEND's Flags: any non-negative integer, of which only the least
+ * significant byte means anything, as erts_net_message() in erts' dist.c reads
+ * it (a small, or the first digit byte of a bignum of any size; a negative one
+ * or anything else is an invalid message). The frame was walked already, so a
+ * bignum's sign and first digit lie inside it.
+ */
+static int decode_altact_flags(const char *f, int *idx, unsigned *flags)
+{
+    int type, size;
+    if (ei_get_type(f, idx, &type, &size) < 0)
+        return -1;
+    const unsigned char *t = (const unsigned char *)f + *idx;
+    if (type == ERL_SMALL_INTEGER_EXT || type == ERL_INTEGER_EXT) {
+        long v;
+        if (ei_decode_long(f, idx, &v) < 0 || v < 0)
+            return -1;
+        *flags = (unsigned)(v & 0xff);
+        return 0;
+    }
+    if (type != ERL_SMALL_BIG_EXT && type != ERL_LARGE_BIG_EXT)
+        return -1;
+    size_t sign_at = type == ERL_SMALL_BIG_EXT ? 2 : 5;     /* tag, digit count (1 or 4 bytes) */
+    if (t[sign_at] != 0)
+        return -1;
+    *flags = size > 0 ? t[sign_at + 1] : 0;
+    return skip(f, idx);
+}
+
+/*
+ * ALTACT_SIG_SEND {37, Flags, FromPid, To} or {37, Flags, FromPid, To, Token}
+ * (OTP 28+), checked as erts_net_message() checks it: To is a reference with
+ * CN_ALTACT_ALIAS (and then not CN_ALTACT_NAME), an atom with CN_ALTACT_NAME,
+ * else a pid; CN_ALTACT_TOKEN needs a fifth element. erts only checks that the
+ * tuple is large enough ("might be extended with more elements in the future"),
+ * so elements past the ones the flags ask for are skipped, bounded like every
+ * other, not refused: refusing them would cut off a later OTP.
+ */
+static int decode_altact(const char *f, int *idx, ctl *m)
+{
+    if (m->arity < 4 || decode_altact_flags(f, idx, &m->altact) < 0 || ei_decode_pid(f, idx, &m->from) < 0)
+        return -1;
+    unsigned fl = m->altact;
+    int rc;
+    if (fl & CN_ALTACT_ALIAS) {
+        rc = (fl & CN_ALTACT_NAME) ? -1 : ei_decode_ref(f, idx, &m->ref);
+    } else if (fl & CN_ALTACT_NAME) {
+        m->to_is_name = 1;
+        rc = ei_decode_atom(f, idx, m->to_name);
+    } else {
+        rc = ei_decode_pid(f, idx, &m->to);
+    }
+    if (rc < 0 || ((fl & CN_ALTACT_TOKEN) && m->arity < 5))
+        return -1;
+    for (int k = 4; k < m->arity; k++)      /* the token, and what a later OTP adds */
+        if (skip(f, idx) < 0)
+            return -1;
     return 0;
 }
 
@@ -104,6 +165,8 @@ static int decode_fields(const char *f, int *idx, ctl *m)
     case DOP_DEMONITOR_P:
         return (a >= 4 && ei_decode_pid(f, idx, &m->from) == 0 && decode_proc(f, idx, m) == 0 &&
                 ei_decode_ref(f, idx, &m->ref) == 0) ? 0 : -1;
+    case DOP_ALTACT_SIG_SEND: /* {37, Flags, FromPid, To[, Token]} */
+        return decode_altact(f, idx, m);
     case DOP_UNLINK_ID:       /* {35, Id, FromPid, ToPid} */
     case DOP_UNLINK_ID_ACK:
         return (a >= 4 && ei_decode_ulonglong(f, idx, &m->id) == 0 && ei_decode_pid(f, idx, &m->from) == 0 &&
@@ -159,6 +222,32 @@ static void handle_alias_send(cn_conn *c, const ctl *m)
     (void)m;
     /* No process here creates aliases, so every alias message is stale. */
     CN_DEBUG("dist", "alias message from %s dropped: no such alias", c->peer_name);
+}
+
+/*
+ * ALTACT_SIG_SEND: a message, or with CN_ALTACT_EXIT an exit signal (exit/2's
+ * kind, never a link's), to an alias, a registered name or a pid; the payload is
+ * the message or the reason. CN_ALTACT_PRIO asks for the receiver's priority
+ * queue, which only a process that activated priority messages has (EEP 76);
+ * ours never do, so, as in the BEAM, the signal is handled as an ordinary one.
+ */
+static void handle_altact(cn_conn *c, const ctl *m)
+{
+    CN_DEBUG("dist", "ALTACT_SIG_SEND from %s, flags 0x%02x", c->peer_name, m->altact);
+    if (m->altact & CN_ALTACT_ALIAS) {
+        handle_alias_send(c, m);
+        return;
+    }
+    if (!(m->altact & CN_ALTACT_EXIT)) {
+        handle_send(c, m);
+        return;
+    }
+    cn_proc *p = local_target(c, m);
+    if (p == NULL) {
+        CN_DEBUG("dist", "exit signal from %s to a process not here dropped", c->peer_name);
+        return;
+    }
+    cn__proc_exit_signal(p, &m->from, m->payload, m->payload_len, 0);
 }
 
 static void handle_monitor(cn_conn *c, const ctl *m)
@@ -245,6 +334,9 @@ static void dispatch(cn_conn *c, const ctl *m)
     case DOP_ALIAS_SEND: case DOP_ALIAS_SEND_TT:
         handle_alias_send(c, m);
         return;
+    case DOP_ALTACT_SIG_SEND:
+        handle_altact(c, m);
+        return;
     case DOP_MONITOR_P:
         handle_monitor(c, m);
         return;
@@ -278,6 +370,7 @@ static int has_payload(long op)
     case DOP_REG_SEND: case DOP_REG_SEND_TT: case DOP_ALIAS_SEND: case DOP_ALIAS_SEND_TT:
     case DOP_PAYLOAD_EXIT: case DOP_PAYLOAD_EXIT_TT: case DOP_PAYLOAD_EXIT2: case DOP_PAYLOAD_EXIT2_TT:
     case DOP_PAYLOAD_MONITOR_P_EXIT: case DOP_SPAWN_REQUEST: case DOP_SPAWN_REQUEST_TT:
+    case DOP_ALTACT_SIG_SEND:
         return 1;
     default:
         return 0;

@@ -35,6 +35,7 @@
  *   SEND_SENDER {22, From, To}, SEND {2, '', To}     two pids
  *   REG_SEND {6, From, '', Name}                     a pid, two atoms
  *   ALIAS_SEND {33, From, Alias}                     a pid, a ref
+ *   ALTACT_SIG_SEND {37, Flags, From, Alias}         a small integer, a pid, a ref
  *   MONITOR_P_EXIT {21, Proc, Watcher, Ref, R}       an atom or pid, a pid, a ref
  *   EXIT/EXIT2 {3, From, To, R}, LINK {1, From, To}  two pids
  *   UNLINK_ID {35, Id, From, To}                     an integer, two pids
@@ -49,6 +50,7 @@ _Static_assert(sizeof(((erlang_ref *)0)->n) == 5 * sizeof(unsigned), "a ref has 
 _Static_assert(CTL_HEAD + ENC_PID_MAX + 2 * ENC_ATOM_MAX <= CTL_RESERVE, "REG_SEND fits");
 _Static_assert(CTL_HEAD + ENC_PID_MAX + ENC_REF_MAX <= CTL_RESERVE, "ALIAS_SEND fits");
 _Static_assert(CTL_HEAD + ENC_INT_MAX + 2 * ENC_PID_MAX <= CTL_RESERVE, "UNLINK_ID fits");
+_Static_assert(CTL_HEAD + ENC_INT_MAX + ENC_PID_MAX + ENC_REF_MAX <= CTL_RESERVE, "ALTACT_SIG_SEND fits");
 _Static_assert(ENC_ATOM_MAX <= ENC_PID_MAX, "a name takes no more room than a pid");
 
 /* A frame being encoded: the connection, where its length goes, and the encoding index. */
@@ -138,6 +140,27 @@ int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *al
         return rc;
     ENC(&e, tuple_header, 3);
     ENC(&e, long, DOP_ALIAS_SEND);
+    ENC(&e, pid, from);
+    ENC(&e, ref, alias);
+    return finish(&e, msg, len);
+}
+
+/*
+ * ALTACT_SIG_SEND {37, Flags, FromPid, Alias}: OTP 28's replacement for ALIAS_SEND,
+ * as erts_dsig_send_msg() in erts/emulator/beam/dist.c builds it for a message to an
+ * alias without a seq_trace token: Flags is ERTS_DOP_ALTACT_SIG_FLG_ALIAS alone,
+ * a 4-tuple, the message after it.
+ */
+int cn__dist_altact_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const char *msg,
+                               size_t len)
+{
+    enc e;
+    int rc = begin(&e, c, len);
+    if (rc < 0)
+        return rc;
+    ENC(&e, tuple_header, 4);
+    ENC(&e, long, DOP_ALTACT_SIG_SEND);
+    ENC(&e, ulong, CN_ALTACT_ALIAS);
     ENC(&e, pid, from);
     ENC(&e, ref, alias);
     return finish(&e, msg, len);

@@ -18,16 +18,6 @@
 #include "error.h"
 #include "protocol.h"
 
-/*
- * From OTP 25 a node may advertise this one bit instead of the whole mandatory
- * set (erts/emulator/beam/dist.h has 0x4000000; one version of the protocol
- * document wrongly says bit 36). OTP 25 sends both, but a later node may send
- * only this bit, so the peer's flags are expanded before they are checked.
- */
-#ifndef DFLAG_MANDATORY_25_DIGEST
-#define DFLAG_MANDATORY_25_DIGEST 0x4000000ULL
-#endif
-
 enum hs_state {
     HS_CON_START,     /* connecting, send_name not sent yet */
     HS_CON_STATUS,    /* connecting, waiting for the status */
@@ -177,6 +167,13 @@ static int take_peer_name(cn_hs *hs, const unsigned char *name, size_t n)
     return 0;
 }
 
+/*
+ * From OTP 25 a node may advertise DFLAG_MANDATORY_25_DIGEST (protocol.h) instead
+ * of the whole mandatory set, and the erts documentation says it will become the
+ * mandatory form. OTP 25 to 29 send both, but a later node may send only the one
+ * bit, so the peer's flags are expanded before they are checked, as dist_util.erl's
+ * expand_mandatory_25_flag/1 does.
+ */
 static uint64_t expand_flags(uint64_t flags)
 {
     return (flags & DFLAG_MANDATORY_25_DIGEST) ? flags | DFLAG_MANDATORY_25 : flags;

@@ -108,6 +108,8 @@ typedef struct cn_node_stats {
     unsigned links;
     uint64_t frames_in, frames_out, writes;
     uint64_t messages_in;   /* messages delivered to local processes from peers */
+    uint64_t alias_sends;   /* messages to aliases sent as ALIAS_SEND (OTP 24-27 peers) */
+    uint64_t altact_sends;  /* messages to aliases sent as ALTACT_SIG_SEND (OTP 28+ peers) */
     uint64_t polls;         /* loop turns that polled on without blocking (busy_poll_us) */
     uint64_t pauses;        /* coalescing pauses taken (coalesce_us) */
 } cn_node_stats;
@@ -125,8 +127,9 @@ int cn_send(cn_proc *from, const erlang_pid *to, const char *msg, size_t len);
 int cn_send_name(cn_proc *from, const char *name, const char *node, const char *msg, size_t len);
 /*
  * Sends to a process alias (OTP 24+), as the reply to a call whose tag was
- * [alias | Alias]. Falls back to a plain send to fallback_pid when the peer did
- * not negotiate ALIAS.
+ * [alias | Alias]: as ALTACT_SIG_SEND to a peer that has ALTACT_SIG (OTP 28+),
+ * as ALIAS_SEND to one that has only ALIAS (OTP 24-27). Falls back to a plain
+ * send to fallback_pid when the peer negotiated neither.
  */
 int cn_send_alias(cn_proc *from, const erlang_ref *alias, const erlang_pid *fallback_pid,
                   const char *msg, size_t len);

@@ -312,6 +312,8 @@ int cn__dist_recv_frame(cn_conn *c, const char *frame, size_t len);
 int cn__dist_send(cn_conn *c, const erlang_pid *from, const erlang_pid *to, const char *msg, size_t len);
 int cn__dist_reg_send(cn_conn *c, const erlang_pid *from, const char *name, const char *msg, size_t len);
 int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const char *msg, size_t len);
+int cn__dist_altact_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const char *msg,
+                               size_t len);
 /* MONITOR_P_EXIT for monitor m of the local process tpid (registered as name, or NULL). */
 int cn__dist_monitor_exit(cn_conn *c, const cn_monitor *m, const erlang_pid *tpid, const char *name,
                           const char *reason, size_t len);

@@ -32,10 +32,17 @@
 #define DFLAG_FRAGMENTS 0x800000ULL
 #define DFLAG_HANDSHAKE_23 0x1000000ULL
 #define DFLAG_UNLINK_ID 0x2000000ULL
+/*
+ * OTP 25+: this one bit stands for the whole DFLAG_MANDATORY_25 set. dist.h has
+ * 0x4000000 (bit 26); the protocol chapter says bit 36, which is wrong.
+ */
+#define DFLAG_MANDATORY_25_DIGEST 0x4000000ULL
 #define DFLAG_SPAWN (0x1ULL << 32)
 #define DFLAG_NAME_ME (0x2ULL << 32)
 #define DFLAG_V4_NC (0x4ULL << 32)
 #define DFLAG_ALIAS (0x8ULL << 32)
+/* OTP 28+: the peer takes ALTACT_SIG_SEND; ALIAS and ALIAS_SEND go away in OTP 30. */
+#define DFLAG_ALTACT_SIG (0x20ULL << 32)
 
 /* What OTP 25 refuses to talk without. */
 #define DFLAG_MANDATORY_25                                                        \
@@ -49,13 +56,17 @@
  * The flags this node advertises. No atom cache and no fragments: every frame is
  * a plain 'p' frame, which keeps decoding simple and cheap. DIST_MONITOR and
  * DIST_MONITOR_NAME make the BEAM send MONITOR_P for calls by name, so a call to a
- * missing server fails at once with noproc; ALIAS lets replies go to the caller's
- * alias, so a late reply is dropped as in OTP.
+ * missing server fails at once with noproc; ALIAS (OTP 24-29) and ALTACT_SIG
+ * (OTP 28+, which replaces it) let replies go to the caller's alias, so a late
+ * reply is dropped as in OTP. MANDATORY_25_DIGEST is advertised beside the full
+ * set it stands for, as erts' DFLAG_DIST_DEFAULT does, for the day it becomes
+ * the mandatory form.
  */
 #define CN_DFLAGS                                                                 \
     (DFLAG_MANDATORY_25 | DFLAG_MANDATORY_26 | DFLAG_PUBLISHED | DFLAG_DIST_MONITOR | \
      DFLAG_DIST_MONITOR_NAME | DFLAG_SMALL_ATOM_TAGS | DFLAG_SEND_SENDER |        \
-     DFLAG_EXIT_PAYLOAD | DFLAG_UNICODE_IO | DFLAG_BIG_SEQTRACE_LABELS | DFLAG_ALIAS)
+     DFLAG_EXIT_PAYLOAD | DFLAG_UNICODE_IO | DFLAG_BIG_SEQTRACE_LABELS | DFLAG_ALIAS | \
+     DFLAG_ALTACT_SIG | DFLAG_MANDATORY_25_DIGEST)
 
 /* Control message operations (enum dop in dist.h). */
 enum cn_dop {
@@ -87,8 +98,20 @@ enum cn_dop {
     DOP_ALIAS_SEND = 33,
     DOP_ALIAS_SEND_TT = 34,
     DOP_UNLINK_ID = 35,
-    DOP_UNLINK_ID_ACK = 36
+    DOP_UNLINK_ID_ACK = 36,
+    DOP_ALTACT_SIG_SEND = 37
 };
+
+/*
+ * The Flags field of ALTACT_SIG_SEND {37, Flags, FromPid, To[, Token]}
+ * (ERTS_DOP_ALTACT_SIG_FLG_* in dist.h). Only the low byte means anything;
+ * erts ignores the other bits, and so do we.
+ */
+#define CN_ALTACT_PRIO 0x01u    /* a priority message or exit signal */
+#define CN_ALTACT_TOKEN 0x02u   /* a fifth element: a seq_trace token */
+#define CN_ALTACT_ALIAS 0x04u   /* To is an alias (a reference) */
+#define CN_ALTACT_NAME 0x08u    /* To is a registered name (an atom) */
+#define CN_ALTACT_EXIT 0x10u    /* the payload is an exit reason, not a message */
 
 /* Distribution frames after the handshake: 4-byte length, then 'p' (pass through). */
 #define CN_PASS_THROUGH 112

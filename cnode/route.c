@@ -55,14 +55,34 @@ int cn_send_name(cn_proc *from, const char *name, const char *nodename, const ch
     return cn__dist_reg_send(c, &self, name, msg, len);
 }
 
+/*
+ * OTP 28 deprecates ALIAS_SEND (gone in OTP 30) for ALTACT_SIG_SEND: a peer that
+ * has both gets the new one, as the BEAM itself chooses (erts_dsig_send_msg() in
+ * erts/emulator/beam/dist.c). Each kind is counted and, at debug level, logged.
+ */
+static int alias_send(cn_conn *c, cn_proc *from, const erlang_ref *alias, const char *msg, size_t len)
+{
+    int altact = (c->peer_flags & DFLAG_ALTACT_SIG) != 0;
+    erlang_pid self;
+    cn_proc_pid(from, &self);
+    int rc = altact ? cn__dist_altact_alias_send(c, &self, alias, msg, len)
+                    : cn__dist_alias_send(c, &self, alias, msg, len);
+    if (rc < 0)
+        return rc;
+    if (altact)
+        from->node->stats.altact_sends++;
+    else
+        from->node->stats.alias_sends++;
+    CN_DEBUG("route", "reply to an alias on %s sent as %s", c->peer_name,
+             altact ? "ALTACT_SIG_SEND" : "ALIAS_SEND");
+    return 0;
+}
+
 int cn_send_alias(cn_proc *from, const erlang_ref *alias, const erlang_pid *fallback, const char *msg, size_t len)
 {
     cn_conn *c = cn__conn_find(from->node, fallback->node);
-    if (c != NULL && (c->peer_flags & DFLAG_ALIAS)) {
-        erlang_pid self;
-        cn_proc_pid(from, &self);
-        return cn__dist_alias_send(c, &self, alias, msg, len);
-    }
+    if (c != NULL && (c->peer_flags & (DFLAG_ALTACT_SIG | DFLAG_ALIAS)))
+        return alias_send(c, from, alias, msg, len);
     return cn_send(from, fallback, msg, len);
 }
 

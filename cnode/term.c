@@ -49,30 +49,65 @@ static int take(size_t len, size_t *i, uint64_t n)
     return 0;
 }
 
+/*
+ * Whether n bytes are well-formed UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing past U+10FFFF). The BEAM refuses an ATOM_UTF8_EXT that is
+ * not, and ei cannot encode one back (a pid from such a node could not be put in
+ * an {'EXIT', Pid, Reason} message), so the walker refuses it too.
+ */
+static int valid_utf8(const unsigned char *s, size_t n)
+{
+    size_t k = 0;
+    while (k < n) {
+        unsigned c = s[k];
+        size_t more = c < 0x80 ? 0 : c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2
+                    : c >= 0xF0 && c <= 0xF4 ? 3 : 4;
+        if (more == 4 || more >= n - k)     /* not a lead byte, or cut short */
+            return 0;
+        unsigned lo = 0x80, hi = 0xBF;       /* the second byte's range, narrowed below */
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+        for (size_t j = 1; j <= more; j++) {
+            unsigned d = s[k + j];
+            if (d < (j == 1 ? lo : 0x80) || d > (j == 1 ? hi : 0xBF))
+                return 0;
+        }
+        k += more + 1;
+    }
+    return 1;
+}
+
 /* An atom in any of its four encodings, as pids, ports and refs embed them. */
 static int skip_atom(const char *b, size_t len, size_t *i)
 {
     if (*i >= len)
         return -1;
     unsigned char tag = (unsigned char)b[(*i)++];
+    size_t n;
     if (tag == T_ATOM || tag == T_ATOM_UTF8) {
         if (len - *i < 2)
             return -1;
-        uint16_t n = cn_get_u16(b + *i);
+        n = cn_get_u16(b + *i);
         /* No atom has more than 255 characters: ei decodes atoms into buffers of
          * that many (Latin-1) or four times that many (UTF-8) bytes. */
         if (n > (tag == T_ATOM ? MAX_ATOM_CHARS : 4 * MAX_ATOM_CHARS))
             return -1;
         *i += 2;
-        return take(len, i, n);
-    }
-    if (tag == T_SMALL_ATOM || tag == T_SMALL_ATOM_UTF8) {
+    } else if (tag == T_SMALL_ATOM || tag == T_SMALL_ATOM_UTF8) {
         if (*i >= len)
             return -1;
-        uint8_t n = (uint8_t)b[(*i)++];
-        return take(len, i, n);
+        n = (uint8_t)b[(*i)++];
+    } else {
+        return -1;
     }
-    return -1;
+    size_t start = *i;
+    if (take(len, i, n) < 0)
+        return -1;
+    if ((tag == T_ATOM_UTF8 || tag == T_SMALL_ATOM_UTF8) && !valid_utf8((const unsigned char *)b + start, n))
+        return -1;
+    return 0;
 }
 
 /*

@@ -16,6 +16,7 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 #include "cnode/error.h"
 #include "cnode/log.h"
@@ -73,12 +74,7 @@ static void timer_closed(uv_handle_t *h)
 
 static void timer_unlink(gs_server *s, gs_timer *t)
 {
-    for (gs_timer **pp = &s->timers; *pp; pp = &(*pp)->next) {
-        if (*pp == t) {
-            *pp = t->next;
-            break;
-        }
-    }
+    DL_DELETE(s->timers, t);
     t->h.data = t;
     uv_close((uv_handle_t *)&t->h, timer_closed);
 }
@@ -88,12 +84,7 @@ static void timer_fired(uv_timer_t *h)
     gs_timer *t = (gs_timer *)h;
     gs_server *s = t->s;
     /* Unlink first: the message may stop the server, which closes its timers. */
-    for (gs_timer **pp = &s->timers; *pp; pp = &(*pp)->next) {
-        if (*pp == t) {
-            *pp = t->next;
-            break;
-        }
-    }
+    DL_DELETE(s->timers, t);
     cn_proc *p = s->proc;
     if (cn_proc_alive(p))
         handle(s, t->data, t->len);
@@ -109,8 +100,7 @@ int64_t gs_send_after(gs_server *s, uint64_t ms, const char *msg, size_t len)
     t->id = ++s->next_timer_id;
     t->len = len;
     memcpy(t->data, msg, len);
-    t->next = s->timers;
-    s->timers = t;
+    DL_PREPEND(s->timers, t);
     uv_timer_start(&t->h, timer_fired, ms, 0);
     return t->id;
 }
@@ -140,8 +130,7 @@ static void on_timeout(uv_timer_t *h)
 
 static void release(gs_server *s)
 {
-    gs_from_free(s->sys_from);
-    s->sys_from = NULL;
+    gs__sys_release(s);
     if (s->cb->cleanup)
         s->cb->cleanup(s);
     s->user = NULL;
@@ -447,6 +436,30 @@ static void handle(gs_server *s, const char *buf, size_t len)
     dispatch(s, buf, len);
 }
 
+/*
+ * The next held-back message the server may handle now, taken off the queue: the
+ * oldest one, or while suspended the oldest system message (a suspended OTP
+ * server still answers those, in order). NULL when there is none.
+ */
+static gs_msg *next_held(gs_server *s)
+{
+    gs_msg *prev = NULL;
+    for (gs_msg *m = s->q_head; m; prev = m, m = m->next) {
+        gs_from from;
+        int req;
+        if (s->suspended && !gs__is_system(m->data, &from, &req))
+            continue;
+        if (prev)
+            prev->next = m->next;
+        else
+            s->q_head = m->next;
+        if (s->q_tail == m)
+            s->q_tail = prev;
+        return m;
+    }
+    return NULL;
+}
+
 /* Handles deferred messages in order, until none is left or the server defers again. */
 void gs__drain(gs_server *s)
 {
@@ -454,11 +467,8 @@ void gs__drain(gs_server *s)
         return;
     s->draining = 1;
     cn_proc *p = s->proc;
-    while (s->q_head && !s->continuing && !s->suspended && !s->stopping && s->sys_from == NULL) {
-        gs_msg *m = s->q_head;
-        s->q_head = m->next;
-        if (s->q_head == NULL)
-            s->q_tail = NULL;
+    gs_msg *m;
+    while (!s->continuing && !s->stopping && s->sys_from == NULL && (m = next_held(s)) != NULL) {
         gs_from from;
         int req;
         if (gs__is_system(m->data, &from, &req))

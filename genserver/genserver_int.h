@@ -12,6 +12,7 @@
 #include <ei.h>
 
 #include "genserver/genserver.h"
+#include "genserver/sys_shape.h"
 
 /* A message held back while the server is suspended, continuing or in a replace_state. */
 typedef struct gs_msg {
@@ -25,7 +26,7 @@ typedef struct gs_timer {
     uv_timer_t h;
     gs_server *s;
     int64_t id;
-    struct gs_timer *next;
+    struct gs_timer *prev, *next;  /* in the server's timers (utlist DL) */
     size_t len;
     char data[];
 } gs_timer;
@@ -49,11 +50,19 @@ struct gs_server {
     erlang_pid parent;
     int has_parent;
     ei_x_buff out, reason, cont;
-    /* A :sys.replace_state waiting for the caller's node to run its fun (gs_sys.c). */
+    /*
+     * A system request waiting for the caller's node (gs_sys.c): its rex running a
+     * replace_state fun, or telling its stdlib version. While sys_from is set the
+     * server handles nothing else.
+     */
     gs_from *sys_from;
     erlang_ref sys_tag;
     int64_t sys_timer;
-    unsigned sys_refused;   /* system messages dropped by gs__sys_foreign */
+    int sys_wait;               /* what is awaited (gs_sys.c) */
+    gs_sys_shape sys_shape;     /* the reply shape of the pending replace_state */
+    char *sys_held;             /* the request held until the stdlib version is known */
+    gs_sys_cache sys_callers;   /* which sys each calling node runs */
+    unsigned sys_refused;       /* system messages dropped by gs__sys_foreign */
 };
 
 /* ---- genserver.c, for gs_sys.c ---- */
@@ -88,10 +97,12 @@ int gs__is_system(const char *b, gs_from *from, int *req);
 /* Answers a system message: get_state, get_status, suspend, resume, terminate, replace_state. */
 void gs__handle_system(gs_server *s, const gs_from *from, const char *b, int req);
 /*
- * While a replace_state waits (s->sys_from set): takes the message if it is the
- * fun node's answer or the wait's timeout, and finishes the replace_state.
+ * While a system request waits (s->sys_from set): takes the message if it is the
+ * awaited answer or the wait's timeout, and finishes the request.
  * Returns 1 when it took the message, 0 when the caller should hold it back.
  */
 int gs__sys_take(gs_server *s, const char *b);
+/* Frees what the system messages hold: a pending request, the callers' cache. */
+void gs__sys_release(gs_server *s);
 
 #endif

@@ -11,9 +11,17 @@
  *
  * Anything else gets {error, {unknown_system_msg, Request}}.
  *
+ * get_state and replace_state answer in the shape the caller's own sys expects:
+ * the plain state for stdlib before 5.1 (OTP 25), {ok, State} from 5.1 (OTP 26.1)
+ * on (sys_shape.h). The first such request from a node incarnation asks that
+ * node's rex for its stdlib version and waits for the answer, once; the server
+ * remembers it in s->sys_callers.
+ *
  * Every request is served only for the node it came from (gs__sys_foreign):
- * replies go to From, and the fun of a replace_state only to From's node.
+ * replies go to From, and the calls to rex (the stdlib question, the fun of a
+ * replace_state) only to From's node.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cnode/error.h"
@@ -22,23 +30,16 @@
 #include "cnode/term.h"
 #include "genserver/genserver_int.h"
 
-/* How long a replace_state waits for the fun's node before giving up. */
-#define REPLACE_STATE_TIMEOUT_MS 5000
+/* How long the server waits for the caller's node (a replace_state fun, a stdlib version). */
+#define SYS_WAIT_TIMEOUT_MS 5000
+
+/* What a server with s->sys_from set is waiting for. */
+enum { WAIT_FUN = 1, WAIT_STDLIB };
 
 static void encode_state(gs_server *s, ei_x_buff *x)
 {
     if (s->cb->get_state == NULL || s->cb->get_state(s, x) < 0)
         ei_x_encode_atom(x, "undefined");
-}
-
-/* {error, {Kind, Detail}} with an atom detail. */
-static void encode_error(ei_x_buff *x, const char *kind, const char *detail)
-{
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "error");
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, kind);
-    ei_x_encode_atom(x, detail);
 }
 
 /* {"Name", Value-atom-or-pid} entries of format_status's data lists. */
@@ -95,20 +96,17 @@ static void sys_status(gs_server *s, ei_x_buff *x)
     ei_x_encode_empty_list(x);
 }
 
+/* ---- Asking the caller's node: its rex runs a call for us ---- */
+
 /*
- * :sys.replace_state(server, fun): C cannot run an Erlang fun, so the server
- * asks the fun's own node to: a call to its rex server, {call, erlang, apply,
- * [Fun, [State]], user}. Until the answer (or a timeout) arrives the server
- * handles nothing else, as an OTP server is busy inside its fun. Returns 0 when
- * the request went out, or a negative error (then the caller replies at once).
+ * Sends {'$gen_call', {Self, Tag}, {call, Mod, Fun, Args, user}} to rex on node,
+ * with a new Tag in s->sys_tag; args is the argument list, encoded (no version
+ * byte). rex applies Mod:Fun(Args...) and answers {Tag, Result}, as it does for
+ * rpc:call. Returns 0, or a negative error when the node is not reachable.
  */
-static int start_replace_state(gs_server *s, const gs_from *from, const char *b, int fun)
+static int rex_call(gs_server *s, const char *node, const char *mod, const char *fun,
+                    const char *args, int args_len)
 {
-    if (s->cb->put_state == NULL)
-        return CN_ENOPROC;
-    int fun_end = fun;
-    if (cn_term_skip_trusted(b, &fun_end) < 0)
-        return CN_EDECODE;
     erlang_pid self;
     gs_self(s, &self);
     cn_node_make_ref(s->node, &s->sys_tag);
@@ -121,58 +119,220 @@ static int start_replace_state(gs_server *s, const gs_from *from, const char *b,
     ei_x_encode_ref(&m, &s->sys_tag);
     ei_x_encode_tuple_header(&m, 5);
     ei_x_encode_atom(&m, "call");
-    ei_x_encode_atom(&m, "erlang");
-    ei_x_encode_atom(&m, "apply");
-    ei_x_encode_list_header(&m, 2);
-    ei_x_append_buf(&m, b + fun, fun_end - fun);
-    ei_x_encode_list_header(&m, 1);
-    encode_state(s, &m);
-    ei_x_encode_empty_list(&m);
-    ei_x_encode_empty_list(&m);
+    ei_x_encode_atom(&m, mod);
+    ei_x_encode_atom(&m, fun);
+    ei_x_append_buf(&m, args, args_len);
     ei_x_encode_atom(&m, "user");
-    int rc = cn_send_name(s->proc, "rex", from->pid.node, m.buff, (size_t)m.index);
+    int rc = cn_send_name(s->proc, "rex", node, m.buff, (size_t)m.index);
     ei_x_free(&m);
-    if (rc < 0)
-        return rc;
-    s->sys_from = gs_from_dup(from);
-    char msg[32];
-    size_t n = cn_term_atom(msg, "$gs_replace_state_timeout");
-    s->sys_timer = gs_send_after(s, REPLACE_STATE_TIMEOUT_MS, msg, n);
-    return 0;
+    return rc;
 }
 
-/* Finishes a pending replace_state with rex's answer at b[result], or with an error reason atom. */
-static void finish_replace_state(gs_server *s, const char *b, int result, const char *error)
+/* From now until the answer or the timeout the server handles nothing else. */
+static void start_wait(gs_server *s, const gs_from *from, int kind)
+{
+    s->sys_from = gs_from_dup(from);
+    s->sys_wait = kind;
+    char msg[32];
+    size_t n = cn_term_atom(msg, "$gs_sys_timeout");
+    s->sys_timer = gs_send_after(s, SYS_WAIT_TIMEOUT_MS, msg, n);
+}
+
+/* Ends the wait; returns the caller it was for (the caller frees it). */
+static gs_from *end_wait(gs_server *s)
 {
     gs_from *from = s->sys_from;
     s->sys_from = NULL;
+    s->sys_wait = 0;
     gs_cancel_timer(s, s->sys_timer);
-    gs__begin_reply(s, from);
-    ei_x_buff *x = &s->out;
-    if (error == NULL) {
-        int i = result, arity;
-        /* {badrpc, Reason}: the fun failed on its node. */
-        if (ei_decode_tuple_header(b, &i, &arity) == 0 && arity == 2 && gs__atom_at(b, i, "badrpc")) {
-            error = "fun_failed";
-        } else {
-            gs_term t = {b, result};
-            if (s->cb->put_state(s, &t) < 0)
-                error = "state_refused";
+    return from;
+}
+
+/* ---- Which sys the caller runs (sys_shape.h) ---- */
+
+/*
+ * The reply shape for a get_state or replace_state from `from`: known for its
+ * node, or learned now. To learn it the server asks the node's rex for
+ * application:get_key(stdlib, vsn) and holds the request (b[0..], a whole
+ * message with version byte) until the answer: then *held is set and the
+ * request is handled again. A caller on this node or on a node we cannot reach
+ * gets the current protocol's shape.
+ */
+static gs_sys_shape caller_shape(gs_server *s, const gs_from *from, const char *b, int *held)
+{
+    *held = 0;
+    gs_sys_shape shape = gs_sys_cache_get(&s->sys_callers, from->pid.node, from->pid.creation);
+    if (shape != GS_SYS_SHAPE_UNKNOWN || strcmp(from->pid.node, cn_node_name(s->node)) == 0)
+        return shape == GS_SYS_SHAPE_UNKNOWN ? GS_SYS_SHAPE_OK : shape;
+    char args[64];
+    int n = 0;
+    ei_encode_list_header(args, &n, 2);
+    ei_encode_atom(args, &n, "stdlib");
+    ei_encode_atom(args, &n, "vsn");
+    ei_encode_empty_list(args, &n);
+    if (rex_call(s, from->pid.node, "application", "get_key", args, n) < 0)
+        return GS_SYS_SHAPE_OK;
+    int end = 1;
+    cn_term_skip_trusted(b, &end);
+    s->sys_held = cn_malloc((size_t)end);
+    memcpy(s->sys_held, b, (size_t)end);
+    start_wait(s, from, WAIT_STDLIB);
+    *held = 1;
+    return GS_SYS_SHAPE_UNKNOWN;
+}
+
+/* The version in rex's answer {ok, "5.1"} at b[result] into vsn; NULL for anything else. */
+static const char *decode_vsn(const char *b, int result, char *vsn, int size)
+{
+    int i = result, arity, type, len;
+    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 2 || !gs__atom_at(b, i, "ok"))
+        return NULL;
+    cn_term_skip_trusted(b, &i);
+    if (ei_get_type(b, &i, &type, &len) < 0 || type != ERL_STRING_EXT || len >= size)
+        return NULL;
+    return ei_decode_string(b, &i, vsn) == 0 ? vsn : NULL;
+}
+
+/* rex answered the stdlib question (b non-NULL) or did not in time: note it, handle the held request. */
+static void finish_stdlib_wait(gs_server *s, const char *b, int result)
+{
+    gs_from *from = end_wait(s);
+    char vsn[32];
+    const char *v = b ? decode_vsn(b, result, vsn, (int)sizeof vsn) : NULL;
+    if (v == NULL)
+        CN_WARN("genserver", "%s: %s told no stdlib version; answering its :sys as OTP 26.1 and later expect",
+                s->name[0] ? s->name : "server", from->pid.node);
+    else
+        CN_DEBUG("genserver", "%s: %s runs stdlib %s", s->name[0] ? s->name : "server", from->pid.node, v);
+    gs_sys_cache_put(&s->sys_callers, from->pid.node, from->pid.creation, gs_sys_shape_for_stdlib(v));
+    gs_from_free(from);
+    char *held = s->sys_held;
+    s->sys_held = NULL;
+    gs_from f;
+    int req;
+    if (gs__is_system(held, &f, &req))
+        gs__handle_system(s, &f, held, req);
+    free(held);
+}
+
+/* ---- replace_state ---- */
+
+/*
+ * :sys.replace_state(server, fun): C cannot run an Erlang fun, so the server
+ * asks the fun's own node to: erlang:apply(Fun, [State]) through its rex. Until
+ * the answer (or a timeout) arrives the server handles nothing else, as an OTP
+ * server is busy inside its fun. Returns 0 when the request went out, or a
+ * negative error (then the caller replies at once).
+ */
+static int start_replace_state(gs_server *s, const gs_from *from, const char *b, int fun)
+{
+    if (s->cb->put_state == NULL)
+        return CN_ENOPROC;
+    int fun_end = fun;
+    if (cn_term_skip_trusted(b, &fun_end) < 0)
+        return CN_EDECODE;
+    ei_x_buff args;
+    cn_x_new(&args);
+    ei_x_encode_list_header(&args, 2);
+    ei_x_append_buf(&args, b + fun, fun_end - fun);
+    ei_x_encode_list_header(&args, 1);
+    encode_state(s, &args);
+    ei_x_encode_empty_list(&args);
+    ei_x_encode_empty_list(&args);
+    int rc = rex_call(s, from->pid.node, "erlang", "apply", args.buff, args.index);
+    ei_x_free(&args);
+    if (rc < 0)
+        return rc;
+    start_wait(s, from, WAIT_FUN);
+    return 0;
+}
+
+/*
+ * rex's answer for a fun that failed: {badrpc, {'EXIT', {Reason, Stack}}} for an
+ * error, {badrpc, {'EXIT', Reason}} for an exit. Returns the class and sets
+ * *reason to Reason's index, or returns NULL when the answer is a result.
+ */
+static const char *fun_failure(const char *b, int result, int *reason)
+{
+    int i = result, arity;
+    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 2 || !gs__atom_at(b, i, "badrpc"))
+        return NULL;
+    cn_term_skip_trusted(b, &i);
+    int exit_at = i;
+    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 2 || !gs__atom_at(b, i, "EXIT")) {
+        *reason = exit_at;
+        return "error";
+    }
+    cn_term_skip_trusted(b, &i);
+    *reason = i;
+    int type, len;
+    if (ei_decode_tuple_header(b, &i, &arity) == 0 && arity == 2) {
+        int r = i;
+        cn_term_skip_trusted(b, &i);
+        if (ei_get_type(b, &i, &type, &len) == 0 && (type == ERL_LIST_EXT || type == ERL_NIL_EXT)) {
+            *reason = r;
+            return "error";
         }
     }
-    if (error == NULL)
-        encode_state(s, x);
-    else
-        encode_error(x, "callback_failed", error);
+    return "exit";
+}
+
+/*
+ * OTP's failed replace_state, for every sys version:
+ * {error, {callback_failed, {gen_server, system_replace_state}, {Class, Reason}}},
+ * Reason the term at b[reason] when b is set, else the atom `atom`.
+ */
+static void encode_replace_failed(ei_x_buff *x, const char *cls, const char *b, int reason, const char *atom)
+{
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "error");
+    ei_x_encode_tuple_header(x, 3);
+    ei_x_encode_atom(x, "callback_failed");
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "gen_server");
+    ei_x_encode_atom(x, "system_replace_state");
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, cls);
+    if (b != NULL) {
+        int end = reason;
+        cn_term_skip_trusted(b, &end);
+        ei_x_append_buf(x, b + reason, end - reason);
+    } else {
+        ei_x_encode_atom(x, atom);
+    }
+}
+
+/* Finishes a pending replace_state with rex's answer at b[result], or (b NULL) after the timeout. */
+static void finish_replace_state(gs_server *s, const char *b, int result)
+{
+    gs_from *from = end_wait(s);
+    gs__begin_reply(s, from);
+    ei_x_buff *x = &s->out;
+    int reason;
+    const char *cls = b ? fun_failure(b, result, &reason) : NULL;
+    if (b == NULL) {
+        /* The fun's node did not answer: as an exit of the fun. */
+        encode_replace_failed(x, "exit", NULL, 0, "timeout");
+    } else if (cls != NULL) {
+        encode_replace_failed(x, cls, b, reason, NULL);
+    } else {
+        gs_term t = {b, result};
+        if (s->cb->put_state(s, &t) < 0) {
+            encode_replace_failed(x, "error", NULL, 0, "state_refused");
+        } else {
+            gs_sys_shape_begin(x, s->sys_shape);
+            encode_state(s, x);
+        }
+    }
     gs__send_reply(s, from, x->buff, (size_t)x->index);
     gs_from_free(from);
     gs__drain(s);
 }
 
 /*
- * While replace_state waits: is this rex's answer {Tag, Result}? Sets *result.
- * Only the node asked to run the fun may answer: our references are easy to
- * guess, and from anywhere else the answer would be a state injection.
+ * While a request waits: is this rex's answer {Tag, Result}? Sets *result.
+ * Only the node asked may answer: our references are easy to guess, and from
+ * anywhere else the answer would be a state injection.
  */
 static int is_sys_answer(gs_server *s, const char *b, int *result)
 {
@@ -191,16 +351,27 @@ static int is_sys_answer(gs_server *s, const char *b, int *result)
 
 int gs__sys_take(gs_server *s, const char *b)
 {
-    int result;
-    if (is_sys_answer(s, b, &result)) {
-        finish_replace_state(s, b, result, NULL);
-        return 1;
-    }
-    if (gs__atom_at(b, 1, "$gs_replace_state_timeout")) {
-        finish_replace_state(s, b, 0, "timeout");
-        return 1;
-    }
-    return 0;
+    int result = 0;
+    int answered = is_sys_answer(s, b, &result);
+    /* The timeout is the server's own timer's: from any other process it is just a message. */
+    int timeout = gs__atom_at(b, 1, "$gs_sys_timeout") &&
+                  strcmp(cn_proc_msg_origin(s->proc), cn_node_name(s->node)) == 0;
+    if (!answered && !timeout)
+        return 0;
+    if (s->sys_wait == WAIT_FUN)
+        finish_replace_state(s, answered ? b : NULL, result);
+    else
+        finish_stdlib_wait(s, answered ? b : NULL, result);
+    return 1;
+}
+
+void gs__sys_release(gs_server *s)
+{
+    gs_from_free(s->sys_from);
+    s->sys_from = NULL;
+    free(s->sys_held);
+    s->sys_held = NULL;
+    gs_sys_cache_clear(&s->sys_callers);
 }
 
 /* {terminate, Reason}: replies ok, then stops with Reason (b[reason]) as terminate's reason. */
@@ -218,9 +389,10 @@ static void sys_terminate(gs_server *s, const gs_from *from, const char *b, int 
 }
 
 /* Is the request one of the atoms we answer? Then its reply is encoded into x. */
-static int sys_atom_request(gs_server *s, const char *b, int req, ei_x_buff *x)
+static int sys_atom_request(gs_server *s, const char *b, int req, ei_x_buff *x, gs_sys_shape shape)
 {
     if (gs__atom_at(b, req, "get_state")) {
+        gs_sys_shape_begin(x, shape);
         encode_state(s, x);
     } else if (gs__atom_at(b, req, "get_status")) {
         sys_status(s, x);
@@ -238,20 +410,31 @@ static int sys_atom_request(gs_server *s, const char *b, int req, ei_x_buff *x)
 
 void gs__handle_system(gs_server *s, const gs_from *from, const char *b, int req)
 {
+    int arity = 0, i = req, held = 0;
+    int replace = ei_decode_tuple_header(b, &i, &arity) == 0 && arity == 2 && gs__atom_at(b, i, "replace_state");
+    gs_sys_shape shape = GS_SYS_SHAPE_OK;
+    if (replace || gs__atom_at(b, req, "get_state")) {
+        shape = caller_shape(s, from, b, &held);
+        if (held)
+            return; /* handled again once the caller's node told its stdlib version */
+    }
     gs__begin_reply(s, from);
     ei_x_buff *x = &s->out;
-    int arity = 0, i = req;
-    if (sys_atom_request(s, b, req, x)) {
+    if (sys_atom_request(s, b, req, x, shape)) {
         /* Replied below. */
-    } else if (ei_decode_tuple_header(b, &i, &arity) == 0 && arity == 2 && gs__atom_at(b, i, "terminate")) {
+    } else if (arity == 2 && gs__atom_at(b, i, "terminate")) {
         cn_term_skip_trusted(b, &i);
         sys_terminate(s, from, b, i);
         return;
-    } else if (arity == 2 && gs__atom_at(b, i, "replace_state")) {
+    } else if (replace) {
         cn_term_skip_trusted(b, &i);
+        s->sys_shape = shape;
         if (start_replace_state(s, from, b, i) == 0)
             return; /* answered when the fun's result arrives */
-        encode_error(x, "callback_failed", s->cb->put_state ? "fun_node_unreachable" : "state_not_replaceable");
+        if (s->cb->put_state == NULL)
+            encode_replace_failed(x, "error", NULL, 0, "state_not_replaceable");
+        else
+            encode_replace_failed(x, "exit", NULL, 0, "noconnection");
     } else {
         int e = req;
         cn_term_skip_trusted(b, &e);
@@ -262,8 +445,7 @@ void gs__handle_system(gs_server *s, const gs_from *from, const char *b, int req
         ei_x_append_buf(x, b + req, e - req);
     }
     gs__send_reply(s, from, x->buff, (size_t)x->index);
-    if (!s->suspended)
-        gs__drain(s);
+    gs__drain(s);
 }
 
 /* A node name for a log line: bytes outside printable ASCII, and '\\', as \\xNN. */

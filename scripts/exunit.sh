@@ -25,4 +25,5 @@ elixir --name "exunit_$RUN_ID@127.0.0.1" --cookie "$COOKIE" \
 lib_job $!
 rc=0
 wait $! || rc=$?
+lib_sanitizer_sweep || rc=1
 exit "$rc"

@@ -88,6 +88,21 @@ lib_stop() {
     wait "$pid" 2>/dev/null || true
 }
 
+# lib_sanitizer_sweep: fails (status 1, and says where) when any log of this run holds a
+# report of AddressSanitizer, LeakSanitizer or UndefinedBehaviorSanitizer. The sanitized
+# node aborts at the first report, so a case usually fails on its exit status already;
+# the sweep also catches a report from a node whose status no case looked at.
+lib_sanitizer_sweep() {
+    local hits
+    hits=$(grep -lE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$RUN_DIR"/*.log \
+               "$RUN_DIR"/*/*.log 2>/dev/null || true)
+    if [ -n "$hits" ]; then
+        echo "sanitizer reports in: $hits" >&2
+        return 1
+    fi
+    echo "no sanitizer report in the logs of $RUN_DIR"
+}
+
 # lib_job PID: records a background job of this script for cleanup.
 lib_job() {
     LIB_JOBS+=("$1")

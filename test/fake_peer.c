@@ -317,3 +317,64 @@ char *fp_next_reply_text(fake_peer *fp)
     *w = '\0';
     return text;
 }
+
+int fp_answer_rex(fake_peer *fp, const char *mod, const char *fun, const char *answer, size_t len)
+{
+    fp_frame_view v;
+    if (fp_next(fp, &v) != 0)
+        return -1;
+    assert_int_equal(v.op, DOP_REG_SEND);
+    int i = v.ctl, ver, arity;
+    erlang_pid from;
+    char name[MAXATOMLEN_UTF8];
+    assert_int_equal(ei_decode_pid(v.buf, &i, &from), 0);
+    assert_int_equal(ei_skip_term(v.buf, &i), 0);
+    assert_int_equal(ei_decode_atom(v.buf, &i, name), 0);
+    assert_string_equal(name, "rex");
+    /* {'$gen_call', {Pid, Tag}, {call, Mod, Fun, Args, user}} */
+    i = v.msg;
+    assert_int_equal(ei_decode_version(v.buf, &i, &ver), 0);
+    assert_int_equal(ei_decode_tuple_header(v.buf, &i, &arity), 0);
+    assert_int_equal(arity, 3);
+    assert_int_equal(ei_decode_atom(v.buf, &i, name), 0);
+    assert_string_equal(name, "$gen_call");
+    erlang_pid caller;
+    assert_int_equal(ei_decode_tuple_header(v.buf, &i, &arity), 0);
+    assert_int_equal(ei_decode_pid(v.buf, &i, &caller), 0);
+    int tag = i;
+    assert_int_equal(ei_skip_term(v.buf, &i), 0);
+    int tag_end = i;
+    assert_int_equal(ei_decode_tuple_header(v.buf, &i, &arity), 0);
+    assert_int_equal(arity, 5);
+    assert_int_equal(ei_decode_atom(v.buf, &i, name), 0);
+    assert_string_equal(name, "call");
+    assert_int_equal(ei_decode_atom(v.buf, &i, name), 0);
+    assert_string_equal(name, mod);
+    assert_int_equal(ei_decode_atom(v.buf, &i, name), 0);
+    assert_string_equal(name, fun);
+    ei_x_buff ctl, msg;
+    ei_x_new_with_version(&ctl);
+    ei_x_encode_tuple_header(&ctl, 3);
+    ei_x_encode_long(&ctl, DOP_SEND);
+    ei_x_encode_atom(&ctl, "");
+    ei_x_encode_pid(&ctl, &caller);
+    ei_x_new_with_version(&msg);
+    ei_x_encode_tuple_header(&msg, 2);
+    ei_x_append_buf(&msg, v.buf + tag, tag_end - tag);
+    ei_x_append_buf(&msg, answer, (int)len);
+    fp_view_free(&v);
+    fp_send(fp, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+    return 0;
+}
+
+void fp_answer_stdlib(fake_peer *fp, const char *vsn)
+{
+    char answer[64];
+    int n = 0;
+    ei_encode_tuple_header(answer, &n, 2);
+    ei_encode_atom(answer, &n, "ok");
+    ei_encode_string(answer, &n, vsn);
+    assert_int_equal(fp_answer_rex(fp, "application", "get_key", answer, (size_t)n), 0);
+}

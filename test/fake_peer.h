@@ -13,10 +13,17 @@
 #include "cnode/buf.h"
 #include "cnode/handshake.h"
 #include "cnode/node.h"
+#include "cnode/protocol.h"
 #include "cnode/transport.h"
 
 #define FP_NODE "cnode@127.0.0.1"
 #define FP_PEER "peer@127.0.0.1"
+
+/*
+ * The flags of a peer of OTP 24 to 27: ALIAS without OTP 28's ALTACT_SIG, so
+ * replies to its calls come as ALIAS_SEND. CN_DFLAGS plays an OTP 28+ peer.
+ */
+#define FP_FLAGS_ALIAS (CN_DFLAGS & ~DFLAG_ALTACT_SIG)
 
 typedef struct fake_peer {
     uv_loop_t loop;
@@ -98,5 +105,15 @@ int fp_next_reply(fake_peer *fp, fp_frame_view *v, int *index);
  * The string is malloc'd: the caller frees it.
  */
 char *fp_next_reply_text(fake_peer *fp);
+
+/*
+ * Added for the sys reply shapes. Pops the next frame, asserts it is a call to the
+ * peer's rex, {'$gen_call', {Pid, Tag}, {call, Mod, Fun, Args, user}} for mod:fun, and
+ * answers it as rex does: {Tag, Answer} to Pid, answer being one term without a
+ * version byte (copied). 0, or -1 when no frame is pending.
+ */
+int fp_answer_rex(fake_peer *fp, const char *mod, const char *fun, const char *answer, size_t len);
+/* Answers the server's application:get_key(stdlib, vsn) with {ok, Vsn} (asserts it was asked). */
+void fp_answer_stdlib(fake_peer *fp, const char *vsn);
 
 #endif

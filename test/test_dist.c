@@ -48,8 +48,8 @@ static int setup_flags(void **state, uint64_t flags)
     return 0;
 }
 
-static int setup(void **state) { return setup_flags(state, CN_DFLAGS); }
-static int setup_no_alias(void **state) { return setup_flags(state, CN_DFLAGS & ~DFLAG_ALIAS); }
+static int setup(void **state) { return setup_flags(state, FP_FLAGS_ALIAS); }
+static int setup_no_alias(void **state) { return setup_flags(state, CN_DFLAGS & ~(DFLAG_ALIAS | DFLAG_ALTACT_SIG)); }
 
 static int teardown(void **state)
 {

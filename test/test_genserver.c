@@ -107,7 +107,7 @@ static int t_get_state(gs_server *s, ei_x_buff *out)
     return ei_x_encode_long(out, t->value);
 }
 
-/* replace_state's new state: an integer, or the state is refused. */
+/* :sys.replace_state: integers only, as the counter. */
 static int t_put_state(gs_server *s, const gs_term *state)
 {
     tstate *t = gs_data(s);
@@ -150,7 +150,7 @@ typedef struct fx {
 static int start(void **state, int use_continue)
 {
     fx *f = calloc(1, sizeof *f);
-    if (fp_setup(&f->fp, "k", "k", CN_DFLAGS) != 0)
+    if (fp_setup(&f->fp, "k", "k", FP_FLAGS_ALIAS) != 0)
         return -1;
     f->st.use_continue = use_continue;
     gs_options opt = {.name = "t"};
@@ -209,7 +209,7 @@ static void third_connect(fx *f)
     cn_conn_set_transport_data(t->conn, t);
     cn_conn_start_handshake(t->conn, NULL);
     cn_hs hs;
-    cn_hs_config hc = {.role = CN_HS_CONNECT, .our_name = THIRD, .cookie = "k", .our_flags = CN_DFLAGS,
+    cn_hs_config hc = {.role = CN_HS_CONNECT, .our_name = THIRD, .cookie = "k", .our_flags = FP_FLAGS_ALIAS,
                        .our_creation = 888, .random32 = third_random, .expect_peer = FP_NODE};
     assert_int_equal(cn_hs_init(&hs, &hc), 0);
     cn_buf tx;
@@ -242,12 +242,17 @@ static int third_got_a_frame(fx *f)
     return 0;
 }
 
-/* Sends {Label, {From, [alias | Ref]}, Request} to t, the request encoded by enc. */
-static void send_labelled(fx *f, const char *label, void (*enc)(ei_x_buff *, const void *), const void *arg)
+/*
+ * Sends {Label, {From, [alias | Ref]}, Request} to t from the peer's pid number 1 of
+ * the given creation (the peer node's incarnation), the request encoded by enc.
+ */
+static void send_from(fx *f, unsigned creation, const char *label, void (*enc)(ei_x_buff *, const void *),
+                      const void *arg)
 {
     erlang_pid from;
     erlang_ref ref;
     fp_pid(&from, 1);
+    from.creation = creation;
     fp_ref(&ref, ++f->next_ref, 0, 0);
     ei_x_buff ctl, msg;
     fp_ctl_reg_send(&ctl, &from, "t");
@@ -263,6 +268,14 @@ static void send_labelled(fx *f, const char *label, void (*enc)(ei_x_buff *, con
     fp_send(&f->fp, &ctl, &msg);
     ei_x_free(&ctl);
     ei_x_free(&msg);
+}
+
+/* The same from the peer's usual incarnation. */
+static void send_labelled(fx *f, const char *label, void (*enc)(ei_x_buff *, const void *), const void *arg)
+{
+    erlang_pid usual;
+    fp_pid(&usual, 1);
+    send_from(f, usual.creation, label, enc, arg);
 }
 
 static void enc_atom(ei_x_buff *x, const void *a) { ei_x_encode_atom(x, a); }
@@ -314,6 +327,8 @@ static void sys_get_state_and_status(void **state)
     call(f, "bump");
     expect_reply(f, "1");
     sys(f, "get_state");
+    /* The first get_state from a node asks it which sys it runs: OTP 25's stdlib here. */
+    fp_answer_stdlib(&f->fp, "4.2");
     expect_reply(f, "1");
     sys(f, "get_status");
     char *status = next_reply(f);
@@ -326,6 +341,135 @@ static void sys_get_state_and_status(void **state)
     free(status);
     sys(f, "frobnicate");
     expect_reply(f, "{error,{unknown_system_msg,frobnicate}}");
+}
+
+static void enc_replace(ei_x_buff *x, const void *fun)
+{
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "replace_state");
+    /* An atom stands in for the fun: the server only hands it to the caller's rex. */
+    ei_x_encode_atom(x, fun);
+}
+
+/* rex's answer to erlang:apply(Fun, [State]): the term printed by enc into a buffer. */
+static void answer_fun(fx *f, void (*enc)(ei_x_buff *))
+{
+    ei_x_buff x;
+    ei_x_new(&x);
+    enc(&x);
+    assert_int_equal(fp_answer_rex(&f->fp, "erlang", "apply", x.buff, (size_t)x.index), 0);
+    ei_x_free(&x);
+}
+
+static void enc_42(ei_x_buff *x) { ei_x_encode_long(x, 42); }
+static void enc_not_an_integer(ei_x_buff *x) { ei_x_encode_atom(x, "not_an_integer"); }
+
+/* {badrpc, {'EXIT', {badarith, [{erlang, '+', 2, []}]}}}: the fun raised an error. */
+static void enc_fun_error(ei_x_buff *x)
+{
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "badrpc");
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "EXIT");
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "badarith");
+    ei_x_encode_list_header(x, 1);
+    ei_x_encode_tuple_header(x, 4);
+    ei_x_encode_atom(x, "erlang");
+    ei_x_encode_atom(x, "+");
+    ei_x_encode_long(x, 2);
+    ei_x_encode_empty_list(x);
+    ei_x_encode_empty_list(x);
+}
+
+/* {badrpc, {'EXIT', boom}}: the fun exited. */
+static void enc_fun_exit(ei_x_buff *x)
+{
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "badrpc");
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "EXIT");
+    ei_x_encode_atom(x, "boom");
+}
+
+/* stdlib 5.1 (OTP 26.1) and later: {ok, State}, learned once per node incarnation. */
+static void sys_state_is_ok_tuple_for_stdlib_5_1_and_later(void **state)
+{
+    fx *f = *state;
+    sys(f, "get_state");
+    fp_answer_stdlib(&f->fp, "5.1");
+    expect_reply(f, "{ok,0}");
+    call(f, "bump");
+    expect_reply(f, "1");
+    /* Known now: the reply comes at once, no second question. */
+    sys(f, "get_state");
+    expect_reply(f, "{ok,1}");
+    /* The peer node restarted (another creation), now with OTP 25: asked again. */
+    send_from(f, 778, "system", enc_atom, "get_state");
+    fp_answer_stdlib(&f->fp, "4.2");
+    expect_reply(f, "1");
+}
+
+/* A node that tells no version (stdlib not loaded): the shape of every current OTP. */
+static void no_stdlib_version_means_the_current_shape(void **state)
+{
+    fx *f = *state;
+    sys(f, "get_state");
+    char answer[16];
+    int n = 0;
+    ei_encode_atom(answer, &n, "undefined");
+    assert_int_equal(fp_answer_rex(&f->fp, "application", "get_key", answer, (size_t)n), 0);
+    expect_reply(f, "{ok,0}");
+}
+
+static void replace_state_runs_the_fun_on_the_callers_node(void **state)
+{
+    fx *f = *state;
+    send_labelled(f, "system", enc_replace, "fun");
+    fp_answer_stdlib(&f->fp, "6.2");
+    answer_fun(f, enc_42);
+    expect_reply(f, "{ok,42}");
+    call(f, "get");
+    expect_reply(f, "42");
+    /* The same for an OTP 25 caller (another incarnation of the peer): the plain state. */
+    send_from(f, 778, "system", enc_replace, "fun");
+    fp_answer_stdlib(&f->fp, "4.2");
+    answer_fun(f, enc_42);
+    expect_reply(f, "42");
+}
+
+/* Failures keep OTP's shape, {error, {callback_failed, {gen_server, system_replace_state}, {Class, Reason}}}. */
+static void replace_state_failures_have_otps_shape(void **state)
+{
+    fx *f = *state;
+    send_labelled(f, "system", enc_replace, "fun");
+    fp_answer_stdlib(&f->fp, "5.1");
+    answer_fun(f, enc_fun_error);
+    expect_reply(f, "{error,{callback_failed,{gen_server,system_replace_state},{error,badarith}}}");
+    send_labelled(f, "system", enc_replace, "fun");
+    answer_fun(f, enc_fun_exit);
+    expect_reply(f, "{error,{callback_failed,{gen_server,system_replace_state},{exit,boom}}}");
+    send_labelled(f, "system", enc_replace, "fun");
+    answer_fun(f, enc_not_an_integer);
+    expect_reply(f, "{error,{callback_failed,{gen_server,system_replace_state},{error,state_refused}}}");
+    call(f, "get");
+    expect_reply(f, "0");
+}
+
+/* While the server waits for the answer it holds everything back, resume too, and then handles it in order. */
+static void a_resume_held_during_the_question_follows_the_answer(void **state)
+{
+    fx *f = *state;
+    sys(f, "suspend");
+    expect_reply(f, "ok");
+    call(f, "bump");
+    sys(f, "get_state");
+    sys(f, "resume");
+    fp_answer_stdlib(&f->fp, "4.2");
+    expect_reply(f, "0");
+    expect_reply(f, "ok");
+    expect_reply(f, "1");
+    assert_null(next_reply(f));
 }
 
 static void suspend_defers_calls_until_resume(void **state)
@@ -438,15 +582,6 @@ static void unknown_cast_and_info_change_nothing(void **state)
 
 /* ---- :sys for a node that did not ask ---- */
 
-static void enc_replace_state(ei_x_buff *x, const void *a)
-{
-    (void)a;
-    /* The server never looks into the fun: any term stands for it. */
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "replace_state");
-    ei_x_encode_atom(x, "the_fun");
-}
-
 /* {system, {From, [alias | Ref]}, Request}, From being pid number `num` of `node`, over the peer. */
 static void sys_from(fx *f, const char *node, unsigned num, void (*enc)(ei_x_buff *, const void *),
                      const void *arg)
@@ -474,8 +609,8 @@ static void sys_from(fx *f, const char *node, unsigned num, void (*enc)(ei_x_buf
 }
 
 /*
- * The replace_state the server sent to rex: asserts a REG_SEND to rex and its
- * $gen_call shape, and returns the call's tag (our reference).
+ * The call the server sent to the peer's rex: asserts a REG_SEND to rex and
+ * its $gen_call shape, and returns the call's tag (our reference).
  */
 static void expect_rex_call(fx *f, erlang_ref *tag)
 {
@@ -501,42 +636,36 @@ static void expect_rex_call(fx *f, erlang_ref *tag)
     fp_view_free(&v);
 }
 
-/* {Tag, Value} sent to the server's pid over conn c (the peer's or the third's). */
-static void answer_rex(fx *f, cn_conn *c, const erlang_ref *tag, long value)
+/* msg (versioned) sent to the server's pid over conn c (the peer's or the third's). */
+static void send_to_server(fx *f, cn_conn *c, const ei_x_buff *msg)
 {
     erlang_pid to;
     gs_self(f->gs, &to);
-    ei_x_buff ctl, msg;
+    ei_x_buff ctl;
     ei_x_new_with_version(&ctl);
     ei_x_encode_tuple_header(&ctl, 3);
     ei_x_encode_long(&ctl, DOP_SEND);
     ei_x_encode_atom(&ctl, "");
     ei_x_encode_pid(&ctl, &to);
+    cn_buf b;
+    cn_buf_init(&b);
+    fp_frame(&b, &ctl, msg);
+    cn_conn_feed(c, b.data, b.len);
+    cn_buf_free(&b);
+    ei_x_free(&ctl);
+    fp_run(&f->fp);
+}
+
+/* {Tag, Value} to the server over conn c, as rex answers. */
+static void answer_rex(fx *f, cn_conn *c, const erlang_ref *tag, long value)
+{
+    ei_x_buff msg;
     ei_x_new_with_version(&msg);
     ei_x_encode_tuple_header(&msg, 2);
     ei_x_encode_ref(&msg, tag);
     ei_x_encode_long(&msg, value);
-    cn_buf b;
-    cn_buf_init(&b);
-    fp_frame(&b, &ctl, &msg);
-    cn_conn_feed(c, b.data, b.len);
-    cn_buf_free(&b);
-    ei_x_free(&ctl);
+    send_to_server(f, c, &msg);
     ei_x_free(&msg);
-    fp_run(&f->fp);
-}
-
-/* The ordinary case: the peer's own replace_state asks the peer's rex, and its answer is the state. */
-static void replace_state_asks_the_senders_rex(void **state)
-{
-    fx *f = *state;
-    sys_from(f, FP_PEER, 1, enc_replace_state, NULL);
-    erlang_ref tag;
-    expect_rex_call(f, &tag);
-    answer_rex(f, f->fp.conn, &tag, 42);
-    expect_reply(f, "42");
-    call(f, "get");
-    expect_reply(f, "42");
 }
 
 /*
@@ -550,7 +679,7 @@ static void sys_for_a_third_node_is_dropped(void **state)
     third_connect(f);
     cn_log_level saved = cn_log_threshold;
     cn_log_threshold = CN_LOG_ERROR;
-    sys_from(f, THIRD, 5, enc_replace_state, NULL);
+    sys_from(f, THIRD, 5, enc_replace, "fun");
     sys_from(f, THIRD, 5, enc_atom, "get_state");
     sys_from(f, THIRD, 5, enc_atom, "suspend");
     sys_from(f, THIRD, 5, enc_terminate, "shutdown");
@@ -562,8 +691,9 @@ static void sys_for_a_third_node_is_dropped(void **state)
     call(f, "bump");
     expect_reply(f, "1");
     assert_int_equal(f->st.terminated, 0);
-    /* The peer's own request for its own process is still served. */
+    /* The peer's own request for its own process is still served (its stdlib asked first). */
     sys(f, "get_state");
+    fp_answer_stdlib(&f->fp, "4.2");
     expect_reply(f, "1");
 }
 
@@ -583,7 +713,7 @@ static void a_local_sender_cannot_speak_for_the_peer(void **state)
     ei_x_encode_tuple_header(&msg, 2);
     ei_x_encode_pid(&msg, &from);
     ei_x_encode_ref(&msg, &ref);
-    enc_replace_state(&msg, NULL);
+    enc_replace(&msg, "fun");
     cn_log_level saved = cn_log_threshold;
     cn_log_threshold = CN_LOG_ERROR;
     assert_int_equal(cn_send_name(local, "t", NULL, msg.buff, (size_t)msg.index), 0);
@@ -599,19 +729,26 @@ static void a_local_sender_cannot_speak_for_the_peer(void **state)
 
 /*
  * While a replace_state waits for the peer's rex, the third node sends the
- * answer with the right tag (our references are easy to guess): it is not
- * taken for the answer, and the real one from the peer is.
+ * answer with the right tag (our references are easy to guess), and the peer
+ * the server's own timeout message: neither ends the wait, and the real
+ * answer from the peer does.
  */
 static void a_rex_answer_from_another_node_is_not_taken(void **state)
 {
     fx *f = *state;
     third_connect(f);
-    sys_from(f, FP_PEER, 1, enc_replace_state, NULL);
+    sys_from(f, FP_PEER, 1, enc_replace, "fun");
+    fp_answer_stdlib(&f->fp, "4.2");
     erlang_ref tag;
     expect_rex_call(f, &tag);
     cn_log_level saved = cn_log_threshold;
     cn_log_threshold = CN_LOG_ERROR; /* the forged answer ends as an unknown message */
     answer_rex(f, f->third.conn, &tag, 666);
+    ei_x_buff timeout;
+    ei_x_new_with_version(&timeout);
+    ei_x_encode_atom(&timeout, "$gs_sys_timeout");
+    send_to_server(f, f->fp.conn, &timeout);
+    ei_x_free(&timeout);
     assert_null(next_reply(f));
     answer_rex(f, f->fp.conn, &tag, 42);
     expect_reply(f, "42");
@@ -624,6 +761,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(sys_get_state_and_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(sys_state_is_ok_tuple_for_stdlib_5_1_and_later, setup, teardown),
+        cmocka_unit_test_setup_teardown(no_stdlib_version_means_the_current_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(replace_state_runs_the_fun_on_the_callers_node, setup, teardown),
+        cmocka_unit_test_setup_teardown(replace_state_failures_have_otps_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_resume_held_during_the_question_follows_the_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(suspend_defers_calls_until_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(continue_runs_before_any_call, setup_continue, teardown),
         cmocka_unit_test_setup_teardown(sys_terminate_runs_terminate_and_sends_down, setup, teardown),
@@ -631,7 +773,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(timers_fire_and_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(timeout_result_delivers_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_cast_and_info_change_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(replace_state_asks_the_senders_rex, setup, teardown),
         cmocka_unit_test_setup_teardown(sys_for_a_third_node_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(a_local_sender_cannot_speak_for_the_peer, setup, teardown),
         cmocka_unit_test_setup_teardown(a_rex_answer_from_another_node_is_not_taken, setup, teardown),

@@ -432,7 +432,7 @@ static void test_accept_old_name_without_handshake23(void **state)
     cn_buf in, out;
     cn_buf_init(&in);
     cn_buf_init(&out);
-    put_old_name(&in, (uint32_t)(CN_DFLAGS & ~DFLAG_HANDSHAKE_23), "r22@127.0.0.1");
+    put_old_name(&in, (uint32_t)(CN_DFLAGS & ~(DFLAG_HANDSHAKE_23 | DFLAG_MANDATORY_25_DIGEST)), "r22@127.0.0.1");
     feed_expect(&hs, &in, &out, CN_EPROTO);
     expect_status(&out, "not_allowed");
     assert_int_equal(out.len, 0);
@@ -483,7 +483,8 @@ static void test_accept_missing_mandatory_flags(void **state)
     cn_buf_init(&out);
 
     assert_int_equal(cn_hs_init(&hs, &cfg), 0);
-    send_name_with_flags(&in, CN_DFLAGS & ~DFLAG_BIG_CREATION, CON_NAME);
+    /* A peer that lacks a mandatory flag has no digest bit either. */
+    send_name_with_flags(&in, CN_DFLAGS & ~(DFLAG_BIG_CREATION | DFLAG_MANDATORY_25_DIGEST), CON_NAME);
     feed_expect(&hs, &in, &out, CN_EPROTO);
     expect_status(&out, "not_allowed");
 
@@ -511,9 +512,153 @@ static void test_connect_missing_mandatory_flags(void **state)
     assert_int_equal(cn_hs_start(&hs, &out), 0);
     cn_buf_reset(&out);
     put_status(&in, "ok");
-    put_challenge(&in, CN_DFLAGS & ~DFLAG_MAP_TAG, 1, ACC_NAME);
+    put_challenge(&in, CN_DFLAGS & ~(DFLAG_MAP_TAG | DFLAG_MANDATORY_25_DIGEST), 1, ACC_NAME);
     feed_expect(&hs, &in, &out, CN_EPROTO);
     assert_int_equal(out.len, 0);
+    cn_buf_free(&in);
+    cn_buf_free(&out);
+}
+
+/*
+ * What OTP 28 and 29 advertise, from erts' DFLAG_DIST_DEFAULT (erts_internal:get_dflags()
+ * on 29.1.2: 0x6d07df7fbc): MANDATORY_25_DIGEST, ALIAS, ALTACT_SIG and 29's
+ * NATIVE_RECORDS (bit 38) among them. We advertise the digest and ALTACT_SIG too.
+ */
+#define OTP29_FLAGS 0x6d07df7fbcULL
+#define DFLAG_NATIVE_RECORDS (0x40ULL << 32)
+
+static void test_we_advertise_altact_sig_and_digest(void **state)
+{
+    (void)state;
+    assert_true((CN_DFLAGS & DFLAG_ALTACT_SIG) == (1ULL << 37));
+    assert_true((CN_DFLAGS & DFLAG_MANDATORY_25_DIGEST) == 0x4000000ULL);
+    assert_true((CN_DFLAGS & DFLAG_NATIVE_RECORDS) == 0);
+    cn_hs_config cfg = config(CN_HS_CONNECT, CON_NAME, COOKIE, NULL);
+    cn_hs hs;
+    cn_buf out;
+    cn_buf_init(&out);
+    assert_int_equal(cn_hs_init(&hs, &cfg), 0);
+    assert_int_equal(cn_hs_start(&hs, &out), 0);
+    /* send_name: length, 'N', flags:8 ... */
+    assert_true(out.len >= 2 + 9);
+    assert_int_equal(out.data[2], 'N');
+    uint64_t sent = cn_get_u64(out.data + 3);
+    assert_true((sent & DFLAG_ALTACT_SIG) != 0);
+    assert_true((sent & DFLAG_MANDATORY_25_DIGEST) != 0);
+    cn_buf_free(&out);
+}
+
+/* Against an OTP 29 acceptor's flags, ALTACT_SIG is negotiated and NATIVE_RECORDS is not. */
+static void test_connect_otp29_negotiates_altact_sig(void **state)
+{
+    (void)state;
+    struct fixed_random r = {{9, 0, 0, 0}, 0};
+    cn_hs_config cfg = config(CN_HS_CONNECT, CON_NAME, COOKIE, &r);
+    cn_hs hs;
+    cn_buf in, out;
+    cn_buf_init(&in);
+    cn_buf_init(&out);
+    assert_int_equal(cn_hs_init(&hs, &cfg), 0);
+    assert_int_equal(cn_hs_start(&hs, &out), 0);
+    cn_buf_reset(&out);
+    put_status(&in, "ok");
+    put_challenge(&in, OTP29_FLAGS, 1, ACC_NAME);
+    feed_all(&hs, &in, &out);
+    put_digest_msg(&in, 'a', NULL, COOKIE, 9);
+    feed_all(&hs, &in, &out);
+    assert_true(cn_hs_done(&hs));
+    assert_true((hs.flags & DFLAG_ALTACT_SIG) != 0);
+    assert_true((hs.flags & DFLAG_ALIAS) != 0);
+    assert_true((hs.flags & DFLAG_NATIVE_RECORDS) == 0);
+    cn_buf_free(&in);
+    cn_buf_free(&out);
+}
+
+/*
+ * The digest documented as becoming mandatory: a peer that sends it in place of
+ * the eleven OTP 25 mandatory flags is accepted in every message that carries
+ * flags (the challenge when we connect, send_name and old 'n' when we accept),
+ * as dist_util:expand_mandatory_25_flag/1 accepts it.
+ */
+#define DIGEST_ONLY(flags) (((flags) & ~DFLAG_MANDATORY_25) | DFLAG_MANDATORY_25_DIGEST)
+
+static void test_connect_digest_only_peer(void **state)
+{
+    (void)state;
+    struct fixed_random r = {{9, 0, 0, 0}, 0};
+    cn_hs_config cfg = config(CN_HS_CONNECT, CON_NAME, COOKIE, &r);
+    cn_hs hs;
+    cn_buf in, out;
+    cn_buf_init(&in);
+    cn_buf_init(&out);
+    assert_int_equal(cn_hs_init(&hs, &cfg), 0);
+    assert_int_equal(cn_hs_start(&hs, &out), 0);
+    cn_buf_reset(&out);
+    put_status(&in, "ok");
+    put_challenge(&in, DIGEST_ONLY(OTP29_FLAGS), 1, ACC_NAME);
+    feed_all(&hs, &in, &out);
+    assert_true(out.len > 0 && out.data[2] == 'r');
+    assert_true((hs.peer_flags & DFLAG_MANDATORY_25) == DFLAG_MANDATORY_25);
+    put_digest_msg(&in, 'a', NULL, COOKIE, 9);
+    feed_all(&hs, &in, &out);
+    assert_true(cn_hs_done(&hs));
+    assert_true((hs.flags & DFLAG_ALTACT_SIG) != 0);
+    cn_buf_free(&in);
+    cn_buf_free(&out);
+}
+
+static void test_accept_digest_only_peer(void **state)
+{
+    (void)state;
+    struct fixed_random r = {{5, 0, 0, 0}, 0};
+    cn_hs_config cfg = config(CN_HS_ACCEPT, ACC_NAME, COOKIE, &r);
+    cn_hs hs;
+    cn_buf in, out;
+    cn_buf_init(&in);
+    cn_buf_init(&out);
+    assert_int_equal(cn_hs_init(&hs, &cfg), 0);
+    send_name_with_flags(&in, DIGEST_ONLY(OTP29_FLAGS), CON_NAME);
+    feed_all(&hs, &in, &out);
+    expect_status(&out, "ok");
+    uint32_t ours = expect_challenge(&out, 5);
+    uint32_t theirs = 11;
+    put_digest_msg(&in, 'r', &theirs, COOKIE, ours);
+    feed_all(&hs, &in, &out);
+    assert_true(cn_hs_done(&hs));
+    expect_ack(&out, theirs);
+    assert_true((hs.flags & DFLAG_ALTACT_SIG) != 0);
+    assert_true((hs.peer_flags & DFLAG_MANDATORY_25) == DFLAG_MANDATORY_25);
+
+    /* The old 'n' form: the digest is in the low 32 bits, ALTACT_SIG in the complement. */
+    r.next = 0;
+    assert_int_equal(cn_hs_init(&hs, &cfg), 0);
+    put_old_name(&in, (uint32_t)DIGEST_ONLY(OTP29_FLAGS), "old@127.0.0.1");
+    feed_all(&hs, &in, &out);
+    expect_status(&out, "ok");
+    ours = expect_challenge(&out, 5);
+    put_complement(&in, (uint32_t)(OTP29_FLAGS >> 32), 0x01020304);
+    put_digest_msg(&in, 'r', &theirs, COOKIE, ours);
+    feed_all(&hs, &in, &out);
+    assert_true(cn_hs_done(&hs));
+    expect_ack(&out, theirs);
+    assert_true((hs.flags & DFLAG_ALTACT_SIG) != 0);
+    cn_buf_free(&in);
+    cn_buf_free(&out);
+}
+
+/* Without the digest, a peer missing one OTP 25 flag is still refused (the digest is no wildcard). */
+static void test_digest_absent_still_checks_each_flag(void **state)
+{
+    (void)state;
+    cn_hs_config cfg = config(CN_HS_ACCEPT, ACC_NAME, COOKIE, NULL);
+    cn_hs hs;
+    cn_buf in, out;
+    cn_buf_init(&in);
+    cn_buf_init(&out);
+    assert_int_equal(cn_hs_init(&hs, &cfg), 0);
+    send_name_with_flags(&in, (OTP29_FLAGS & ~(DFLAG_MANDATORY_25_DIGEST | DFLAG_UTF8_ATOMS)), CON_NAME);
+    feed_expect(&hs, &in, &out, CN_EPROTO);
+    expect_status(&out, "not_allowed");
     cn_buf_free(&in);
     cn_buf_free(&out);
 }
@@ -989,6 +1134,11 @@ int main(void)
         cmocka_unit_test(test_accept_complement_malformed),
         cmocka_unit_test(test_accept_missing_mandatory_flags),
         cmocka_unit_test(test_connect_missing_mandatory_flags),
+        cmocka_unit_test(test_we_advertise_altact_sig_and_digest),
+        cmocka_unit_test(test_connect_otp29_negotiates_altact_sig),
+        cmocka_unit_test(test_connect_digest_only_peer),
+        cmocka_unit_test(test_accept_digest_only_peer),
+        cmocka_unit_test(test_digest_absent_still_checks_each_flag),
         cmocka_unit_test(test_status_refusals),
         cmocka_unit_test(test_status_alive),
         cmocka_unit_test(test_accept_alive_bad_reply),

@@ -29,7 +29,7 @@ typedef struct fx {
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof *f);
-    if (f == NULL || fp_setup(&f->fp, "k", "k", CN_DFLAGS) != 0)
+    if (f == NULL || fp_setup(&f->fp, "k", "k", FP_FLAGS_ALIAS) != 0)
         return -1;
     f->cfg = (rate_limiter_config){100, 60000, NULL, 0};
     if (rate_limiter_start(f->fp.node, &f->cfg, NAME, NULL, &f->gs) != 0)

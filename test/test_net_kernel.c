@@ -23,7 +23,7 @@ typedef struct fx {
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof *f);
-    if (f == NULL || fp_setup(&f->fp, "k", "k", CN_DFLAGS) != 0)
+    if (f == NULL || fp_setup(&f->fp, "k", "k", FP_FLAGS_ALIAS) != 0)
         return -1;
     if (net_kernel_start(f->fp.node, NULL, &f->gs) != 0)
         return -1;

@@ -58,7 +58,7 @@ static fx *start(unsigned busy_poll_us, unsigned coalesce_us)
 {
     fx *f = test_calloc(1, sizeof *f);
     cn_node_config cfg = {.cookie = "k", .busy_poll_us = busy_poll_us, .coalesce_us = coalesce_us};
-    assert_int_equal(fp_setup_with(&f->fp, &cfg, "k", CN_DFLAGS), 0);
+    assert_int_equal(fp_setup_with(&f->fp, &cfg, "k", FP_FLAGS_ALIAS), 0);
     f->sink = cn_proc_spawn(f->fp.node, &sink_ops, f);
     assert_non_null(f->sink);
     assert_int_equal(cn_proc_register(f->sink, "sink"), 0);

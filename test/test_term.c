@@ -272,6 +272,41 @@ static void nested_funs_are_bounded(void **state)
     }
 }
 
+/* A UTF-8 atom must be well-formed UTF-8, as the BEAM requires; ei could not encode it back. */
+static void utf8_atoms_must_be_well_formed(void **state)
+{
+    (void)state;
+    static const struct {
+        unsigned char bytes[4];
+        size_t n;
+        int ok;
+    } cases[] = {
+        {{0xC3, 0xA9}, 2, 1},               /* é */
+        {{0xF0, 0x9F, 0x98, 0x80}, 4, 1},   /* U+1F600 */
+        {{0xEF, 0xBF, 0xBF}, 3, 1},         /* U+FFFF */
+        {{0xD2, 0xCF}, 2, 0},               /* no continuation byte */
+        {{0xC3}, 1, 0},                     /* cut short */
+        {{0xC0, 0xAF}, 2, 0},               /* overlong '/' */
+        {{0xE0, 0x80, 0xAF}, 3, 0},         /* overlong */
+        {{0xED, 0xA0, 0x80}, 3, 0},         /* a surrogate */
+        {{0xF4, 0x90, 0x80, 0x80}, 4, 0},   /* past U+10FFFF */
+        {{0x80}, 1, 0},                     /* a lone continuation byte */
+        {{0xFF}, 1, 0},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        unsigned char small[2 + 4] = {119, (unsigned char)cases[k].n};
+        unsigned char big[3 + 4] = {118, 0, (unsigned char)cases[k].n};
+        memcpy(small + 2, cases[k].bytes, cases[k].n);
+        memcpy(big + 3, cases[k].bytes, cases[k].n);
+        int want = cases[k].ok ? 0 : CN_EDECODE;
+        assert_int_equal(walk_exact(small, 2 + cases[k].n), want);
+        assert_int_equal(walk_exact(big, 3 + cases[k].n), want);
+    }
+    /* Latin-1 atoms take any byte. */
+    static const unsigned char latin1[] = {115, 2, 0xD2, 0xCF};
+    assert_int_equal(walk_exact(latin1, sizeof latin1), 0);
+}
+
 static void utf8_atoms_up_to_255_characters(void **state)
 {
     (void)state;
@@ -395,6 +430,7 @@ int main(void)
         cmocka_unit_test(fun_lying_inside_its_size_is_refused),
         cmocka_unit_test(nested_funs_are_bounded),
         cmocka_unit_test(utf8_atoms_up_to_255_characters),
+        cmocka_unit_test(utf8_atoms_must_be_well_formed),
         cmocka_unit_test(export_fields_are_checked),
         cmocka_unit_test(closures_are_summarised_for_logs),
         cmocka_unit_test(large_bignums_are_summarised_for_logs),

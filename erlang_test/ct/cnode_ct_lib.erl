@@ -12,7 +12,7 @@
 -module(cnode_ct_lib).
 
 -export([start/1, start/2, launch/2, restart/2, stop/1, await_exit/2, data_dir_for/1,
-         log_tail/1, san_bin/0, sanitizer_reports/1]).
+         log_tail/1, san_bin/0, sanitizer_reports/1, caught/1, start_beam/1]).
 
 -define(READY_TIMEOUT, 20000).
 -define(STOP_TIMEOUT, 10000).
@@ -75,6 +75,41 @@ launch(Args, Opts) ->
         Status = stop(CNode),
         ct:fail("~p printed no READY line within ~b ms (stopped, status ~p)~n~s",
                 [Node, ?READY_TIMEOUT, Status, log_tail(CNode)])
+    end.
+
+%% What `catch F()` gives, without the `catch` expression that OTP 29 deprecates (and the
+%% suites compile with warnings as errors on every OTP): F's value, {'EXIT', Reason} for
+%% an exit, {'EXIT', {Reason, Stack}} for an error, the term for a throw.
+caught(F) ->
+    try
+        F()
+    catch
+        exit:Reason -> {'EXIT', Reason};
+        error:Reason:Stack -> {'EXIT', {Reason, Stack}};
+        throw:Term -> Term
+    end.
+
+%% start_beam(Erl) -> #{node, ...} as start/1 gives, for a BEAM node run by the erl
+%% program Erl (another OTP's), with this node's cookie and epmd: stop/1 and log_tail/1
+%% work on it as on a C node. Returns once it is up (it prints READY as a C node does).
+start_beam(Erl) ->
+    Name = lists:flatten(io_lib:format("ct_beam~b_~s", [erlang:unique_integer([positive]),
+                                                         os:getenv("CNODE_TEST_RUN_ID")])),
+    Node = list_to_atom(Name ++ "@127.0.0.1"),
+    Log = filename:join(os:getenv("CNODE_TEST_RUN_DIR"), Name ++ ".log"),
+    Ready = "io:format(\"READY ~s 0~n\", [node()]).",
+    Args = ["-name", atom_to_list(Node), "-setcookie", atom_to_list(erlang:get_cookie()),
+            "-noshell", "-eval", Ready],
+    Parent = self(),
+    Ref = make_ref(),
+    Owner = spawn(fun() -> own_port(Parent, Ref, Log, Erl, Args) end),
+    Beam = #{node => Node, name => Name, log => Log, owner => Owner},
+    receive
+        {Ref, ready, OsPid, Node, Port} -> Beam#{os_pid => OsPid, port => Port};
+        {Ref, exited, Status} -> ct:fail("~s exited with status ~p~n~s", [Erl, Status, log_tail(Beam)])
+    after ?READY_TIMEOUT ->
+        stop(Beam),
+        ct:fail("~s printed no READY line within ~b ms~n~s", [Erl, ?READY_TIMEOUT, log_tail(Beam)])
     end.
 
 %% The data dir a C node named Name gets by default.
@@ -150,6 +185,9 @@ log_tail(#{log := Log}) ->
 
 own_port(Parent, Ref, Log, Bin, Args, Env) ->
     Script = "log=\"$1\"; shift; exec \"$@\" 2>>\"$log\"",
+    %% The erl script of this node exported where its OTP lives; another OTP's erl must
+    %% not inherit that.
+    Env = [{V, false} || V <- ["ROOTDIR", "BINDIR", "EMU", "PROGNAME"]],
     Port = open_port({spawn_executable, "/bin/sh"},
                      [binary, exit_status, use_stdio, {line, 4096}, {env, Env},
                       {args, ["-c", Script, "sh", Log, Bin | Args]}]),

@@ -71,8 +71,8 @@ same_term_built_differently(Config) ->
              {minor_version_0, Compound, binary_to_term(term_to_binary(Compound, [{minor_version, 0}]))},
              {string_and_list, "abc", [$a, $b, $c]},
              {atom_from_latin1, 'façade', binary_to_atom(<<"fa", 231, "ade">>, latin1)},
-             {bignum, 1 bsl 64, 18446744073709551615 + 1},
-             {negative_zero, 0.0, NegZero}],
+             {bignum, 1 bsl 64, 18446744073709551615 + 1}
+             | negative_zero(NegZero)],
     [?assert(A =:= B) || {_, A, B} <- Pairs],
     Got = [{What, [check(Rl, Id) || Id <- [A, B, A, B]]} || {What, A, B} <- Pairs],
     Want = [{What, [{ok, 2}, {ok, 1}, {ok, 0}, {error, rate_limited}]} || {What, _, _} <- Pairs],
@@ -99,6 +99,15 @@ limit_survives_gen_server_stop(Config) ->
     ?assertEqual({ok, 2}, check(Rl, <<"y">>)),
     ?assertEqual({ok, 1}, check(Rl, z)).
 
+%% 0.0 and -0.0 are one term (=:=) and one map key up to OTP 26, two from OTP 27 on. The C
+%% node keeps OTP 25's rule (genserver/term_key.h), so the pair is one client only where
+%% this node agrees; on OTP 27 and later it is left out here.
+negative_zero(NegZero) ->
+    case +0.0 =:= NegZero of
+        true -> [{negative_zero, 0.0, NegZero}];
+        false -> []
+    end.
+
 expected(Pass, Max) when Pass =< Max -> {ok, Max - Pass};
 expected(_, _) -> {error, rate_limited}.
 
@@ -106,7 +115,7 @@ expected(_, _) -> {error, rate_limited}.
 await_new_pid(_Rl, Old, 0) ->
     ct:fail("no new rate_limiter pid after ~p stopped", [Old]);
 await_new_pid(Rl, Old, Tries) ->
-    case catch sys:get_status(Rl, 1000) of
+    case cnode_ct_lib:caught(fun() -> sys:get_status(Rl, 1000) end) of
         {status, Pid, _, _} when Pid =/= Old -> Pid;
         _ ->
             timer:sleep(50),

@@ -97,7 +97,7 @@ await_new_pid(Server, Old) ->
 await_new_pid(Server, Old, 0) ->
     ct:fail("~p did not come back under a pid other than ~p", [Server, Old]);
 await_new_pid(Server, Old, N) ->
-    case catch server_pid(Server) of
+    case cnode_ct_lib:caught(fun() -> server_pid(Server) end) of
         Pid when is_pid(Pid), Pid =/= Old ->
             Pid;
         _OldOrNotYetRegistered ->

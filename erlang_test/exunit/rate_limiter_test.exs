@@ -263,7 +263,7 @@ defmodule RateLimiterTest do
       {"check_rate", "a"},
       [:check_rate, "a"],
       :check_rate,
-      {:check_rate, "a"} |> Tuple.append(:extra),
+      {:check_rate, "a"} |> Tuple.insert_at(2, :extra),
       %{check_rate: "a"},
       {make_ref(), 2 ** 70, -0.5}
     ]
@@ -694,12 +694,24 @@ defmodule RateLimiterTest do
       {"a tuple built with put_elem", {:member, 43}, put_elem({:member, 0}, 1, 43)},
       {"a pid and its round trip through pid_to_list", self(), :erlang.list_to_pid(:erlang.pid_to_list(self()))},
       {"a pid through term_to_binary", other_pid, :erlang.binary_to_term(:erlang.term_to_binary(other_pid))},
-      {"a ref through term_to_binary", ref, :erlang.binary_to_term(:erlang.term_to_binary(ref))},
-      {"0.0 and -0.0 (=== on OTP 25)", 0.0, neg_zero},
-      {"{0.0} and {-0.0}", {0.0}, {neg_zero}},
-      {"a map value 0.0 and -0.0", %{k: 0.0}, %{k: neg_zero}},
-      {"a map key 0.0 and -0.0", %{0.0 => 1}, %{neg_zero => 1}}
-    ]
+      {"a ref through term_to_binary", ref, :erlang.binary_to_term(:erlang.term_to_binary(ref))}
+    ] ++ negative_zero_terms(neg_zero)
+  end
+
+  # 0.0 and -0.0 are one term (===) and one map key up to OTP 26, two from OTP 27 on. The C
+  # node keeps OTP 25's rule (genserver/term_key.h), so these are one client only where this
+  # node agrees; on OTP 27 and later they are left out.
+  defp negative_zero_terms(neg_zero) do
+    if 0.0 === neg_zero do
+      [
+        {"0.0 and -0.0 (=== on OTP 25)", 0.0, neg_zero},
+        {"{0.0} and {-0.0}", {0.0}, {neg_zero}},
+        {"a map value 0.0 and -0.0", %{k: 0.0}, %{k: neg_zero}},
+        {"a map key 0.0 and -0.0", %{0.0 => 1}, %{neg_zero => 1}}
+      ]
+    else
+      []
+    end
   end
 
   # {what, a, b}: not ===, though alike in value, bytes or printing.

@@ -42,7 +42,7 @@ ExUnit.start(
 )
 
 IO.puts("""
-ExUnit interop suite: #{System.fetch_env!("CNODE_BIN")}
+ExUnit interop suite: #{System.fetch_env!("CNODE_BIN")} (OTP #{System.otp_release()}, Elixir #{System.version()})
   node #{node()}, epmd port #{System.fetch_env!("ERL_EPMD_PORT")}, seed #{seed} (EXUNIT_SEED=#{seed} replays the order)
   logs in #{Path.relative_to_cwd(run_dir)}
 """)

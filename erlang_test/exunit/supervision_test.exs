@@ -375,9 +375,8 @@ defmodule SupervisionTest do
   test "a saved counter.state with a flipped byte, or cut short, is set aside too" do
     damages = [
       flipped: fn good ->
-        size = byte_size(good) - 1
-        <<head::binary-size(size), last>> = good
-        head <> <<Bitwise.bxor(last, 0xFF)>>
+        head = binary_part(good, 0, byte_size(good) - 1)
+        head <> <<Bitwise.bxor(:binary.last(good), 0xFF)>>
       end,
       truncated: fn good -> binary_part(good, 0, byte_size(good) - 1) end
     ]

@@ -9,7 +9,8 @@
  *                configuration (test/fuzz/fuzz_handshake.h)
  *   dist/        streams of frames a BEAM sends: calls to the rate limiter with
  *                client ids of every kind, the counter, :sys, monitors, links,
- *                exit signals, messages to the bare processes, ticks
+ *                exit signals, messages to the bare processes, ticks, OTP 28's
+ *                ALTACT_SIG_SEND in each form
  *   term/        client ids and control tuples as single terms
  *   statefile/   state files holding rate-limiter images made by rl_save
  */
@@ -114,6 +115,10 @@ static void handshake_seeds(void)
     record_handshake("connect_ok_pieces", 0x01, 11, CN_DFLAGS);
     record_handshake("connect_expect_peer", 0x11, 0, CN_DFLAGS);
     record_handshake("connect_alive_continue", 0x09, 0, CN_DFLAGS);
+    /* A peer that sends MANDATORY_25_DIGEST in place of the OTP 25 set, as OTP 29's flags would be. */
+    uint64_t digest_only = (0x6d07df7fbcULL & ~DFLAG_MANDATORY_25) | DFLAG_MANDATORY_25_DIGEST;
+    record_handshake("accept_digest_only", 0x00, 0, digest_only);
+    record_handshake("connect_digest_only", 0x01, 0, digest_only);
 }
 
 /* ---- terms: client ids ---- */
@@ -420,6 +425,59 @@ static void dist_signal_seeds(fuzz_node *fn, frames *f)
     write_frames("send_monitor_kill_sink", f);
 }
 
+/* ALTACT_SIG_SEND {37, Flags, From, To[, Token]} + payload atom; to_kind 'a' alias, 'n' name, 'p' pid. */
+static void altact(frames *f, long flags, char to_kind, const char *name, const erlang_pid *pid, const char *payload)
+{
+    erlang_pid p = peer_pid(8);
+    erlang_ref r = peer_ref(99);
+    ei_x_buff c, m;
+    ctl_begin(&c, (flags & CN_ALTACT_TOKEN) ? 5 : 4, DOP_ALTACT_SIG_SEND);
+    ei_x_encode_long(&c, flags);
+    ei_x_encode_pid(&c, &p);
+    if (to_kind == 'a')
+        ei_x_encode_ref(&c, &r);
+    else if (to_kind == 'n')
+        ei_x_encode_atom(&c, name);
+    else
+        ei_x_encode_pid(&c, pid);
+    if (flags & CN_ALTACT_TOKEN) {      /* a seq_trace token {Flags, Label, Serial, From, LastCnt} */
+        ei_x_encode_tuple_header(&c, 5);
+        ei_x_encode_long(&c, 1);
+        ei_x_encode_long(&c, 42);
+        ei_x_encode_long(&c, 7);
+        ei_x_encode_pid(&c, &p);
+        ei_x_encode_long(&c, 6);
+    }
+    ei_x_new_with_version(&m);
+    ei_x_encode_atom(&m, payload);
+    frame(f, &c, &m);
+    ei_x_free(&c);
+    ei_x_free(&m);
+}
+
+/* OTP 28's ALTACT_SIG_SEND in the forms erts sends: alias replies, priority sends and exits. */
+static void dist_altact_seeds(fuzz_node *fn, frames *f)
+{
+    erlang_pid sink = node_pid(fn, "sink"), trap = node_pid(fn, "trap");
+    altact(f, CN_ALTACT_ALIAS, 'a', NULL, NULL, "late");
+    altact(f, CN_ALTACT_ALIAS | CN_ALTACT_TOKEN | CN_ALTACT_PRIO, 'a', NULL, NULL, "late");
+    altact(f, CN_ALTACT_ALIAS | CN_ALTACT_EXIT, 'a', NULL, NULL, "kill");
+    write_frames("altact_to_aliases", f);
+    altact(f, CN_ALTACT_NAME | CN_ALTACT_PRIO, 'n', "sink", NULL, "hello");
+    altact(f, CN_ALTACT_PRIO | CN_ALTACT_TOKEN, 'p', NULL, &sink, "hello");
+    altact(f, CN_ALTACT_NAME, 'n', "nobody", NULL, "hello");
+    write_frames("altact_priority_sends", f);
+    altact(f, CN_ALTACT_EXIT | CN_ALTACT_PRIO, 'p', NULL, &trap, "boom");
+    altact(f, CN_ALTACT_EXIT | CN_ALTACT_NAME, 'n', "sink", NULL, "kill");
+    write_frames("altact_priority_exits", f);
+    ei_x_buff m;
+    gen_request(&m, "$gen_call", 1, 5, NULL, "increment");
+    altact(f, CN_ALTACT_NAME, 'n', "counter", NULL, "ping");
+    reg_send(f, 1, "counter", &m);
+    ei_x_free(&m);
+    write_frames("altact_then_call", f);
+}
+
 static void dist_seeds(void)
 {
     fuzz_node fn;
@@ -429,6 +487,7 @@ static void dist_seeds(void)
     cn_buf_init(&f.b);
     dist_call_seeds(&f);
     dist_signal_seeds(&fn, &f);
+    dist_altact_seeds(&fn, &f);
     cn_buf_free(&f.b);
     fn_teardown(&fn);
 }

@@ -296,7 +296,7 @@ defmodule CNodeTest do
     cookie = Keyword.get(opts, :cookie, cookie())
 
     paths =
-      [:code.lib_dir(:elixir, :ebin), :code.lib_dir(:logger, :ebin), support_ebin()]
+      [Path.join(:code.lib_dir(:elixir), "ebin"), Path.join(:code.lib_dir(:logger), "ebin"), support_ebin()]
       |> Enum.flat_map(&[~c"-pa", to_charlist(&1)])
 
     extra = opts |> Keyword.get(:args, []) |> Enum.map(&to_charlist/1)
