@@ -102,7 +102,7 @@ start_beam(Erl) ->
             "-noshell", "-eval", Ready],
     Parent = self(),
     Ref = make_ref(),
-    Owner = spawn(fun() -> own_port(Parent, Ref, Log, Erl, Args) end),
+    Owner = spawn(fun() -> own_port(Parent, Ref, Log, Erl, Args, []) end),
     Beam = #{node => Node, name => Name, log => Log, owner => Owner},
     receive
         {Ref, ready, OsPid, Node, Port} -> Beam#{os_pid => OsPid, port => Port};
