@@ -402,6 +402,8 @@ int cn__dist_recv_frame(cn_conn *c, const char *f, size_t len)
         m.payload = f + end;
         m.payload_len = pend - end;
     }
+    c->node->delivering_from = c->peer_name; /* cn_proc_msg_origin, for what this frame delivers */
     dispatch(c, &m);
+    c->node->delivering_from = NULL;
     return 0;
 }

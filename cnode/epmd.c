@@ -146,20 +146,41 @@ uint16_t cn_epmd_port(void)
 
 /* ---- Registration ---------------------------------------------------------- */
 
+/*
+ * A registration is kept, as OTP's erl_epmd keeps it: the first attempt's
+ * failure is final and reported, but once registered, a connection that epmd
+ * closes (epmd died or was restarted) starts a new attempt after a backoff,
+ * and an attempt that fails for want of an epmd starts the next one. Only
+ * epmd's refusal of the name ends a renewed registration.
+ */
 enum reg_state {
     REG_IDLE = 0,   /* never used (zeroed memory) */
     REG_CONNECTING, /* connecting to epmd */
     REG_WAITING,    /* ALIVE2_REQ written, waiting for the reply */
     REG_UP,         /* registered; the connection stays open */
-    REG_LOST,       /* registered, but epmd closed the connection */
+    REG_RETRY,      /* unregistered: the old socket closing, then the backoff timer */
     REG_CLOSING,    /* handles closing */
     REG_DONE        /* everything closed */
 };
 
+static void reg_attempt(cn_epmd_reg *reg);
+
+static void reg_retry(uv_timer_t *t)
+{
+    reg_attempt(t->data);
+}
+
 static void reg_handle_closed(uv_handle_t *h)
 {
     cn_epmd_reg *reg = h->data;
-    if (--reg->open_handles > 0)
+    reg->open_handles--;
+    if (reg->state == REG_RETRY) {
+        /* Only the socket closes here; the timer stays for the next attempt. */
+        uv_timer_start(&reg->timer, reg_retry, reg->retry_ms, 0);
+        reg->retry_ms = reg->retry_ms * 2 > CN_EPMD_RETRY_MAX_MS ? CN_EPMD_RETRY_MAX_MS : reg->retry_ms * 2;
+        return;
+    }
+    if (reg->open_handles > 0)
         return;
     cn_buf_free(&reg->req);
     reg->state = REG_DONE;
@@ -177,13 +198,32 @@ static void reg_close(cn_epmd_reg *reg)
     if (reg->state == REG_CLOSING || reg->state == REG_DONE)
         return;
     reg->state = REG_CLOSING;
-    uv_close((uv_handle_t *)&reg->tcp, reg_handle_closed);
+    /* Between attempts the socket is closing or closed already. */
+    if (!uv_is_closing((uv_handle_t *)&reg->tcp))
+        uv_close((uv_handle_t *)&reg->tcp, reg_handle_closed);
     uv_close((uv_handle_t *)&reg->timer, reg_handle_closed);
 }
 
-/* Fails the registration: cb gets status once both handles are closed. */
+/* Drops this attempt's socket; the next attempt starts reg->retry_ms after it closed. */
+static void reg_retry_later(cn_epmd_reg *reg)
+{
+    reg->state = REG_RETRY;
+    uv_timer_stop(&reg->timer);
+    uv_close((uv_handle_t *)&reg->tcp, reg_handle_closed);
+}
+
+/*
+ * An attempt failed. The first registration reports it (cb gets status once
+ * both handles are closed); a renewal tries again, unless epmd refused the name.
+ */
 static void reg_fail(cn_epmd_reg *reg, int status)
 {
+    if (reg->registered && status != CN_ENOTALIVE) {
+        CN_DEBUG("epmd", "registering %s again failed: %s; next try in %u ms", reg->alive,
+                 cn_strerror(status), reg->retry_ms);
+        reg_retry_later(reg);
+        return;
+    }
     CN_DEBUG("epmd", "registering %s failed: %s", reg->alive, cn_strerror(status));
     reg->status = status;
     reg_close(reg);
@@ -223,27 +263,32 @@ static void reg_got_reply(cn_epmd_reg *reg)
     uv_timer_stop(&reg->timer);
     reg->state = REG_UP;
     reg->resp_len = 0;
+    reg->registered = 1;
     CN_DEBUG("epmd", "registered %s, creation %u", reg->alive, (unsigned)creation);
     reg->cb(reg, 0, creation);
+}
+
+/* epmd closed the connection of a registration: the name is gone until an attempt renews it. */
+static void reg_lost(cn_epmd_reg *reg, ssize_t nread)
+{
+    const char *why = nread == UV_EOF ? "end of stream" : uv_strerror((int)nread);
+    CN_WARN("epmd", "epmd dropped the registration of %s (%s); registering again", reg->alive, why);
+    uv_read_stop((uv_stream_t *)&reg->tcp);
+    reg->retry_ms = CN_EPMD_RETRY_FIRST_MS;
+    reg_retry_later(reg);
 }
 
 static void reg_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     cn_epmd_reg *reg = s->data;
     (void)buf;
-    if (nread == 0 || reg->state == REG_CLOSING || reg->state == REG_DONE)
+    if (nread == 0 || (reg->state != REG_WAITING && reg->state != REG_UP))
         return;
     if (nread < 0) {
-        if (reg->state == REG_WAITING) {
+        if (reg->state == REG_WAITING)
             reg_fail(reg, nread == UV_EOF ? CN_EPROTO : (int)nread);
-            return;
-        }
-        /* The name is gone from epmd; peers can no longer find us by it. */
-        const char *why = nread == UV_EOF ? "end of stream" : uv_strerror((int)nread);
-        CN_ERROR("epmd", "epmd dropped the registration of %s (%s); peers cannot find us",
-                 reg->alive, why);
-        uv_read_stop(s);
-        reg->state = REG_LOST;
+        else
+            reg_lost(reg, nread);
         return;
     }
     if (reg->state != REG_WAITING) {
@@ -282,32 +327,42 @@ static void reg_connected(uv_connect_t *c, int status)
     reg->state = REG_WAITING;
 }
 
+/*
+ * One attempt on a fresh socket, under the timeout. Every failure, even an
+ * immediate one, goes through reg_fail.
+ */
+static void reg_attempt(cn_epmd_reg *reg)
+{
+    struct sockaddr_in addr;
+    uv_ip4_addr(EPMD_HOST, cn_epmd_port(), &addr);  /* a literal address cannot fail */
+    uv_tcp_init(reg->timer.loop, &reg->tcp);         /* cannot fail without flags */
+    reg->tcp.data = reg;
+    reg->open_handles++;
+    reg->resp_len = 0;
+    reg->state = REG_CONNECTING;
+    uv_timer_start(&reg->timer, reg_timeout, CN_EPMD_TIMEOUT_MS, 0);
+    int rc = uv_tcp_connect(&reg->connect, &reg->tcp, (const struct sockaddr *)&addr, reg_connected);
+    if (rc < 0)
+        reg_fail(reg, rc);
+}
+
 int cn_epmd_register(uv_loop_t *loop, cn_epmd_reg *reg, const char *alive, uint16_t port,
                      cn_epmd_reg_cb cb)
 {
     if (!valid_alive(alive) || cb == NULL)
         return -EINVAL;
-    struct sockaddr_in addr;
-    int rc = uv_ip4_addr(EPMD_HOST, cn_epmd_port(), &addr);
-    if (rc < 0)
-        return rc;
     cn_buf_init(&reg->req);
     cn_epmd_encode_alive2_req(&reg->req, alive, port);  /* alive was checked above */
-    uv_tcp_init(loop, &reg->tcp);                        /* cannot fail without flags */
     uv_timer_init(loop, &reg->timer);
-    reg->tcp.data = reg->timer.data = reg;
-    reg->open_handles = 2;
-    reg->resp_len = 0;
+    reg->timer.data = reg;
+    reg->open_handles = 1;
     reg->cb = cb;
     reg->status = 0;
     reg->cancelled = 0;
+    reg->registered = 0;
+    reg->retry_ms = CN_EPMD_RETRY_FIRST_MS;
     snprintf(reg->alive, sizeof reg->alive, "%s", alive);
-    reg->state = REG_CONNECTING;
-    uv_timer_start(&reg->timer, reg_timeout, CN_EPMD_TIMEOUT_MS, 0);
-    /* From here on every failure, even an immediate one, is reported through cb. */
-    rc = uv_tcp_connect(&reg->connect, &reg->tcp, (const struct sockaddr *)&addr, reg_connected);
-    if (rc < 0)
-        reg_fail(reg, rc);
+    reg_attempt(reg);
     return 0;
 }
 
@@ -315,7 +370,7 @@ void cn_epmd_unregister(cn_epmd_reg *reg)
 {
     if (reg->state == REG_IDLE || reg->state == REG_DONE)
         return;
-    if (reg->state == REG_UP || reg->state == REG_LOST)
+    if (reg->state == REG_UP || reg->state == REG_RETRY)
         CN_DEBUG("epmd", "unregistering %s", reg->alive);
     reg->cancelled = 1;
     reg_close(reg);

@@ -25,6 +25,15 @@
 #define CN_EPMD_MAX_EXTRA 1024
 /* How long a registration or lookup may take before it fails with -ETIMEDOUT. */
 #define CN_EPMD_TIMEOUT_MS 5000
+/*
+ * Renewing a registration that epmd dropped: the first attempt this long after
+ * the loss, each next one twice as long after the last failed, at most
+ * CN_EPMD_RETRY_MAX_MS apart. OTP's erl_epmd waits 2 s between attempts; the
+ * cap here is lower so that the name is back within about a second of epmd's
+ * return, and an attempt while epmd is down is one refused local connect.
+ */
+#define CN_EPMD_RETRY_FIRST_MS 100
+#define CN_EPMD_RETRY_MAX_MS 1000
 
 #define CN_EPMD_NODE_NORMAL 77 /* 'M': a normal, visible node */
 #define CN_EPMD_NODE_HIDDEN 72 /* 'H': a hidden node */
@@ -98,8 +107,8 @@ struct cn_epmd_reg {
      */
     void (*close_cb)(cn_epmd_reg *reg);
 
-    uv_tcp_t tcp;
-    uv_timer_t timer;
+    uv_tcp_t tcp;       /* one per attempt: closed and made again between attempts */
+    uv_timer_t timer;   /* an attempt's timeout, then the backoff before the next */
     uv_connect_t connect;
     uv_write_t write;
     cn_buf req;
@@ -108,23 +117,35 @@ struct cn_epmd_reg {
     cn_epmd_reg_cb cb;
     int state;
     int open_handles;
-    int status;    /* the failure cb will report */
-    int cancelled; /* cn_epmd_unregister() was called */
+    int status;         /* the failure cb will report */
+    int cancelled;      /* cn_epmd_unregister() was called */
+    int registered;     /* epmd accepted the name once: from then on it is renewed */
+    unsigned retry_ms;  /* the backoff before the next renewal attempt */
     char alive[CN_EPMD_MAX_ALIVE + 1];
 };
 
 /*
  * Registers alive (the name before '@') with the local epmd for our listening
- * port. The TCP connection to epmd stays open for the life of the node: closing
- * it is what unregisters.
+ * port, and keeps it registered. The TCP connection to epmd stays open for the
+ * life of the node: closing it is what unregisters.
  *
- * cb(reg, status, creation) is called exactly once, from the loop, unless
- * cn_epmd_unregister() comes first:
+ * cb(reg, status, creation), always from the loop, unless cn_epmd_unregister()
+ * comes first:
  *   0 and the creation epmd assigned      registered; the connection stays open
  *   CN_ENOTALIVE                          epmd refused (the name is taken)
  *   -ECONNREFUSED, -ETIMEDOUT, other -errno, CN_EPROTO for a garbled reply
- * On failure every handle is already closed when cb runs, so reg may be freed
- * or reused inside cb.
+ * A failure is final: every handle is already closed when cb runs, so reg may
+ * be freed or reused inside cb.
+ *
+ * Once registered, the registration is kept as OTP's erl_epmd keeps it: when
+ * epmd closes the connection (it died or was restarted), a warning is logged
+ * and new attempts follow, CN_EPMD_RETRY_FIRST_MS after the loss and then
+ * backing off to CN_EPMD_RETRY_MAX_MS, until one gets an answer. Attempts that
+ * fail for want of an epmd (refused, timed out, garbled) are retried and never
+ * reported. The answer is reported through cb again: 0 with the creation the
+ * new registration got, or CN_ENOTALIVE, final as above, when epmd gave the
+ * name to someone else meanwhile. So cb runs once for the first registration
+ * and once more for each renewal; a failure is always its last call.
  *
  * Before the call, set reg->data (and reg->close_cb if wanted); the other fields
  * need no initialisation. reg must not already be registered or closing.
@@ -136,11 +157,12 @@ int cn_epmd_register(uv_loop_t *loop, cn_epmd_reg *reg, const char *alive, uint1
 
 /*
  * Closes the epmd connection, which unregisters the name. Safe at any time after
- * cn_epmd_register() returned 0, also while the registration is still under
- * way (cb is then never called), and safe to call more than once. The close
- * completes asynchronously and then calls reg->close_cb if set. When nothing is
- * open (the registration already failed and cb ran, or it was closed before),
- * it does nothing and close_cb is not called.
+ * cn_epmd_register() returned 0, also while the registration or a renewal is
+ * under way or waiting for its next attempt (cb is then never called again),
+ * and safe to call more than once. The close completes asynchronously and then
+ * calls reg->close_cb if set. When nothing is open (a failure was reported
+ * through cb, or it was closed before), it does nothing and close_cb is not
+ * called.
  */
 void cn_epmd_unregister(cn_epmd_reg *reg);
 

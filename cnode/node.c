@@ -65,6 +65,7 @@ static void configure(cn_node *node, const cn_node_config *cfg)
     node->no_epmd = cfg->no_epmd;
     node->coalesce_us = cfg->coalesce_us > 1000 ? 1000 : cfg->coalesce_us;
     node->busy_poll_us = cfg->busy_poll_us > 1000 ? 1000 : cfg->busy_poll_us;
+    node->status_cb = cfg->status_cb;
 }
 
 int cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_node **out)
@@ -108,11 +109,37 @@ static void on_connection(uv_stream_t *server, int status)
         CN_WARN("node", "accept failed: %s", cn_strerror(rc));
 }
 
+/*
+ * epmd renewed a registration it had dropped. The creation epmd hands out now
+ * is not taken: erts keeps the creation of its first registration (OTP's
+ * erl_epmd ignores a renewal's), because the creation is what tells this
+ * incarnation's pids and references from another's, and this node is the same
+ * incarnation: peers hold our pids, we check theirs against it, and a new one
+ * would make every process they know unreachable.
+ */
+static void on_renewed(cn_node *node, int status, uint32_t creation)
+{
+    if (status == 0) {
+        CN_INFO("node", "%s registered with epmd again, port %u (creation %u kept; epmd gave %u)",
+                node->name, node->port, node->creation, creation);
+    } else {
+        node->epmd_open = 0;
+        CN_ERROR("node", "epmd gave the name %s to another node while we were unregistered: %s",
+                 node->name, cn_strerror(status));
+    }
+    if (node->status_cb)
+        node->status_cb(node, status);
+}
+
 static void on_registered(cn_epmd_reg *reg, int status, uint32_t creation)
 {
     cn_node *node = reg->data;
     /* A close unregisters first, and then this is never called. */
     assert(!node->closing);
+    if (node->epmd_registered) {
+        on_renewed(node, status, creation);
+        return;
+    }
     if (status == 0) {
         node->epmd_registered = 1;
         node->creation = creation;
@@ -175,6 +202,13 @@ uv_loop_t *cn_node_loop(const cn_node *node) { return node->loop; }
 uint64_t cn_node_now(const cn_node *node) { return uv_now(node->loop); }
 void cn_node_set_data(cn_node *node, void *data) { node->data = data; }
 void *cn_node_data(const cn_node *node) { return node->data; }
+
+/* Here rather than in proc.c: the origin is the node's state, set by dist_recv.c. */
+const char *cn_proc_msg_origin(const cn_proc *p)
+{
+    const cn_node *node = p->node;
+    return node->delivering_from != NULL ? node->delivering_from : node->name;
+}
 
 void cn_node_make_ref(cn_node *node, erlang_ref *out)
 {

@@ -38,6 +38,21 @@ typedef struct cn_node_config {
      * 0 (the default of this struct; the program's is 200) turns it off.
      */
     unsigned busy_poll_us;
+    /*
+     * Optional: what happens to the epmd registration after cn_node_start's
+     * ready_cb reported 0. When epmd drops the registration (it died or was
+     * restarted) the node keeps serving its connections and registers again
+     * (see cn_epmd_register for the backoff); then status_cb(node, status):
+     *   0             registered again. The node keeps its creation, as erts
+     *                 does (OTP's erl_epmd ignores the creation of a renewed
+     *                 registration): every pid and reference it handed out
+     *                 stays valid, and new ones are the same incarnation's.
+     *   CN_ENOTALIVE  epmd gave the name to another node meanwhile. Peers can
+     *                 no longer find us, and whoever asks epmd for the name
+     *                 reaches the other node: the owner should stop the node.
+     *                 Nothing is retried after it.
+     */
+    void (*status_cb)(cn_node *node, int status);
 } cn_node_config;
 
 /*
@@ -118,5 +133,16 @@ int cn_send_name(cn_proc *from, const char *name, const char *node, const char *
  */
 int cn_send_alias(cn_proc *from, const erlang_ref *alias, const erlang_pid *fallback_pid,
                   const char *msg, size_t len);
+
+/*
+ * The node the message p is being handed came from, for a behaviour that must
+ * act only for its sender's node (a :sys request, for one): during
+ * ops->message, the peer's node name for a message that arrived from a
+ * connection, this node's name for one sent by a local process. A message's
+ * contents (a From pid, a node name) are whatever the sender chose to write;
+ * this is where the runtime saw it come from. Outside a delivery it is this
+ * node's name. Borrowed: valid until ops->message returns.
+ */
+const char *cn_proc_msg_origin(const cn_proc *p);
 
 #endif

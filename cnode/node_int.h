@@ -192,9 +192,10 @@ struct cn_node {
     uv_idle_t idle;                 /* keeps the loop from blocking while work is queued */
     cn_epmd_reg epmd;
     int epmd_open;                  /* the registration holds handles: close must wait for them */
-    int epmd_registered;
+    int epmd_registered;            /* the first registration succeeded: renewals go to status_cb */
     int open_handles;               /* handles (and the epmd registration) not yet closed */
     void (*ready_cb)(cn_node *, int);
+    void (*status_cb)(cn_node *, int);
     void (*closed_cb)(cn_node *);
     int closed;                     /* close finished: cn_node_free may free it */
     void *data;                     /* the user's (cn_node_set_data) */
@@ -216,6 +217,11 @@ struct cn_node {
     cn_monitor *free_monitors;      /* recycled, so a call allocates nothing */
     cn_local_msg *run_queue;
     cn_buf scratch;                 /* a reason rebuilt with its version byte (dist_recv.c) */
+    /*
+     * The peer whose frame is being handled (dist_recv.c sets it around the
+     * dispatch), NULL otherwise: what cn_proc_msg_origin reports.
+     */
+    const char *delivering_from;
 
     cn_node_stats stats;
 };

@@ -134,7 +134,11 @@ void cn_proc_exit_now(cn_proc *from, cn_proc *to, const char *reason, size_t len
 {
     erlang_pid f;
     cn_proc_pid(from, &f);
+    /* A local process's signal, even when sent while a peer's frame is handled. */
+    const char *outer = from->node->delivering_from;
+    from->node->delivering_from = NULL;
     cn__proc_exit_signal(to, &f, reason, len, 0);
+    from->node->delivering_from = outer;
 }
 
 void cn__proc_deliver(cn_proc *p, const char *msg, size_t len)

@@ -516,7 +516,11 @@ static void schedule_continue(gs_server *s)
 
 static void on_message(cn_proc *p, const char *buf, size_t len)
 {
-    handle(cn_proc_data(p), buf, len);
+    gs_server *s = cn_proc_data(p);
+    /* At arrival, while the origin is known: a system message may be held back and handled later. */
+    if (gs__sys_foreign(s, buf, cn_proc_msg_origin(p)))
+        return;
+    handle(s, buf, len);
 }
 
 static const cn_proc_ops gs_ops = {on_message, on_exiting};

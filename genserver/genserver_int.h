@@ -62,6 +62,7 @@ struct gs_server {
     gs_sys_shape sys_shape;     /* the reply shape of the pending replace_state */
     char *sys_held;             /* the request held until the stdlib version is known */
     gs_sys_cache sys_callers;   /* which sys each calling node runs */
+    unsigned sys_refused;       /* system messages dropped by gs__sys_foreign */
 };
 
 /* ---- genserver.c, for gs_sys.c ---- */
@@ -81,6 +82,16 @@ void gs__drain(gs_server *s);
 
 /* ---- gs_sys.c, for genserver.c ---- */
 
+/*
+ * The :sys protocol acts only for the node a request came from: every reply
+ * goes to From, and a replace_state asks From's node's rex to run the fun, so
+ * a From on another node would make the server a deputy that sends to, and
+ * runs code on, a node that never asked (the BEAM has no such path: the fun
+ * runs inside the server). Returns 1 when b is a system message whose From
+ * pid is not on origin (cn_proc_msg_origin at its arrival): the caller drops
+ * it, unanswered; the first per server is logged as a warning.
+ */
+int gs__sys_foreign(gs_server *s, const char *b, const char *origin);
 /* Is this a system message {system, From, Request}? Sets *from and *req (the request's index). */
 int gs__is_system(const char *b, gs_from *from, int *req);
 /* Answers a system message: get_state, get_status, suspend, resume, terminate, replace_state. */

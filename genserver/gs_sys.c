@@ -16,6 +16,10 @@
  * on (sys_shape.h). The first such request from a node incarnation asks that
  * node's rex for its stdlib version and waits for the answer, once; the server
  * remembers it in s->sys_callers.
+ *
+ * Every request is served only for the node it came from (gs__sys_foreign):
+ * replies go to From, and the calls to rex (the stdlib question, the fun of a
+ * replace_state) only to From's node.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -325,14 +329,21 @@ static void finish_replace_state(gs_server *s, const char *b, int result)
     gs__drain(s);
 }
 
-/* While a request waits: is this rex's answer {Tag, Result}? Sets *result. */
+/*
+ * While a request waits: is this rex's answer {Tag, Result}? Sets *result.
+ * Only the node asked may answer: our references are easy to guess, and from
+ * anywhere else the answer would be a state injection.
+ */
 static int is_sys_answer(gs_server *s, const char *b, int *result)
 {
     int i = 1, arity;
     erlang_ref tag;
     if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 2 || ei_decode_ref(b, &i, &tag) < 0)
         return 0;
-    if (tag.len != s->sys_tag.len || memcmp(tag.n, s->sys_tag.n, sizeof tag.n[0] * (size_t)tag.len) != 0)
+    if (tag.len != s->sys_tag.len || memcmp(tag.n, s->sys_tag.n, sizeof tag.n[0] * (size_t)tag.len) != 0 ||
+        tag.creation != s->sys_tag.creation || strcmp(tag.node, s->sys_tag.node) != 0)
+        return 0;
+    if (strcmp(cn_proc_msg_origin(s->proc), s->sys_from->pid.node) != 0)
         return 0;
     *result = i;
     return 1;
@@ -342,7 +353,10 @@ int gs__sys_take(gs_server *s, const char *b)
 {
     int result = 0;
     int answered = is_sys_answer(s, b, &result);
-    if (!answered && !gs__atom_at(b, 1, "$gs_sys_timeout"))
+    /* The timeout is the server's own timer's: from any other process it is just a message. */
+    int timeout = gs__atom_at(b, 1, "$gs_sys_timeout") &&
+                  strcmp(cn_proc_msg_origin(s->proc), cn_node_name(s->node)) == 0;
+    if (!answered && !timeout)
         return 0;
     if (s->sys_wait == WAIT_FUN)
         finish_replace_state(s, answered ? b : NULL, result);
@@ -432,6 +446,37 @@ void gs__handle_system(gs_server *s, const gs_from *from, const char *b, int req
     }
     gs__send_reply(s, from, x->buff, (size_t)x->index);
     gs__drain(s);
+}
+
+/* A node name for a log line: bytes outside printable ASCII, and '\\', as \\xNN. */
+static void escape_name(const char *in, char *out, size_t size)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p != '\0' && o + 5 < size; p++) {
+        if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+            out[o++] = (char)*p;
+        else
+            o += (size_t)snprintf(out + o, size - o, "\\x%02x", *p);
+    }
+    out[o] = '\0';
+}
+
+int gs__sys_foreign(gs_server *s, const char *b, const char *origin)
+{
+    gs_from from;
+    int req;
+    if (!gs__is_system(b, &from, &req) || strcmp(from.pid.node, origin) == 0)
+        return 0;
+    /* An attacker may send many: the first is worth a warning, the rest only debug lines. */
+    cn_log_level level = s->sys_refused++ == 0 ? CN_LOG_WARNING : CN_LOG_DEBUG;
+    if (level >= cn_log_threshold) {
+        char by[4 * 256 + 1], named[4 * 256 + 1];
+        escape_name(origin, by, sizeof by);
+        escape_name(from.pid.node, named, sizeof named);
+        cn_log_write(level, "genserver", "%s: system message from %s for a process on %s dropped",
+                     s->name[0] ? s->name : "server", by, named);
+    }
+    return 1;
 }
 
 int gs__is_system(const char *b, gs_from *from, int *req)

@@ -132,6 +132,22 @@ static void on_ready(cn_node *node, int status)
         a->ready_cb(a);
 }
 
+/*
+ * The registration after start: renewed after an epmd restart (nothing to do),
+ * or lost for good because another node took the name while epmd had none for
+ * us. Then peers asking epmd for our name reach the other node: stop, with
+ * status 1, the ordinary way (the servers save their state).
+ */
+static void on_node_status(cn_node *node, int status)
+{
+    sup_app *a = cn_node_data(node);
+    if (status != CN_ENOTALIVE || a->stopping)
+        return;
+    fprintf(stderr, "cnode: the name %s was registered by another node while epmd had lost ours; stopping\n",
+            cn_node_name(node));
+    sup_app_stop(a, 1);
+}
+
 static void node_closed(cn_node *node)
 {
     (void)node;
@@ -164,7 +180,9 @@ static void on_signal(uv_signal_t *h, int signum)
 int sup_app_new(uv_loop_t *loop, const sup_app_config *cfg, sup_app **out)
 {
     cn_node *node;
-    int rc = cn_node_new(loop, &cfg->node, &node);
+    cn_node_config nc = cfg->node;
+    nc.status_cb = on_node_status;
+    int rc = cn_node_new(loop, &nc, &node);
     if (rc < 0)
         return rc;
     sup_app *a = cn_calloc(1, sizeof *a);

@@ -17,7 +17,9 @@
  * status 1, as OTP stops a node whose permanent application's top supervisor
  * died. The node is closed only once no process is left, so the children of a
  * killed supervisor, which get 'killed' through their links, run their
- * terminate (and save) first.
+ * terminate (and save) first. It also stops with status 1 when epmd, after a
+ * restart, has given the node's name to another node before the node could
+ * register again (cn_node_config's status_cb; the app sets it).
  *
  * A program:
  *
@@ -40,7 +42,7 @@
 typedef struct sup_app sup_app;
 
 typedef struct sup_app_config {
-    cn_node_config node;            /* copied by cn_node_new */
+    cn_node_config node;            /* copied by cn_node_new; its status_cb is the app's own */
     counter_config counter;         /* copied; its data_dir is borrowed for the app's life */
     rate_limiter_config limiter;    /* copied; likewise */
     /* Called once the node is registered and the whole tree runs. May be NULL. */

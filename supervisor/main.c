@@ -7,7 +7,9 @@
  * the supervision tree and prints "READY <name> <port>" on stdout through
  * ready_cb. SIGTERM or SIGINT stops the servers (their terminate saves state),
  * closes every connection, unregisters from epmd and exits 0; the death of a
- * top supervisor exits 1. Bad flags exit 2.
+ * top supervisor exits 1, and so does losing the name: when epmd restarts the
+ * node registers again, and if another node took the name meanwhile it stops
+ * the same way. Bad flags exit 2.
  */
 #include <errno.h>
 #include <fcntl.h>

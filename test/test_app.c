@@ -6,7 +6,9 @@
  * connected node delivers it, and a :sys.terminate of net_kernel. Every test
  * runs its loop until the app has closed the node, and ends with
  * sup_app_free and uv_loop_close returning 0, so under ASan (make unit-san) a
- * use after free or a leak fails it.
+ * use after free or a leak fails it. Two tests register with a fake epmd that
+ * restarts: the app keeps running when the name comes back, and stops with
+ * status 1, servers saved, when another node took it meanwhile.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -22,9 +24,11 @@
 
 #include "cnode/buf.h"
 #include "cnode/error.h"
+#include "cnode/log.h"
 #include "cnode/proc.h"
 #include "genserver/statefile.h"
 #include "supervisor/app.h"
+#include "test/fake_epmd.h"
 
 /* The counter's state file: schema 1, the value as 8 bytes big endian (genserver/counter.c). */
 #define COUNTER_SCHEMA 1
@@ -38,6 +42,7 @@ typedef struct fx {
     int status;         /* the app's exit status, kept by run_to_end */
     cn_proc *tester;    /* sends as a connected node's process would; gets the replies */
     int replies;
+    fake_epmd epmd;     /* for the tests with epmd */
 } fx;
 
 static void on_ready(sup_app *app)
@@ -55,15 +60,18 @@ static void tester_message(cn_proc *p, const char *buf, size_t len)
 
 static const cn_proc_ops tester_ops = {tester_message, NULL};
 
-static int setup(void **state)
+/* A node registered with the fake epmd's first answer, or without epmd when script is NULL. */
+static int setup_with(void **state, const fe_act *script, size_t nscript)
 {
     fx *f = calloc(1, sizeof *f);
     uv_loop_init(&f->loop);
     snprintf(f->dir, sizeof f->dir, "/tmp/test_app.XXXXXX");
     if (mkdtemp(f->dir) == NULL)
         return -1;
+    if (script)
+        fe_start(&f->loop, &f->epmd, script, nscript);
     sup_app_config cfg = {
-        .node = {.name = "app@127.0.0.1", .cookie = "c", .no_epmd = 1},
+        .node = {.name = "app@127.0.0.1", .cookie = "c", .no_epmd = script == NULL},
         .counter = {.initial = 0, .data_dir = f->dir},
         .limiter = {.max_requests = 100, .window_ms = 60000, .data_dir = f->dir},
         .ready_cb = on_ready,
@@ -73,11 +81,33 @@ static int setup(void **state)
         return -1;
     f->node = sup_app_node(f->app);
     /* Without epmd the node is ready at once, so start returns with the tree running. */
-    if (sup_app_start(f->app) != 0 || f->ready != 1)
+    if (sup_app_start(f->app) != 0)
+        return -1;
+    while (script && f->ready == 0)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    if (f->ready != 1)
         return -1;
     f->tester = cn_proc_spawn(f->node, &tester_ops, f);
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, NULL, 0);
+}
+
+static const fe_act epmd_comes_back[] = {FE_OK, FE_OK};
+static const fe_act name_taken_meanwhile[] = {FE_OK, FE_TAKEN};
+
+static int setup_epmd_comes_back(void **state)
+{
+    return setup_with(state, epmd_comes_back, 2);
+}
+
+static int setup_name_taken(void **state)
+{
+    return setup_with(state, name_taken_meanwhile, 2);
 }
 
 static int teardown(void **state)
@@ -275,6 +305,49 @@ static void intensity_exceeded_stops_the_node_with_1(void **state)
     assert_true(saved(f, "rate_limiter"));
 }
 
+/* epmd restarts: the node registers again and the app keeps running. */
+static void an_epmd_restart_changes_nothing(void **state)
+{
+    fx *f = *state;
+    cn_log_level saved_level = cn_log_threshold;
+    cn_log_threshold = CN_LOG_ERROR; /* the loss is a warning */
+    fe_drop(&f->epmd);
+    while (f->epmd.requests < 2 || f->epmd.open_clients < 1)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    turns(f, 4);
+    cn_log_threshold = saved_level;
+    assert_false(sup_app_stopping(f->app));
+    assert_non_null(cn_proc_whereis(f->node, "counter"));
+    cn_proc_exit(f->tester, NULL, 0);
+    fe_close(&f->epmd);
+    sup_app_stop(f->app, 0);
+    run_to_end(f);
+    assert_int_equal(f->status, 0);
+}
+
+/*
+ * epmd restarts and gives our name to another node before we register again:
+ * the app stops the ordinary way, servers saving their state, with status 1.
+ */
+static void a_name_taken_meanwhile_stops_the_node_with_1(void **state)
+{
+    fx *f = *state;
+    cast_increments(f, 4);
+    cn_log_level saved_level = cn_log_threshold;
+    cn_log_threshold = CN_LOG_NONE; /* the loss, the refusal and the stop are logged */
+    fe_drop(&f->epmd);
+    while (!sup_app_stopping(f->app))
+        uv_run(&f->loop, UV_RUN_ONCE);
+    cn_proc_exit(f->tester, NULL, 0);
+    fe_close(&f->epmd);
+    run_to_end(f);
+    cn_log_threshold = saved_level;
+    assert_int_equal(f->status, 1);
+    assert_int_equal(f->epmd.requests, 2);
+    assert_int_equal(saved_counter(f), 4);
+    assert_true(saved(f, "rate_limiter"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +358,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(killed_kernel_sup_stops_the_node_with_1, setup, teardown),
         cmocka_unit_test_setup_teardown(terminated_net_kernel_is_restarted, setup, teardown),
         cmocka_unit_test_setup_teardown(intensity_exceeded_stops_the_node_with_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_epmd_restart_changes_nothing, setup_epmd_comes_back, teardown),
+        cmocka_unit_test_setup_teardown(a_name_taken_meanwhile_stops_the_node_with_1, setup_name_taken,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,7 @@
 #include "cnode/epmd.h"
 #include "cnode/error.h"
 #include "cnode/log.h"
+#include "test/fake_epmd.h"
 
 /* ---- Codecs ------------------------------------------------------------------ */
 
@@ -566,15 +567,8 @@ static void test_register_fake_replies(void **state)
             assert_int_equal(f.got.len, 2 + 13 + 6);
             assert_int_equal(f.got.data[2], 120);
             assert_int_equal(cn_get_u16(f.got.data + 3), 0xbeef);
-            /* Let the fake's hang-up arrive: the registration is lost (logged, not fatal). */
-            cn_log_level saved = cn_log_threshold;
-            cn_log_threshold = CN_LOG_NONE;
-            for (int k = 0; k < 20; k++) {
-                uv_run(&loop, UV_RUN_NOWAIT);
-                sleep_ms(2);
-            }
-            cn_log_threshold = saved;
         }
+        /* Before the fake's hang-up starts a renewal (the renewal tests below cover that). */
         cn_epmd_unregister(&reg);
         fake_stop(&f);
         uv_run(&loop, UV_RUN_DEFAULT);
@@ -582,6 +576,191 @@ static void test_register_fake_replies(void **state)
         assert_int_equal(r.closed, r.status == 0 ? 1 : 0);
         assert_int_equal(uv_loop_close(&loop), 0);
     }
+}
+
+/* ---- Renewal: epmd drops a registration and comes back ---------------------------- */
+
+/* Everything a registration reports, in order. */
+struct renew {
+    int calls;
+    int status[8];
+    uint32_t creation[8];
+    int closed;
+};
+
+static void on_renew(cn_epmd_reg *reg, int status, uint32_t creation)
+{
+    struct renew *r = reg->data;
+    assert_true(r->calls < 8);
+    r->status[r->calls] = status;
+    r->creation[r->calls] = creation;
+    r->calls++;
+}
+
+static void on_renew_closed(cn_epmd_reg *reg)
+{
+    struct renew *r = reg->data;
+    r->closed++;
+}
+
+/* A loop, a fake epmd with this script and a registration it has accepted (creation 100). */
+typedef struct renewal {
+    uv_loop_t loop;
+    fake_epmd epmd;
+    cn_epmd_reg reg;
+    struct renew r;
+    cn_log_level saved_level;
+    uv_timer_t watchdog;
+} renewal;
+
+/* Turns a registration that never gets where a test waits for into a failure, not a hang. */
+static void watchdog_fired(uv_timer_t *t)
+{
+    (void)t;
+    fail_msg("the registration did not get there within a minute");
+}
+
+static renewal *renewal_new(const fe_act *script, size_t n)
+{
+    renewal *w = test_calloc(1, sizeof *w);
+    assert_int_equal(uv_loop_init(&w->loop), 0);
+    uv_timer_init(&w->loop, &w->watchdog);
+    uv_timer_start(&w->watchdog, watchdog_fired, 60000, 0);
+    fe_start(&w->loop, &w->epmd, script, n);
+    w->reg.data = &w->r;
+    w->reg.close_cb = on_renew_closed;
+    assert_int_equal(cn_epmd_register(&w->loop, &w->reg, "cntest", 0xbeef, on_renew), 0);
+    while (w->r.calls == 0)
+        uv_run(&w->loop, UV_RUN_ONCE);
+    assert_int_equal(w->r.status[0], 0);
+    assert_int_equal(w->r.creation[0], 100);
+    /* The loss is a warning by design; these tests cause it on purpose. */
+    w->saved_level = cn_log_threshold;
+    cn_log_threshold = CN_LOG_ERROR;
+    return w;
+}
+
+/*
+ * Stops the fake and runs the loop until only close callbacks are left to run:
+ * a registration that still had a timer or a socket would keep it alive.
+ */
+static void renewal_end(renewal *w)
+{
+    fe_close(&w->epmd);
+    uv_close((uv_handle_t *)&w->watchdog, NULL);
+    for (int turn = 0; turn < 20 && uv_loop_alive(&w->loop); turn++)
+        uv_run(&w->loop, UV_RUN_NOWAIT);
+    assert_false(uv_loop_alive(&w->loop));
+    assert_int_equal(uv_loop_close(&w->loop), 0);
+    cn_log_threshold = w->saved_level;
+    test_free(w);
+}
+
+/*
+ * epmd drops the registration, then fails four attempts (it hangs up on them)
+ * before it answers: every attempt waits at least its backoff, 100 ms after
+ * the loss and then twice the last wait, up to the cap; the renewal is
+ * reported with its creation, and its connection is kept open. Only lower
+ * bounds on the waits are asserted: a timer never fires early, but a busy
+ * machine may fire it late.
+ */
+static void test_renewal_backs_off_until_epmd_answers(void **state)
+{
+    (void)state;
+    static const fe_act script[] = {FE_OK, FE_HANGUP, FE_HANGUP, FE_HANGUP, FE_HANGUP, FE_OK};
+    renewal *w = renewal_new(script, sizeof script / sizeof script[0]);
+    uint64_t dropped = uv_now(&w->loop);
+    fe_drop(&w->epmd);
+    unsigned longest = 0;
+    while (w->r.calls < 2) {
+        uv_run(&w->loop, UV_RUN_ONCE);
+        /* A peek at the private backoff: it never grows past the cap. */
+        longest = w->reg.retry_ms > longest ? w->reg.retry_ms : longest;
+    }
+    assert_int_equal(w->r.status[1], 0);
+    assert_int_equal(w->r.creation[1], 105);
+    assert_int_equal(w->epmd.requests, 6);
+    const uint64_t *at = w->epmd.request_at;
+    assert_true(at[1] - dropped >= CN_EPMD_RETRY_FIRST_MS);
+    static const uint64_t waits[] = {200, 400, 800, CN_EPMD_RETRY_MAX_MS};
+    for (int k = 2; k <= 5; k++)
+        assert_true(at[k] - at[k - 1] >= waits[k - 2]);
+    assert_int_equal(longest, CN_EPMD_RETRY_MAX_MS);
+    /* Renewed: the connection stays open, and a second loss would start over. */
+    assert_int_equal(w->epmd.open_clients, 1);
+    cn_epmd_unregister(&w->reg);
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    assert_int_equal(w->r.closed, 1);
+    assert_int_equal(w->r.calls, 2);
+    renewal_end(w);
+}
+
+/*
+ * While the name was not registered someone else took it: the renewal reports
+ * CN_ENOTALIVE once, with every handle closed, and nothing is retried after it
+ * (the loop runs dry although the fake still listens).
+ */
+static void test_renewal_refused_is_final(void **state)
+{
+    (void)state;
+    static const fe_act script[] = {FE_OK, FE_HANGUP, FE_TAKEN};
+    renewal *w = renewal_new(script, sizeof script / sizeof script[0]);
+    fe_drop(&w->epmd);
+    while (w->r.calls < 2)
+        uv_run(&w->loop, UV_RUN_ONCE);
+    assert_int_equal(w->r.status[1], CN_ENOTALIVE);
+    assert_int_equal(w->epmd.requests, 3);
+    /* Nothing is open any more: unregistering does nothing, close_cb never runs. */
+    cn_epmd_unregister(&w->reg);
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    assert_int_equal(w->r.closed, 0);
+    /* And renewal_end finds no timer of a next attempt. */
+    renewal_end(w);
+}
+
+/* Which moment of a renewal the close comes at. */
+enum { AT_LOSS, IN_BACKOFF, AWAITING_REPLY };
+
+static void close_during_renewal(int when)
+{
+    static const fe_act script[] = {FE_OK, FE_SILENT};
+    renewal *w = renewal_new(script, sizeof script / sizeof script[0]);
+    fe_drop(&w->epmd);
+    if (when == IN_BACKOFF) {
+        /* The lost socket closed and the backoff timer runs (peeking at the registration's handles). */
+        while (!uv_is_closing((uv_handle_t *)&w->reg.tcp) || !uv_is_active((uv_handle_t *)&w->reg.timer))
+            uv_run(&w->loop, UV_RUN_ONCE);
+        assert_int_equal(w->epmd.requests, 1);
+    } else if (when == AWAITING_REPLY) {
+        while (w->epmd.requests < 2)
+            uv_run(&w->loop, UV_RUN_ONCE);
+    }
+    cn_epmd_unregister(&w->reg);
+    cn_epmd_unregister(&w->reg);
+    for (int turn = 0; turn < 10 && w->r.closed == 0; turn++)
+        uv_run(&w->loop, UV_RUN_NOWAIT);
+    assert_int_equal(w->r.closed, 1);
+    assert_int_equal(w->r.calls, 1);
+    /* Nothing of the registration is left to keep the loop alive: renewal_end asserts it. */
+    renewal_end(w);
+}
+
+static void test_close_at_the_loss(void **state)
+{
+    (void)state;
+    close_during_renewal(AT_LOSS);
+}
+
+static void test_close_in_the_backoff(void **state)
+{
+    (void)state;
+    close_during_renewal(IN_BACKOFF);
+}
+
+static void test_close_while_a_renewal_awaits_its_reply(void **state)
+{
+    (void)state;
+    close_during_renewal(AWAITING_REPLY);
 }
 
 /* ---- A real epmd ------------------------------------------------------------------ */
@@ -793,6 +972,11 @@ int main(void)
         cmocka_unit_test(test_lookup_fake_replies),
         cmocka_unit_test(test_lookup_cancel),
         cmocka_unit_test(test_register_fake_replies),
+        cmocka_unit_test(test_renewal_backs_off_until_epmd_answers),
+        cmocka_unit_test(test_renewal_refused_is_final),
+        cmocka_unit_test(test_close_at_the_loss),
+        cmocka_unit_test(test_close_in_the_backoff),
+        cmocka_unit_test(test_close_while_a_renewal_awaits_its_reply),
         cmocka_unit_test_teardown(test_live_epmd, stop_live_epmd),
         cmocka_unit_test(test_ensure_running_starts_epmd),
     };

@@ -1,7 +1,8 @@
 /*
  * Unit tests of genserver/genserver.h over the fake peer: the $gen_call and
  * system protocols, deferral while suspended or continuing, stop results,
- * timers and timeouts.
+ * timers and timeouts. A second peer, "third", connects to the same node for
+ * the tests of system messages forged for a node that did not send them.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,7 +12,9 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "cnode/log.h"
 #include "cnode/protocol.h"
+#include "cnode/transport.h"
 #include "genserver/genserver.h"
 #include "test/fake_peer.h"
 
@@ -127,11 +130,21 @@ static const gs_callbacks tcb = {
     .put_state = t_put_state,
 };
 
+#define THIRD "third@127.0.0.1"
+
+/* A second connected node, on its own in-memory transport; what the node wrote to it is in out. */
+typedef struct third_peer {
+    cn_conn *conn;
+    cn_buf out;
+    int closed;
+} third_peer;
+
 typedef struct fx {
     fake_peer fp;
     tstate st;
     gs_server *gs;
     unsigned next_ref;
+    third_peer third;
 } fx;
 
 static int start(void **state, int use_continue)
@@ -156,7 +169,76 @@ static int teardown(void **state)
     if (cn_proc_whereis(f->fp.node, "t"))
         gs_stop(f->gs, "shutdown");
     fp_teardown(&f->fp);
+    cn_buf_free(&f->third.out);
     free(f);
+    return 0;
+}
+
+/* ---- The third node ---- */
+
+static int third_write(cn_conn *c, const char *data, size_t len)
+{
+    third_peer *t = cn_conn_transport_data(c);
+    cn_buf_append(&t->out, data, len);
+    cn_conn_written(c, 0);
+    return 0;
+}
+
+static void third_close(cn_conn *c)
+{
+    third_peer *t = cn_conn_transport_data(c);
+    t->closed = 1;
+    t->conn = NULL;
+    cn_conn_closed(c);
+}
+
+static const cn_transport third_transport = {third_write, third_close};
+
+static uint32_t third_random(void *ctx)
+{
+    (void)ctx;
+    return 0x0badcafeu;
+}
+
+/* Connects THIRD to the node with the real handshake, as fp_setup connects the peer. */
+static void third_connect(fx *f)
+{
+    third_peer *t = &f->third;
+    cn_buf_init(&t->out);
+    t->conn = cn_conn_new(f->fp.node, &third_transport, 0);
+    cn_conn_set_transport_data(t->conn, t);
+    cn_conn_start_handshake(t->conn, NULL);
+    cn_hs hs;
+    cn_hs_config hc = {.role = CN_HS_CONNECT, .our_name = THIRD, .cookie = "k", .our_flags = FP_FLAGS_ALIAS,
+                       .our_creation = 888, .random32 = third_random, .expect_peer = FP_NODE};
+    assert_int_equal(cn_hs_init(&hs, &hc), 0);
+    cn_buf tx;
+    cn_buf_init(&tx);
+    assert_int_equal(cn_hs_start(&hs, &tx), 0);
+    for (int round = 0; round < 10 && !cn_hs_done(&hs); round++) {
+        cn_conn_feed(t->conn, tx.data, tx.len);
+        cn_buf_reset(&tx);
+        fp_run(&f->fp);
+        int rc = cn_hs_feed(&hs, t->out.data, t->out.len, &tx);
+        assert_true(rc >= 0);
+        cn_buf_consume(&t->out, (size_t)rc);
+        assert_false(t->closed);
+    }
+    cn_conn_feed(t->conn, tx.data, tx.len);
+    fp_run(&f->fp);
+    cn_buf_free(&tx);
+    assert_true(cn_hs_done(&hs));
+    assert_string_equal(cn_conn_peer(t->conn), THIRD);
+    cn_buf_reset(&t->out);
+}
+
+/* Has the node written the third node anything but ticks since it connected? */
+static int third_got_a_frame(fx *f)
+{
+    const char *p = f->third.out.data;
+    for (size_t i = 0; i + 4 <= f->third.out.len; i += 4 + cn_get_u32(p + i))
+        if (cn_get_u32(p + i) != 0)
+            return 1;
     return 0;
 }
 
@@ -498,6 +580,183 @@ static void unknown_cast_and_info_change_nothing(void **state)
     expect_reply(f, "0");
 }
 
+/* ---- :sys for a node that did not ask ---- */
+
+/* {system, {From, [alias | Ref]}, Request}, From being pid number `num` of `node`, over the peer. */
+static void sys_from(fx *f, const char *node, unsigned num, void (*enc)(ei_x_buff *, const void *),
+                     const void *arg)
+{
+    erlang_pid sender, from;
+    erlang_ref ref;
+    fp_pid(&sender, 1);
+    fp_pid(&from, num);
+    snprintf(from.node, sizeof from.node, "%s", node);
+    fp_ref(&ref, ++f->next_ref, 0, 0);
+    ei_x_buff ctl, msg;
+    fp_ctl_reg_send(&ctl, &sender, "t");
+    ei_x_new_with_version(&msg);
+    ei_x_encode_tuple_header(&msg, 3);
+    ei_x_encode_atom(&msg, "system");
+    ei_x_encode_tuple_header(&msg, 2);
+    ei_x_encode_pid(&msg, &from);
+    ei_x_encode_list_header(&msg, 1);
+    ei_x_encode_atom(&msg, "alias");
+    ei_x_encode_ref(&msg, &ref);
+    enc(&msg, arg);
+    fp_send(&f->fp, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+}
+
+/*
+ * The call the server sent to the peer's rex: asserts a REG_SEND to rex and
+ * its $gen_call shape, and returns the call's tag (our reference).
+ */
+static void expect_rex_call(fx *f, erlang_ref *tag)
+{
+    fp_frame_view v;
+    assert_int_equal(fp_next(&f->fp, &v), 0);
+    assert_int_equal(v.op, DOP_REG_SEND);
+    int i = v.ctl;
+    erlang_pid from;
+    char name[MAXATOMLEN_UTF8];
+    assert_int_equal(ei_decode_pid(v.buf, &i, &from), 0);
+    assert_int_equal(ei_skip_term(v.buf, &i), 0);
+    assert_int_equal(ei_decode_atom(v.buf, &i, name), 0);
+    assert_string_equal(name, "rex");
+    i = v.msg;
+    int ver, arity;
+    assert_int_equal(ei_decode_version(v.buf, &i, &ver), 0);
+    assert_int_equal(ei_decode_tuple_header(v.buf, &i, &arity), 0);
+    assert_int_equal(arity, 3);
+    assert_int_equal(ei_skip_term(v.buf, &i), 0);
+    assert_int_equal(ei_decode_tuple_header(v.buf, &i, &arity), 0);
+    assert_int_equal(ei_skip_term(v.buf, &i), 0);
+    assert_int_equal(ei_decode_ref(v.buf, &i, tag), 0);
+    fp_view_free(&v);
+}
+
+/* msg (versioned) sent to the server's pid over conn c (the peer's or the third's). */
+static void send_to_server(fx *f, cn_conn *c, const ei_x_buff *msg)
+{
+    erlang_pid to;
+    gs_self(f->gs, &to);
+    ei_x_buff ctl;
+    ei_x_new_with_version(&ctl);
+    ei_x_encode_tuple_header(&ctl, 3);
+    ei_x_encode_long(&ctl, DOP_SEND);
+    ei_x_encode_atom(&ctl, "");
+    ei_x_encode_pid(&ctl, &to);
+    cn_buf b;
+    cn_buf_init(&b);
+    fp_frame(&b, &ctl, msg);
+    cn_conn_feed(c, b.data, b.len);
+    cn_buf_free(&b);
+    ei_x_free(&ctl);
+    fp_run(&f->fp);
+}
+
+/* {Tag, Value} to the server over conn c, as rex answers. */
+static void answer_rex(fx *f, cn_conn *c, const erlang_ref *tag, long value)
+{
+    ei_x_buff msg;
+    ei_x_new_with_version(&msg);
+    ei_x_encode_tuple_header(&msg, 2);
+    ei_x_encode_ref(&msg, tag);
+    ei_x_encode_long(&msg, value);
+    send_to_server(f, c, &msg);
+    ei_x_free(&msg);
+}
+
+/*
+ * Issue 9, 3: the peer forges :sys requests whose From is a process of the
+ * third node. None is acted on: nothing goes to the third node (no rex call,
+ * no reply), nothing back to the peer, and the server is as it was.
+ */
+static void sys_for_a_third_node_is_dropped(void **state)
+{
+    fx *f = *state;
+    third_connect(f);
+    cn_log_level saved = cn_log_threshold;
+    cn_log_threshold = CN_LOG_ERROR;
+    sys_from(f, THIRD, 5, enc_replace, "fun");
+    sys_from(f, THIRD, 5, enc_atom, "get_state");
+    sys_from(f, THIRD, 5, enc_atom, "suspend");
+    sys_from(f, THIRD, 5, enc_terminate, "shutdown");
+    cn_log_threshold = saved;
+    assert_false(third_got_a_frame(f));
+    assert_false(f->third.closed);
+    assert_null(next_reply(f));
+    /* Not suspended, not terminated, not waiting for a fun: a call is answered at once. */
+    call(f, "bump");
+    expect_reply(f, "1");
+    assert_int_equal(f->st.terminated, 0);
+    /* The peer's own request for its own process is still served (its stdlib asked first). */
+    sys(f, "get_state");
+    fp_answer_stdlib(&f->fp, "4.2");
+    expect_reply(f, "1");
+}
+
+/* A local process forging a From on the peer's node makes no call to the peer's rex either. */
+static void a_local_sender_cannot_speak_for_the_peer(void **state)
+{
+    fx *f = *state;
+    cn_proc *local = cn_proc_spawn(f->fp.node, &(const cn_proc_ops){0}, NULL);
+    erlang_pid from;
+    erlang_ref ref;
+    fp_pid(&from, 9);
+    fp_ref(&ref, 99, 0, 0);
+    ei_x_buff msg;
+    ei_x_new_with_version(&msg);
+    ei_x_encode_tuple_header(&msg, 3);
+    ei_x_encode_atom(&msg, "system");
+    ei_x_encode_tuple_header(&msg, 2);
+    ei_x_encode_pid(&msg, &from);
+    ei_x_encode_ref(&msg, &ref);
+    enc_replace(&msg, "fun");
+    cn_log_level saved = cn_log_threshold;
+    cn_log_threshold = CN_LOG_ERROR;
+    assert_int_equal(cn_send_name(local, "t", NULL, msg.buff, (size_t)msg.index), 0);
+    ei_x_free(&msg);
+    fp_run(&f->fp);
+    cn_log_threshold = saved;
+    fp_frame_view v;
+    assert_int_equal(fp_next(&f->fp, &v), -1);
+    cn_proc_exit(local, NULL, 0);
+    call(f, "get");
+    expect_reply(f, "0");
+}
+
+/*
+ * While a replace_state waits for the peer's rex, the third node sends the
+ * answer with the right tag (our references are easy to guess), and the peer
+ * the server's own timeout message: neither ends the wait, and the real
+ * answer from the peer does.
+ */
+static void a_rex_answer_from_another_node_is_not_taken(void **state)
+{
+    fx *f = *state;
+    third_connect(f);
+    sys_from(f, FP_PEER, 1, enc_replace, "fun");
+    fp_answer_stdlib(&f->fp, "4.2");
+    erlang_ref tag;
+    expect_rex_call(f, &tag);
+    cn_log_level saved = cn_log_threshold;
+    cn_log_threshold = CN_LOG_ERROR; /* the forged answer ends as an unknown message */
+    answer_rex(f, f->third.conn, &tag, 666);
+    ei_x_buff timeout;
+    ei_x_new_with_version(&timeout);
+    ei_x_encode_atom(&timeout, "$gs_sys_timeout");
+    send_to_server(f, f->fp.conn, &timeout);
+    ei_x_free(&timeout);
+    assert_null(next_reply(f));
+    answer_rex(f, f->fp.conn, &tag, 42);
+    expect_reply(f, "42");
+    cn_log_threshold = saved;
+    call(f, "get");
+    expect_reply(f, "42");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -514,6 +773,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(timers_fire_and_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(timeout_result_delivers_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_cast_and_info_change_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(sys_for_a_third_node_is_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_local_sender_cannot_speak_for_the_peer, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_rex_answer_from_another_node_is_not_taken, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,11 +13,16 @@
  * the same loop hold the node in each of those states. "Promptly" is counted in
  * loop turns that never block: once closed, nothing the node owns may wait for
  * a timer or the network (an epmd lookup's 5 s timeout, a name resolution).
+ *
+ * Origin: cn_proc_msg_origin names the node a message came from, whatever its
+ * contents claim. Losing epmd: a node whose registration epmd drops registers
+ * again, keeping its creation, and reports a name taken meanwhile.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,9 +31,11 @@
 
 #include "cnode/buf.h"
 #include "cnode/error.h"
+#include "cnode/log.h"
 #include "cnode/node.h"
 #include "cnode/proc.h"
 #include "cnode/protocol.h"
+#include "test/fake_epmd.h"
 #include "test/fake_peer.h"
 
 typedef struct fx {
@@ -533,6 +540,181 @@ static void close_during_a_handshake(void **state)
     closing_end(c);
 }
 
+/* ---- Where a message came from ---- */
+
+typedef struct origin_fx {
+    int got;
+    char origin[64];
+} origin_fx;
+
+static void origin_message(cn_proc *p, const char *buf, size_t len)
+{
+    (void)buf, (void)len;
+    origin_fx *o = cn_proc_data(p);
+    o->got++;
+    snprintf(o->origin, sizeof o->origin, "%s", cn_proc_msg_origin(p));
+}
+
+static const cn_proc_ops origin_ops = {.message = origin_message};
+
+/* The peer's name for what its frames deliver, ours for a local send and outside a delivery. */
+static void the_origin_is_where_a_message_came_from(void **state)
+{
+    (void)state;
+    fake_peer fp;
+    assert_int_equal(fp_setup(&fp, "k", "k", CN_DFLAGS), 0);
+    origin_fx o = {0};
+    cn_proc *p = cn_proc_spawn(fp.node, &origin_ops, &o);
+    assert_int_equal(cn_proc_register(p, "o"), 0);
+    assert_string_equal(cn_proc_msg_origin(p), FP_NODE);
+
+    /* From the peer, even when the sender's pid names another node. */
+    erlang_pid from;
+    fp_pid(&from, 1);
+    strcpy(from.node, "third@127.0.0.1");
+    ei_x_buff ctl, msg;
+    fp_ctl_reg_send(&ctl, &from, "o");
+    fp_msg_cast(&msg, "hello");
+    fp_send(&fp, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+    assert_int_equal(o.got, 1);
+    assert_string_equal(o.origin, FP_PEER);
+    assert_string_equal(cn_proc_msg_origin(p), FP_NODE);
+
+    /* From a local process. */
+    cn_proc *local = cn_proc_spawn(fp.node, &origin_ops, &o);
+    char hello[16];
+    size_t n = cn_term_atom(hello, "hello");
+    assert_int_equal(cn_send_name(local, "o", NULL, hello, n), 0);
+    fp_run(&fp);
+    assert_int_equal(o.got, 2);
+    assert_string_equal(o.origin, FP_NODE);
+    fp_teardown(&fp);
+}
+
+/* ---- Losing epmd ---- */
+
+typedef struct lost {
+    uv_loop_t loop;
+    fake_epmd epmd;
+    cn_node *node;
+    int readies, ready_status;
+    int nstatus, status[4];
+    int closes;
+    cn_log_level saved_level;
+} lost;
+
+static void lost_ready(cn_node *node, int status)
+{
+    lost *l = cn_node_data(node);
+    l->readies++;
+    l->ready_status = status;
+}
+
+static void lost_status(cn_node *node, int status)
+{
+    lost *l = cn_node_data(node);
+    assert_true(l->nstatus < 4);
+    l->status[l->nstatus++] = status;
+}
+
+static void lost_closed(cn_node *node)
+{
+    lost *l = cn_node_data(node);
+    l->closes++;
+}
+
+/* A node registered with a fake epmd that follows script (its first answer: creation 100). */
+static lost *lost_new(const fe_act *script, size_t n)
+{
+    lost *l = test_calloc(1, sizeof *l);
+    assert_int_equal(uv_loop_init(&l->loop), 0);
+    fe_start(&l->loop, &l->epmd, script, n);
+    cn_node_config cfg = {.name = "lost@127.0.0.1", .cookie = "k", .status_cb = lost_status};
+    assert_int_equal(cn_node_new(&l->loop, &cfg, &l->node), 0);
+    cn_node_set_data(l->node, l);
+    assert_int_equal(cn_node_start(l->node, lost_ready), 0);
+    while (l->readies == 0)
+        uv_run(&l->loop, UV_RUN_ONCE);
+    assert_int_equal(l->ready_status, 0);
+    assert_int_equal(cn_node_creation(l->node), 100);
+    /* The loss and the refusal are logged on purpose here. */
+    l->saved_level = cn_log_threshold;
+    cn_log_threshold = CN_LOG_NONE;
+    return l;
+}
+
+static void lost_end(lost *l)
+{
+    cn_node_close(l->node, lost_closed);
+    fe_close(&l->epmd);
+    uv_run(&l->loop, UV_RUN_DEFAULT);
+    assert_int_equal(l->closes, 1);
+    assert_int_equal(cn_node_free(l->node), 0);
+    assert_int_equal(uv_loop_close(&l->loop), 0);
+    cn_log_threshold = l->saved_level;
+    test_free(l);
+}
+
+/*
+ * epmd restarts and hands out creation 101: the node registers again but keeps
+ * 100, so a pid it gave out before still reaches its process and new pids and
+ * references are of the same incarnation.
+ */
+static void a_renewed_registration_keeps_the_creation(void **state)
+{
+    (void)state;
+    static const fe_act script[] = {FE_OK, FE_OK};
+    lost *l = lost_new(script, 2);
+    /* No message ever reaches these processes: sink_ops never runs. */
+    cn_proc *before = cn_proc_spawn(l->node, &sink_ops, NULL);
+    erlang_pid pid;
+    cn_proc_pid(before, &pid);
+    fe_drop(&l->epmd);
+    while (l->nstatus == 0)
+        uv_run(&l->loop, UV_RUN_ONCE);
+    assert_int_equal(l->status[0], 0);
+    assert_int_equal(l->epmd.requests, 2);
+    assert_int_equal(cn_node_creation(l->node), 100);
+    assert_ptr_equal(cn_proc_by_pid(l->node, &pid), before);
+    erlang_pid after;
+    cn_proc_pid(cn_proc_spawn(l->node, &sink_ops, NULL), &after);
+    assert_int_equal(after.creation, 100);
+    erlang_ref ref;
+    cn_node_make_ref(l->node, &ref);
+    assert_int_equal(ref.creation, 100);
+    lost_end(l);
+}
+
+/* Another node took the name while epmd had none for us: status_cb hears CN_ENOTALIVE, once. */
+static void a_name_taken_meanwhile_is_reported(void **state)
+{
+    (void)state;
+    static const fe_act script[] = {FE_OK, FE_TAKEN};
+    lost *l = lost_new(script, 2);
+    fe_drop(&l->epmd);
+    while (l->nstatus == 0)
+        uv_run(&l->loop, UV_RUN_ONCE);
+    assert_int_equal(l->status[0], CN_ENOTALIVE);
+    assert_int_equal(l->readies, 1);
+    /* The node itself still runs until its owner closes it; the close finds no registration. */
+    lost_end(l);
+}
+
+/* Closing the node while its registration waits to be renewed. */
+static void close_while_renewing(void **state)
+{
+    (void)state;
+    static const fe_act script[] = {FE_OK, FE_SILENT};
+    lost *l = lost_new(script, 2);
+    fe_drop(&l->epmd);
+    while (l->epmd.requests < 2)
+        uv_run(&l->loop, UV_RUN_ONCE);
+    lost_end(l);
+    /* lost_end asserted the one close; no status was ever reported. */
+}
+
 int main(void)
 {
     /* One thread in libuv's pool, so close_while_resolving_a_target can hold it. */
@@ -552,6 +734,10 @@ int main(void)
         cmocka_unit_test(close_while_dialing_a_target),
         cmocka_unit_test(close_during_a_handshake),
         cmocka_unit_test(free_inside_the_close_callback),
+        cmocka_unit_test(the_origin_is_where_a_message_came_from),
+        cmocka_unit_test(a_renewed_registration_keeps_the_creation),
+        cmocka_unit_test(a_name_taken_meanwhile_is_reported),
+        cmocka_unit_test(close_while_renewing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
