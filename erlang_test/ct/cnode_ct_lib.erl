@@ -36,7 +36,8 @@ start(Args, Opts) ->
 %% (bounded) for its READY line or its exit, whichever comes first. Opts: name (the part
 %% before @; the same name again is a new process of the same node, on the same data dir
 %% and log), data_dir (default <run dir>/data/<name>, created; a given one is passed on
-%% as it is) and bin (default CNODE_BIN; san_bin() for the sanitized node).
+%% as it is), bin (default CNODE_BIN; san_bin() for the sanitized node) and env (extra
+%% environment variables, [{Name, Value}], e.g. another epmd port).
 launch(Args, Opts) ->
     Name = case Opts of
                #{name := N} -> N;
@@ -59,7 +60,8 @@ launch(Args, Opts) ->
     Bin = maps:get(bin, Opts, os:getenv("CNODE_BIN")),
     Parent = self(),
     Ref = make_ref(),
-    Owner = spawn(fun() -> own_port(Parent, Ref, Log, Bin, AllArgs) end),
+    Env = maps:get(env, Opts, []),
+    Owner = spawn(fun() -> own_port(Parent, Ref, Log, Bin, AllArgs, Env) end),
     CNode = #{node => Node, name => Name, log => Log, owner => Owner, data_dir => DataDir,
               bin => Bin},
     receive
@@ -146,10 +148,10 @@ log_tail(#{log := Log}) ->
             io_lib:format("(no log ~s: ~p)", [Log, Reason])
     end.
 
-own_port(Parent, Ref, Log, Bin, Args) ->
+own_port(Parent, Ref, Log, Bin, Args, Env) ->
     Script = "log=\"$1\"; shift; exec \"$@\" 2>>\"$log\"",
     Port = open_port({spawn_executable, "/bin/sh"},
-                     [binary, exit_status, use_stdio, {line, 4096},
+                     [binary, exit_status, use_stdio, {line, 4096}, {env, Env},
                       {args, ["-c", Script, "sh", Log, Bin | Args]}]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     ok = file:write_file(os:getenv("CNODE_TEST_PIDFILE"), [integer_to_list(OsPid), "\n"], [append]),
