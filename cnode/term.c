@@ -14,8 +14,10 @@
 
 #include "cnode/buf.h"
 #include "cnode/error.h"
+#include "cnode/log.h"
 #include "cnode/mem.h"
 #include "cnode/protocol.h"
+#include "cnode/utf8.h"
 
 /*
  * Tags of the external term format (erts "External Term Format"). Named here
@@ -341,5 +343,9 @@ char *cn_term_sprint(const char *buf, int index)
         free(text);
         return cn_strdup("<unprintable term>");
     }
-    return text;
+    /* ei prints atoms as they are, line breaks included. */
+    char *escaped = cn_malloc(CN_LOG_ESC_MAX);
+    cn_log_escape_str(escaped, CN_LOG_ESC_MAX, text);
+    free(text);
+    return escaped;
 }
