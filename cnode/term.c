@@ -32,8 +32,6 @@ enum {
     T_ATOM_UTF8 = 118, T_SMALL_ATOM_UTF8 = 119, T_V4_PORT = 120
 };
 
-/* The most characters an atom has; UTF-8 takes up to four bytes for each. */
-#define MAX_ATOM_CHARS 255
 /* Funs captured in the free variables of funs are walked by one recursive call per
  * level; real closures nest a few levels, a peer's forgery is refused past this. */
 #define MAX_FUN_NESTING 64
@@ -51,30 +49,41 @@ static int take(size_t len, size_t *i, uint64_t n)
     return 0;
 }
 
+/*
+ * The text of an atom after its tag: where it starts (*at), its length in bytes
+ * and whether it is UTF-8 (else Latin-1), with *i moved past it. The atom is
+ * checked as the BEAM checks one it decodes: at most 255 characters, and for the
+ * UTF-8 tags valid UTF-8 (ei would copy anything, and the text becomes names,
+ * log lines and replies).
+ */
+static int atom_text(unsigned char tag, const char *b, size_t len, size_t *i, size_t *at, size_t *n, int *utf8)
+{
+    int small = tag == T_SMALL_ATOM || tag == T_SMALL_ATOM_UTF8;
+    if (!small && tag != T_ATOM && tag != T_ATOM_UTF8)
+        return -1;
+    size_t width = small ? 1 : 2;
+    if (len - *i < width)
+        return -1;
+    *n = small ? (uint8_t)b[*i] : cn_get_u16(b + *i);
+    *utf8 = tag == T_ATOM_UTF8 || tag == T_SMALL_ATOM_UTF8;
+    *i += width;
+    *at = *i;
+    if (take(len, i, *n) < 0)
+        return -1;
+    if (*utf8)
+        return cn_utf8_atom_chars(b + *at, *n) < 0 ? -1 : 0;
+    return *n > CN_ATOM_MAX_CHARS ? -1 : 0;
+}
+
 /* An atom in any of its four encodings, as pids, ports and refs embed them. */
 static int skip_atom(const char *b, size_t len, size_t *i)
 {
     if (*i >= len)
         return -1;
     unsigned char tag = (unsigned char)b[(*i)++];
-    if (tag == T_ATOM || tag == T_ATOM_UTF8) {
-        if (len - *i < 2)
-            return -1;
-        uint16_t n = cn_get_u16(b + *i);
-        /* No atom has more than 255 characters: ei decodes atoms into buffers of
-         * that many (Latin-1) or four times that many (UTF-8) bytes. */
-        if (n > (tag == T_ATOM ? MAX_ATOM_CHARS : 4 * MAX_ATOM_CHARS))
-            return -1;
-        *i += 2;
-        return take(len, i, n);
-    }
-    if (tag == T_SMALL_ATOM || tag == T_SMALL_ATOM_UTF8) {
-        if (*i >= len)
-            return -1;
-        uint8_t n = (uint8_t)b[(*i)++];
-        return take(len, i, n);
-    }
-    return -1;
+    size_t at, n;
+    int utf8;
+    return atom_text(tag, b, len, i, &at, &n, &utf8);
 }
 
 /*
@@ -271,6 +280,37 @@ int cn_term_skip_versioned(const char *buf, size_t len, size_t *idx)
     if (walk(buf, len, &i, 0) != 0)
         return CN_EDECODE;
     *idx = i;
+    return 0;
+}
+
+int cn_term_decode_atom(const char *buf, size_t len, size_t *idx, char *out, size_t *out_len)
+{
+    size_t i = *idx, at, n;
+    int utf8;
+    if (i >= len)
+        return CN_EDECODE;
+    unsigned char tag = (unsigned char)buf[i++];
+    if (atom_text(tag, buf, len, &i, &at, &n, &utf8) < 0)
+        return CN_EDECODE;
+    const unsigned char *src = (const unsigned char *)buf + at;
+    size_t o = 0;
+    if (utf8) {
+        memcpy(out, src, n);
+        o = n;
+    } else {
+        /* Latin-1: each byte is its code point; those above 127 take two bytes in UTF-8. */
+        for (size_t k = 0; k < n; k++) {
+            if (src[k] < 0x80) {
+                out[o++] = (char)src[k];
+            } else {
+                out[o++] = (char)(0xC0 | src[k] >> 6);
+                out[o++] = (char)(0x80 | (src[k] & 0x3F));
+            }
+        }
+    }
+    out[o] = '\0';
+    *out_len = o;
+    *idx = at + n;
     return 0;
 }
 
