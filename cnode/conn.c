@@ -12,12 +12,18 @@
  * Reading: bytes are appended to the connection's buffer (rbuf); a transport
  * that reads in place reads straight into it. Every complete frame in the
  * buffer is handled in place, without a copy, and what is left (a partial
- * frame) moves to the front for the next read.
+ * frame) moves to the front for the next read. A buffer a large frame grew
+ * shrinks back once the frame is handled (RBUF_KEEP).
  *
  * Writing: frames are appended to wbuf during a loop turn; at the end of the turn
  * (sched.c) each connection with output does one write of everything queued.
  * While a write is in flight new frames collect in wbuf, and the two buffers
- * swap when it completes, so buffers are reused and never copied.
+ * swap when it completes, so buffers are reused and never copied. Every batch
+ * passes through wflight, which shrinks back to CN_BUF_KEEP once written, so a
+ * large message's room is not kept either.
+ *
+ * Names, addresses and anything else a peer chose reach the log only through
+ * cn_log_escape (esc below).
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -31,6 +37,12 @@
 
 /* A frame larger than this is taken as garbage rather than buffered. */
 #define MAX_FRAME (256u * 1024 * 1024)
+/*
+ * The room the read buffer keeps once a large frame has been handled: well
+ * above what reads of 64 KiB at the end of a partial frame need, so ordinary
+ * traffic never reallocates it, and far below what one large frame took.
+ */
+#define RBUF_KEEP (256u * 1024)
 
 static void hs_timeout(uv_timer_t *t);
 static void conn_close(cn_conn *c, const char *why);
@@ -248,8 +260,10 @@ static void process_frames(cn_conn *c, size_t off)
             return;
         }
     }
-    if (c->state != CN_CONN_CLOSING)
+    if (c->state != CN_CONN_CLOSING) {
         cn_buf_consume(&c->rbuf, off);
+        cn_buf_shrink(&c->rbuf, RBUF_KEEP);
+    }
 }
 
 /* New bytes are at the end of rbuf. */
@@ -369,11 +383,13 @@ void cn_conn_written(cn_conn *c, int status)
     assert(c->writing);
     c->writing = 0;
     c->wflight.len = 0;
+    cn_buf_shrink(&c->wflight, CN_BUF_KEEP);
     /* The close cancelled the write, or it finished while the connection was going. */
     if (c->state == CN_CONN_CLOSING)
         return;
     if (status < 0) {
-        CN_WARN("conn", "write to %s failed: %s", who(c), cn_strerror(status));
+        char e1[CN_LOG_ESC_MAX];
+        CN_WARN("conn", "write to %s failed: %s", esc(e1, who(c)), cn_strerror(status));
         conn_close(c, NULL);
         return;
     }

@@ -221,6 +221,9 @@ static void handle_exit(cn_conn *c, const ctl *m)
     size_t rlen;
     const char *reason = exit_reason(c->node, m, &rlen);
     cn__proc_exit_signal(p, &m->from, reason, rlen, from_link);
+    /* The room a huge reason took is not kept. */
+    cn_buf_reset(&c->node->scratch);
+    cn_buf_shrink(&c->node->scratch, CN_BUF_KEEP);
 }
 
 /* Operations that need nothing from us: acks, and signals to processes we never monitor or lead. */

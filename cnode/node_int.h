@@ -69,6 +69,12 @@ struct cn_link {
     cn_link *c_next, *c_prev;   /* in *route */
 };
 
+/* The monitors whose watchers a connection reaches, and how many: a connection's loss takes them all. */
+typedef struct cn_monitor_list {
+    cn_monitor *head;
+    size_t count;
+} cn_monitor_list;
+
 /* Monitors are found by (connection, reference); the key is hashed as raw bytes. */
 typedef struct cn_monitor_key {
     cn_conn *conn;
@@ -84,8 +90,8 @@ struct cn_monitor {
     cn_proc *target;
     cn_peer_pid watcher;
     int by_name;                    /* monitored by registered name: DOWN names it */
-    cn_monitor **route;             /* the watcher's connection's list of monitors */
-    cn_monitor *t_next, *t_prev;    /* in target->monitors; t_next also links the free list */
+    cn_monitor_list *route;         /* the watcher's connection's list of monitors */
+    cn_monitor *t_next, *t_prev;    /* in target->monitors; t_next also links the free lists */
     cn_monitor *c_next, *c_prev;    /* in *route */
 };
 
@@ -151,7 +157,7 @@ struct cn_conn {
     UT_hash_handle hh;              /* node->conns, by peer_name, once UP */
     cn_conn *all_next, *all_prev;   /* node->all_conns */
     cn_link *links;                 /* links whose far end is reached through here */
-    cn_monitor *monitors;           /* monitors whose watcher is reached through here */
+    cn_monitor_list monitors;       /* monitors whose watcher is reached through here */
     cn__conn_lost_cb lost_cb;       /* the owner that dialed it, if any */
     void *lost_arg;
     uv_timer_t hs_timer;            /* the handshake must finish before it fires */
@@ -214,6 +220,9 @@ struct cn_node {
     cn_monitor *monitors;           /* by (conn, ref), with monitor_anchor always in it */
     cn_monitor monitor_anchor;      /* uthash frees an empty table: this keeps it, so calls allocate nothing */
     cn_monitor *free_monitors;      /* recycled, so a call allocates nothing */
+    unsigned free_monitor_count;    /* at most MONITOR_SPARE (proc.c): the rest is freed */
+    cn_monitor *doomed_monitors;    /* a lost connection's, freed a batch a turn (cn__proc_reclaim) */
+    size_t monitors_freed;          /* since the allocator last gave memory back to the system */
     cn_local_msg *run_queue;
     cn_buf scratch;                 /* a reason rebuilt with its version byte (dist_recv.c) */
 
@@ -334,17 +343,23 @@ int cn__link_remove(cn_proc *p, const cn_peer_pid *other);
 int cn__proc_link_local(cn_proc *p, const erlang_pid *pid);
 void cn__proc_unlink_local(cn_proc *p, const erlang_pid *pid);
 /* A remote watcher (over c, whose list of monitors is route) monitors target. */
-void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor **route, const erlang_pid *watcher,
+void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const erlang_pid *watcher,
                      const erlang_ref *ref, int by_name);
 void cn__monitor_remove(cn_node *node, cn_conn *c, const erlang_ref *ref);
 /*
  * A connection's lists of links and monitors, as the connection goes: the
  * monitors go, and every linked process gets an exit signal 'noconnection'.
  */
-void cn__proc_conn_lost(cn_node *node, cn_link **links, cn_monitor **monitors);
+void cn__proc_conn_lost(cn_node *node, cn_link **links, cn_monitor_list *monitors);
 void cn__proc_enqueue(cn_node *node, uint32_t to, uint32_t from, int kind, const char *data, size_t len);
 void cn__proc_run_queue(cn_node *node, unsigned budget);
 void cn__proc_free_zombies(cn_node *node);
+/*
+ * End of turn: frees a batch of the monitors lost connections left, and gives
+ * freed memory back to the system once a lot was freed. Nonzero while more
+ * remains, so the loop keeps turning until it is done.
+ */
+int cn__proc_reclaim(cn_node *node);
 /* Sets up the tables of processes and monitors (cn_node_new). */
 void cn__proc_init(cn_node *node);
 /* Frees every process, queued message and recycled monitor (cn_node_free). */

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "cnode/buf.h"
 #include "cnode/protocol.h"
 #include "genserver/counter.h"
 #include "test/fake_peer.h"
@@ -21,6 +22,7 @@
  */
 #if !defined(__SANITIZE_ADDRESS__)
 #define COUNT_ALLOCATIONS 1
+#include <malloc.h>
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
@@ -253,6 +255,7 @@ static void split_and_merged_frames(void **state)
     cn_buf_free(&all);
 }
 
+#ifdef COUNT_ALLOCATIONS
 /* Appends a GenServer.call as OTP 25 sends it: MONITOR_P, REG_SEND, DEMONITOR_P once answered. */
 static void call_frames(cn_buf *b, unsigned k)
 {
@@ -273,6 +276,7 @@ static void call_frames(cn_buf *b, unsigned k)
     fp_frame(b, &ctl, NULL);
     ei_x_free(&ctl);
 }
+#endif
 
 /* Once warm, the whole path of a call (read, decode, monitor, handle_call, reply, write) allocates nothing. */
 static void a_call_allocates_nothing(void **state)
@@ -673,6 +677,176 @@ static void wrong_cookie_is_refused(void **state)
     fp_teardown(&fp);
 }
 
+#ifdef COUNT_ALLOCATIONS
+/* The counter's value, by a clean call; the connection must be up. */
+static long long counter_value(fixture *f, unsigned refn)
+{
+    assert_false(f->fp.closed);
+    cn_buf_reset(&f->fp.out);
+    call(f, refn, 1, "get_value");
+    return reply_value(f, DOP_ALIAS_SEND);
+}
+
+static void counter_pid(fixture *f, erlang_pid *pid)
+{
+    cn_proc *p = cn_proc_whereis(f->fp.node, "counter");
+    assert_non_null(p);
+    cn_proc_pid(p, pid);
+}
+
+static int got_messages;
+
+static void count_message(cn_proc *p, const char *buf, size_t len)
+{
+    (void)p;
+    (void)buf;
+    (void)len;
+    got_messages++;
+}
+
+static const cn_proc_ops counting_ops = {.message = count_message};
+#endif
+
+/* ---- Memory a peer made us take is given back (issue 9, 8) ---- */
+
+#ifdef COUNT_ALLOCATIONS
+/* Bytes malloc has handed out and not had back: the arena's and the mmapped chunks'. */
+static size_t heap_in_use(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
+
+/* n MONITOR_P (or DEMONITOR_P) of the counter by pid, from one peer process, in one read. */
+static void feed_monitors(fixture *f, int op, unsigned n)
+{
+    erlang_pid from, cpid;
+    fp_pid(&from, 46);
+    counter_pid(f, &cpid);
+    cn_buf b;
+    cn_buf_init(&b);
+    for (unsigned k = 0; k < n; k++) {
+        erlang_ref ref;
+        fp_ref(&ref, k, k >> 16, 46);
+        ei_x_buff ctl;
+        fp_ctl_monitor(&ctl, op, &from, NULL, &cpid, &ref);
+        fp_frame(&b, &ctl, NULL);
+        ei_x_free(&ctl);
+    }
+    cn_conn_feed(f->fp.conn, b.data, b.len);
+    fp_run(&f->fp);
+    cn_buf_free(&b);
+}
+#endif
+
+/*
+ * 300,000 monitors never demonitored, then the same demonitored, then again with
+ * the connection dropped: each time the node is back to what it held before,
+ * give or take 512 KiB (the spare monitors kept for calls, the hash table).
+ */
+static void monitors_give_their_memory_back(void **state)
+{
+#ifdef COUNT_ALLOCATIONS
+    fixture *f = *state;
+    const unsigned n = 300000;
+    assert_int_equal(counter_value(f, 1), 0);
+    size_t base = heap_in_use();
+    cn_node_stats st, st0;
+    cn_node_get_stats(f->fp.node, &st0);
+    feed_monitors(f, DOP_MONITOR_P, n);
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.monitors, st0.monitors + n);
+    assert_true(heap_in_use() > base + 20 * 1024 * 1024);
+    feed_monitors(f, DOP_DEMONITOR_P, n);
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.monitors, st0.monitors);
+    if (heap_in_use() > base + 512 * 1024)
+        fail_msg("after demonitors: %zu bytes held, %zu before", heap_in_use(), base);
+    feed_monitors(f, DOP_MONITOR_P, n);
+    const char bad[] = {0, 0, 0, 1, 'x'};
+    cn_conn_feed(f->fp.conn, bad, sizeof bad);
+    /* The lost connection's monitors are freed a batch per loop turn. */
+    for (int turn = 0; turn < 64; turn++)
+        uv_run(&f->fp.loop, UV_RUN_NOWAIT);
+    assert_true(f->fp.closed);
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.monitors, 0);
+    if (heap_in_use() > base + 512 * 1024)
+        fail_msg("after the connection went: %zu bytes held, %zu before", heap_in_use(), base);
+#else
+    (void)state;
+    skip();
+#endif
+}
+
+#ifdef COUNT_ALLOCATIONS
+/* {'$gen_call', {From, Tag}, get_value} with a binary of n bytes as the tag. */
+static void big_tag_call(ei_x_buff *msg, const erlang_pid *from, size_t n)
+{
+    char *tag = calloc(1, n);
+    assert_non_null(tag);
+    ei_x_new_with_version(msg);
+    ei_x_encode_tuple_header(msg, 3);
+    ei_x_encode_atom(msg, "$gen_call");
+    ei_x_encode_tuple_header(msg, 2);
+    ei_x_encode_pid(msg, from);
+    ei_x_encode_binary(msg, tag, (long)n);
+    ei_x_encode_atom(msg, "get_value");
+    free(tag);
+}
+#endif
+
+/*
+ * A 16 MB call tag is answered, and once answered the node holds what it held
+ * before, with the connection still up: the read buffer, the write buffers and
+ * the server's reply buffer shrink back. So does the room an exit reason of 16 MB
+ * inside a control tuple took.
+ */
+static void a_large_message_gives_its_memory_back(void **state)
+{
+#ifdef COUNT_ALLOCATIONS
+    fixture *f = *state;
+    const size_t big = 16u << 20;
+    assert_int_equal(counter_value(f, 1), 0);
+    cn_buf_free(&f->fp.out);
+    size_t base = heap_in_use();
+    erlang_pid from;
+    fp_pid(&from, 47);
+    ei_x_buff ctl, msg;
+    fp_ctl_reg_send(&ctl, &from, "counter");
+    big_tag_call(&msg, &from, big);
+    fp_send(&f->fp, &ctl, &msg);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+    assert_int_equal(reply_value(f, DOP_SEND_SENDER), 0);
+    cn_buf_free(&f->fp.out);
+    if (heap_in_use() > base + 1024 * 1024)
+        fail_msg("after a 16 MB tag: %zu bytes held, %zu before", heap_in_use(), base);
+    /* exit(Pid, Reason) with the reason inside the control tuple, to a process that dies of it. */
+    cn_proc *p = cn_proc_spawn(f->fp.node, &counting_ops, NULL);
+    erlang_pid ppid;
+    cn_proc_pid(p, &ppid);
+    char *reason = calloc(1, big);
+    assert_non_null(reason);
+    ei_x_new_with_version(&ctl);
+    ei_x_encode_tuple_header(&ctl, 4);
+    ei_x_encode_long(&ctl, DOP_EXIT2);
+    ei_x_encode_pid(&ctl, &from);
+    ei_x_encode_pid(&ctl, &ppid);
+    ei_x_encode_binary(&ctl, reason, (long)big);
+    free(reason);
+    fp_send(&f->fp, &ctl, NULL);
+    ei_x_free(&ctl);
+    cn_buf_free(&f->fp.out);
+    if (heap_in_use() > base + 1024 * 1024)
+        fail_msg("after a 16 MB exit reason: %zu bytes held, %zu before", heap_in_use(), base);
+    assert_int_equal(counter_value(f, 2), 0);
+#else
+    (void)state;
+    skip();
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -693,6 +867,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(lost_connection_drops_monitors, setup, teardown),
         cmocka_unit_test(wrong_cookie_is_refused),
         cmocka_unit_test(corrupted_frames_never_crash_the_node),
+        cmocka_unit_test_setup_teardown(monitors_give_their_memory_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_large_message_gives_its_memory_back, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
