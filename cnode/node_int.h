@@ -100,7 +100,7 @@ struct cn_proc {
     uint32_t num;
     UT_hash_handle hh;              /* node->procs, by num */
     UT_hash_handle hh_name;         /* node->names, by name */
-    char name[256];
+    char name[MAXATOMLEN_UTF8];     /* UTF-8, any legal atom (cn_proc_register) */
     const cn_proc_ops *ops;
     void *data;
     int trap_exit;
@@ -318,9 +318,13 @@ int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *al
 /* MONITOR_P_EXIT for monitor m of the local process tpid (registered as name, or NULL). */
 int cn__dist_monitor_exit(cn_conn *c, const cn_monitor *m, const erlang_pid *tpid, const char *name,
                           const char *reason, size_t len);
-/* MONITOR_P_EXIT as a reply to a MONITOR_P whose target does not exist. */
-int cn__dist_monitor_p_exit(cn_conn *c, const char *name, const erlang_pid *tpid, const erlang_pid *watcher,
-                            const erlang_ref *ref, const char *reason, size_t len);
+/*
+ * MONITOR_P_EXIT as a reply to a MONITOR_P whose target does not exist: name
+ * (name_len bytes of UTF-8, NUL bytes allowed) echoes the name it asked for, or
+ * is NULL for a monitor by pid (tpid).
+ */
+int cn__dist_monitor_p_exit(cn_conn *c, const char *name, size_t name_len, const erlang_pid *tpid,
+                            const erlang_pid *watcher, const erlang_ref *ref, const char *reason, size_t len);
 int cn__dist_exit(cn_conn *c, int op_plain, const erlang_pid *from, const cn_peer_pid *to, const char *reason, size_t len);
 int cn__dist_link(cn_conn *c, const erlang_pid *from, const cn_peer_pid *to);
 /* UNLINK_ID (op 35) or UNLINK_ID_ACK (op 36). */
@@ -331,6 +335,8 @@ void cn__route_conn_down(cn_conn *c);
 
 /* proc.c */
 int cn__is_local(const cn_node *node, const erlang_pid *pid);
+/* The process registered as the name[0..len) (UTF-8, NUL bytes allowed: then none), or NULL. */
+cn_proc *cn__proc_whereis_n(cn_node *node, const char *name, size_t len);
 /* The local process with this pid, live or exiting this turn, or NULL. */
 cn_proc *cn__proc_by_pid(cn_node *node, const erlang_pid *pid);
 void cn__proc_deliver(cn_proc *p, const char *msg, size_t len);

@@ -93,7 +93,7 @@ cn_proc *cn_proc_spawn(cn_node *node, const cn_proc_ops *ops, void *data)
 int cn_proc_register(cn_proc *p, const char *name)
 {
     size_t n = strlen(name);
-    if (n == 0 || n >= sizeof p->name || p->dead)
+    if (n == 0 || n >= sizeof p->name || cn_utf8_atom_chars(name, n) < 0 || p->dead)
         return -EINVAL;
     if (p->name[0] != '\0' || cn_proc_whereis(p->node, name) != NULL)
         return CN_EEXIST;
@@ -102,11 +102,17 @@ int cn_proc_register(cn_proc *p, const char *name)
     return 0;
 }
 
+cn_proc *cn__proc_whereis_n(cn_node *node, const char *name, size_t len)
+{
+    /* The table's keys are whole names, compared as bytes: a name with a NUL inside matches none. */
+    cn_proc *p = NULL;
+    HASH_FIND(hh_name, node->names, name, len, p);
+    return p;
+}
+
 cn_proc *cn_proc_whereis(cn_node *node, const char *name)
 {
-    cn_proc *p = NULL;
-    HASH_FIND(hh_name, node->names, name, strlen(name), p);
-    return p;
+    return cn__proc_whereis_n(node, name, strlen(name));
 }
 
 void cn_proc_pid(const cn_proc *p, erlang_pid *out)
