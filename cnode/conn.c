@@ -319,13 +319,18 @@ void cn_conn_read_done(cn_conn *c, size_t n)
     received(c);
 }
 
-/* The peer went before the handshake ended: who it said it was is worth a line. */
+/*
+ * The peer went before the handshake ended: once it has said who it is, that is
+ * worth a line (a port probe that says nothing is not).
+ */
 static void handshake_abandoned(const cn_conn *c, int status)
 {
     const char *peer = c->hs.peer_name;
+    if (*peer == '\0')
+        return;
     char e1[CN_LOG_ESC_MAX], e2[CN_LOG_ESC_MAX];
-    CN_INFO("handshake", "%s (%s) left during the handshake: %s", *peer ? esc(e1, peer) : "unknown node",
-            esc(e2, c->addr), status == 0 ? "the peer closed the connection" : cn_strerror(status));
+    CN_INFO("handshake", "%s (%s) left during the handshake: %s", esc(e1, peer), esc(e2, c->addr),
+            status == 0 ? "the peer closed the connection" : cn_strerror(status));
 }
 
 void cn_conn_ended(cn_conn *c, int status)
