@@ -39,11 +39,24 @@ all() ->
 -define(DOP_EXIT2_TT, 18).
 -define(DOP_MONITOR_P, 19).
 
+init_per_testcase(Case, Config) when Case =:= big_call_tag_memory_returns;
+                                     Case =:= million_monitors_memory_returns ->
+    case sanitized() of
+        true -> {skip, "RSS says nothing under AddressSanitizer (quarantine, shadow memory)"};
+        false -> start_node(Config)
+    end;
 init_per_testcase(epmd_restart_reregisters, Config) ->
     Config;
 init_per_testcase(epmd_restart_name_taken, Config) ->
     Config;
 init_per_testcase(_Case, Config) ->
+    start_node(Config).
+
+%% The run's node binary is the sanitized one (make interop-san).
+sanitized() ->
+    string:find(os:getenv("CNODE_BIN", ""), "/san/") =/= nomatch.
+
+start_node(Config) ->
     CNode = cnode_ct_lib:start([]),
     Node = maps:get(node, CNode),
     [{cnode, CNode}, {node, Node}, {counter, {counter, Node}} | Config].
