@@ -123,6 +123,8 @@ test: deps
 # build/fuzz/corpus/<name>/ and writes crashing inputs to build/fuzz/artifacts/.
 FUZZ_CC ?= clang-14
 FUZZ_SECONDS ?= 60
+# FUZZ_PARALLEL=1 runs the harnesses side by side (each shares the cores) instead of in turn.
+FUZZ_PARALLEL ?= 0
 FUZZ_RUNS ?= 2000
 FUZZ_DIR := build/fuzz
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -149,14 +151,16 @@ fuzz-build: $(FUZZ_BINS)
 # fails at the end if any did. The full log of each is in build/fuzz/<name>.log.
 fuzz: fuzz-build
 	@mkdir -p $(FUZZ_DIR)/artifacts
-	@fail=0; for n in $(FUZZ_NAMES); do \
+	@fail=0; pids=; for n in $(FUZZ_NAMES); do \
 	    echo "== fuzz_$$n for $(FUZZ_SECONDS) s"; \
 	    mkdir -p $(FUZZ_DIR)/corpus/$$n; \
-	    $(FUZZ_DIR)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	        -artifact_prefix=$(FUZZ_DIR)/artifacts/$$n- \
-	        $(FUZZ_DIR)/corpus/$$n test/fuzz/corpus/$$n 2>$(FUZZ_DIR)/$$n.log || fail=1; \
-	    grep -E "^#[0-9]+[[:space:]]+DONE|^stat::|ERROR|SUMMARY" $(FUZZ_DIR)/$$n.log; \
-	done; exit $$fail
+	    run="$(FUZZ_DIR)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=$(FUZZ_DIR)/artifacts/$$n- $(FUZZ_DIR)/corpus/$$n test/fuzz/corpus/$$n"; \
+	    if [ "$(FUZZ_PARALLEL)" = 1 ]; then $$run 2>$(FUZZ_DIR)/$$n.log & pids="$$pids $$!"; \
+	    else $$run 2>$(FUZZ_DIR)/$$n.log || fail=1; fi; \
+	done; for p in $$pids; do wait $$p || fail=1; done; \
+	for n in $(FUZZ_NAMES); do echo "== fuzz_$$n"; \
+	    grep -E "^#[0-9]+[[:space:]]+DONE|^stat::|ERROR|SUMMARY" $(FUZZ_DIR)/$$n.log; done; exit $$fail
 
 # The seed corpus plus FUZZ_RUNS mutations with a fixed seed: quick, repeatable,
 # part of make test. New inputs go to a scratch directory, never to the seeds.

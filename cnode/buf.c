@@ -87,3 +87,15 @@ void cn_buf_consume(cn_buf *b, size_t n)
     memmove(b->data, b->data + n, b->len - n);
     b->len -= n;
 }
+
+void cn_buf_shrink(cn_buf *b, size_t keep)
+{
+    if (b->cap <= keep || b->len > keep)
+        return;
+    if (keep == 0) {
+        cn_buf_free(b);
+        return;
+    }
+    b->data = cn_realloc(b->data, keep);
+    b->cap = keep;
+}

@@ -5,6 +5,9 @@
  * nothing; cn_buf_free() releases it. Appends grow the buffer geometrically, so a
  * buffer that is reused (cn_buf_reset) stops allocating once it has reached its
  * working size: that is what keeps the per-message path allocation-free.
+ *
+ * A buffer that one large message made large gives the memory back afterwards
+ * (cn_buf_shrink): what a peer made us allocate must not stay with us.
  */
 #ifndef CN_BUF_H
 #define CN_BUF_H
@@ -35,6 +38,20 @@ int cn_buf_put_u32(cn_buf *b, uint32_t v);   /* big endian */
 int cn_buf_put_u64(cn_buf *b, uint64_t v);   /* big endian */
 /* Drop the first n bytes (n <= len), moving the rest to the front. */
 void cn_buf_consume(cn_buf *b, size_t n);
+
+/*
+ * The room a reused buffer keeps after a large message: buffers that stay below
+ * it never shrink, so the steady state allocates nothing, and one that grew past
+ * it goes back to it.
+ */
+#define CN_BUF_KEEP (64 * 1024)
+
+/*
+ * Gives back the memory a large message left: when b has room for more than
+ * keep bytes and holds at most keep, its capacity becomes keep (0 frees it).
+ * Otherwise nothing happens, so it is cheap to call after every use.
+ */
+void cn_buf_shrink(cn_buf *b, size_t keep);
 
 static inline uint16_t cn_get_u16(const void *p)
 {

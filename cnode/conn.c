@@ -12,12 +12,18 @@
  * Reading: bytes are appended to the connection's buffer (rbuf); a transport
  * that reads in place reads straight into it. Every complete frame in the
  * buffer is handled in place, without a copy, and what is left (a partial
- * frame) moves to the front for the next read.
+ * frame) moves to the front for the next read. A buffer a large frame grew
+ * shrinks back once the frame is handled (RBUF_KEEP).
  *
  * Writing: frames are appended to wbuf during a loop turn; at the end of the turn
  * (sched.c) each connection with output does one write of everything queued.
  * While a write is in flight new frames collect in wbuf, and the two buffers
- * swap when it completes, so buffers are reused and never copied.
+ * swap when it completes, so buffers are reused and never copied. Every batch
+ * passes through wflight, which shrinks back to CN_BUF_KEEP once written, so a
+ * large message's room is not kept either.
+ *
+ * Names, addresses and anything else a peer chose reach the log only through
+ * cn_log_escape (esc below).
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -31,6 +37,12 @@
 
 /* A frame larger than this is taken as garbage rather than buffered. */
 #define MAX_FRAME (256u * 1024 * 1024)
+/*
+ * The room the read buffer keeps once a large frame has been handled: well
+ * above what reads of 64 KiB at the end of a partial frame need, so ordinary
+ * traffic never reallocates it, and far below what one large frame took.
+ */
+#define RBUF_KEEP (256u * 1024)
 
 static void hs_timeout(uv_timer_t *t);
 static void conn_close(cn_conn *c, const char *why);
@@ -92,6 +104,12 @@ cn_conn *cn__conn_find(cn_node *node, const char *peer_name)
 static const char *who(const cn_conn *c)
 {
     return *c->peer_name ? c->peer_name : c->addr;
+}
+
+/* s escaped for a log line, in buf (CN_LOG_ESC_MAX bytes). */
+static const char *esc(char *buf, const char *s)
+{
+    return cn_log_escape_str(buf, CN_LOG_ESC_MAX, s);
 }
 
 /*
@@ -181,7 +199,8 @@ static void conn_up(cn_conn *c)
     node->stats.connections++;
     uv_timer_stop(&c->hs_timer);
     c->last_read = c->last_write = uv_now(node->loop);
-    CN_INFO("conn", "connected to %s (%s)%s", c->peer_name, c->addr,
+    char e1[CN_LOG_ESC_MAX], e2[CN_LOG_ESC_MAX];
+    CN_INFO("conn", "connected to %s (%s)%s", esc(e1, c->peer_name), esc(e2, c->addr),
             (c->peer_flags & DFLAG_ALIAS) ? "" : ", peer has no ALIAS: replies go to pids");
 }
 
@@ -193,8 +212,10 @@ static long process_handshake(cn_conn *c)
     if (c->wbuf.len != before)
         mark_dirty(c);
     if (n < 0) {
+        /* The handshake's error text escapes what the peer sent in it. */
         const char *peer = c->hs.peer_name;
-        CN_WARN("handshake", "refused %s (%s): %s", *peer ? peer : "unknown node", c->addr,
+        char e1[CN_LOG_ESC_MAX], e2[CN_LOG_ESC_MAX];
+        CN_WARN("handshake", "refused %s (%s): %s", *peer ? esc(e1, peer) : "unknown node", esc(e2, c->addr),
                 cn_hs_error(&c->hs));
         /* Let the refusal status reach the peer before the transport goes. */
         flush(c);
@@ -220,7 +241,8 @@ static void process_frames(cn_conn *c, size_t off)
             continue;
         }
         if (flen > MAX_FRAME) {
-            CN_WARN("conn", "%s sent a frame of %u bytes; dropping the connection", c->peer_name, flen);
+            char e1[CN_LOG_ESC_MAX];
+            CN_WARN("conn", "%s sent a frame of %u bytes; dropping the connection", esc(e1, c->peer_name), flen);
             conn_close(c, NULL);
             return;
         }
@@ -230,15 +252,18 @@ static void process_frames(cn_conn *c, size_t off)
         int rc = c->node->conn_events->frame(c, c->rbuf.data + off + 4, flen);
         off += 4 + (size_t)flen;
         if (rc < 0) {
-            CN_WARN("dist", "malformed frame from %s: %s; dropping the connection", c->peer_name,
+            char e1[CN_LOG_ESC_MAX];
+            CN_WARN("dist", "malformed frame from %s: %s; dropping the connection", esc(e1, c->peer_name),
                     cn_strerror(rc));
             if (c->state != CN_CONN_CLOSING)
                 conn_close(c, NULL);
             return;
         }
     }
-    if (c->state != CN_CONN_CLOSING)
+    if (c->state != CN_CONN_CLOSING) {
         cn_buf_consume(&c->rbuf, off);
+        cn_buf_shrink(&c->rbuf, RBUF_KEEP);
+    }
 }
 
 /* New bytes are at the end of rbuf. */
@@ -270,14 +295,18 @@ static void assert_reading(const cn_conn *c)
 void cn_conn_feed(cn_conn *c, const char *data, size_t len)
 {
     assert_reading(c);
-    cn_buf_append(&c->rbuf, data, len);
+    int rc = cn_buf_append(&c->rbuf, data, len);
+    assert(rc == 0);
+    (void)rc;
     received(c);
 }
 
 void cn_conn_read_buf(cn_conn *c, size_t want, char **base, size_t *len)
 {
     assert_reading(c);
-    cn_buf_reserve(&c->rbuf, want);
+    int rc = cn_buf_reserve(&c->rbuf, want);
+    assert(rc == 0);
+    (void)rc;
     *base = c->rbuf.data + c->rbuf.len;
     *len = c->rbuf.cap - c->rbuf.len;
 }
@@ -290,17 +319,34 @@ void cn_conn_read_done(cn_conn *c, size_t n)
     received(c);
 }
 
+/*
+ * The peer went before the handshake ended: once it has said who it is, that is
+ * worth a line (a port probe that says nothing is not).
+ */
+static void handshake_abandoned(const cn_conn *c, int status)
+{
+    const char *peer = c->hs.peer_name;
+    if (*peer == '\0')
+        return;
+    char e1[CN_LOG_ESC_MAX], e2[CN_LOG_ESC_MAX];
+    CN_INFO("handshake", "%s (%s) left during the handshake: %s", esc(e1, peer), esc(e2, c->addr),
+            status == 0 ? "the peer closed the connection" : cn_strerror(status));
+}
+
 void cn_conn_ended(cn_conn *c, int status)
 {
     switch (c->state) {
-    case CN_CONN_CONNECTING:
-        CN_INFO("conn", "cannot reach %s: %s", *c->dialed ? c->dialed : c->addr, cn_strerror(status));
+    case CN_CONN_CONNECTING: {
+        char e1[CN_LOG_ESC_MAX];
+        CN_INFO("conn", "cannot reach %s: %s", esc(e1, *c->dialed ? c->dialed : c->addr), cn_strerror(status));
         conn_close(c, NULL);
         return;
+    }
     case CN_CONN_UP:
         conn_close(c, status == 0 ? "the peer closed it" : cn_strerror(status));
         return;
     case CN_CONN_HANDSHAKE:
+        handshake_abandoned(c, status);
         conn_close(c, NULL);
         return;
     default:
@@ -325,7 +371,8 @@ static void flush(cn_conn *c)
     int rc = c->tp->write(c, c->wflight.data, c->wflight.len);
     if (rc < 0) {
         c->writing = 0;
-        CN_WARN("conn", "write to %s failed: %s", who(c), cn_strerror(rc));
+        char e1[CN_LOG_ESC_MAX];
+        CN_WARN("conn", "write to %s failed: %s", esc(e1, who(c)), cn_strerror(rc));
         conn_close(c, NULL);
     }
 }
@@ -345,11 +392,13 @@ void cn_conn_written(cn_conn *c, int status)
     assert(c->writing);
     c->writing = 0;
     c->wflight.len = 0;
+    cn_buf_shrink(&c->wflight, CN_BUF_KEEP);
     /* The close cancelled the write, or it finished while the connection was going. */
     if (c->state == CN_CONN_CLOSING)
         return;
     if (status < 0) {
-        CN_WARN("conn", "write to %s failed: %s", who(c), cn_strerror(status));
+        char e1[CN_LOG_ESC_MAX];
+        CN_WARN("conn", "write to %s failed: %s", esc(e1, who(c)), cn_strerror(status));
         conn_close(c, NULL);
         return;
     }
@@ -363,12 +412,16 @@ int cn__frame_begin(cn_conn *c, size_t reserve, size_t *start)
     if (c->state != CN_CONN_UP)
         return CN_ENOCONN;
     if (c->wbuf.len + c->wflight.len > c->node->max_write_queue) {
-        CN_ERROR("conn", "%s is not reading: %zu bytes queued; dropping the connection", c->peer_name,
+        char e1[CN_LOG_ESC_MAX];
+        CN_ERROR("conn", "%s is not reading: %zu bytes queued; dropping the connection", esc(e1, c->peer_name),
                  c->wbuf.len + c->wflight.len);
         conn_close(c, NULL);
         return CN_EFULL;
     }
-    cn_buf_reserve(&c->wbuf, reserve + 5);
+    /* Only a size no memory could hold is refused; ours are bounded by real buffers. */
+    int rc = cn_buf_reserve(&c->wbuf, reserve + 5);
+    assert(rc == 0);
+    (void)rc;
     *start = c->wbuf.len;
     c->framing = 1;
     c->frame_start = *start;
@@ -418,9 +471,10 @@ static void conn_close(cn_conn *c, const char *why)
 {
     cn_node *node = c->node;
     int was_up = c->state == CN_CONN_UP;
+    char e1[CN_LOG_ESC_MAX];
     if (why)
-        CN_INFO("conn", "closing connection %s%s%s: %s", was_up ? "to " : "from ", was_up ? c->peer_name : "",
-                was_up ? "" : c->addr, why);
+        CN_INFO("conn", "closing connection %s%s: %s", was_up ? "to " : "from ",
+                esc(e1, was_up ? c->peer_name : c->addr), why);
     set_state(c, CN_CONN_CLOSING);
     if (was_up) {
         HASH_DEL(node->conns, c);
@@ -462,8 +516,9 @@ static void hs_timeout(uv_timer_t *t)
     cn_conn *c = t->data;
     /* The timer stops when the handshake ends and is closed with the connection. */
     assert(c->state == CN_CONN_CONNECTING || c->state == CN_CONN_HANDSHAKE);
+    char e1[CN_LOG_ESC_MAX];
     CN_WARN("handshake", "%s did not complete the handshake in %u ms; dropped",
-            *c->dialed ? c->dialed : c->addr, c->node->handshake_timeout_ms);
+            esc(e1, *c->dialed ? c->dialed : c->addr), c->node->handshake_timeout_ms);
     conn_close(c, NULL);
 }
 
@@ -477,7 +532,8 @@ void cn__conn_tick_all(cn_node *node)
     cn_conn *c, *tmp;
     HASH_ITER(hh, node->conns, c, tmp) {
         if (now - c->last_read > dead_ms) {
-            CN_WARN("conn", "%s sent nothing for %u s (net_ticktime); dropping it", c->peer_name,
+            char e1[CN_LOG_ESC_MAX];
+            CN_WARN("conn", "%s sent nothing for %u s (net_ticktime); dropping it", esc(e1, c->peer_name),
                     node->net_ticktime);
             conn_close(c, NULL);
             continue;

@@ -3,10 +3,23 @@
  * decoded and dispatched to the processes it concerns.
  *
  * A frame is 'p', a control tuple and, for the operations that carry one, a
- * message or an exit reason. The whole frame is walked with bounds checks first
- * (cnode/term.c); after that, ei's decoders are safe on it. Only what routing
- * needs is decoded: the operation, the pids and names, the reference. Every
- * operation has one handler below; what a handler must answer (a DOWN noproc,
+ * message or an exit reason (the payload). Nothing in a frame is trusted:
+ *
+ * - the control tuple is walked with bounds checks first (cnode/term.c), and
+ *   every decoder after that is bounded by the end of the tuple: each element
+ *   is walked again to find its own end, decoded within it, and the decoder
+ *   must have used exactly its bytes;
+ * - every operation has one layout (below): its arity, exactly, as the BEAM
+ *   checks it, what each element is, and whether a payload follows;
+ * - the frame ends exactly where the control tuple ends, or, for an operation
+ *   with a payload, where its one payload term ends.
+ *
+ * Anything else is a malformed frame, and the connection goes, as the BEAM
+ * drops a connection that sends it invalid data. Atoms are read as UTF-8 with
+ * their length (cn_term_decode_atom): every legal atom is a name we can look up,
+ * and a name that is no registered name (one holding a NUL byte included) is
+ * simply not found, as on the BEAM. Only what routing needs is decoded: the
+ * pids, the names, the reference. What a handler must answer (a DOWN noproc,
  * an exit noproc, an unlink ack) goes out through dist_send.c.
  */
 #include <string.h>
@@ -23,158 +36,282 @@ typedef struct ctl {
     erlang_pid from;
     erlang_pid to;
     int to_is_name;
-    char to_name[MAXATOMLEN_UTF8];
+    char to_name[MAXATOMLEN_UTF8];  /* UTF-8, may hold NUL bytes: to_name_len counts */
+    size_t to_name_len;
     erlang_ref ref;
     unsigned long long id;
+    unsigned altact;                /* ALTACT_SIG_SEND's flags (CN_ALTACT_*), low byte */
     const char *payload;            /* message or reason: a term with its version byte */
     size_t payload_len;
     const char *ctl_reason;         /* a reason inside the control tuple (no version byte) */
     size_t ctl_reason_len;
-    unsigned altact;                /* ALTACT_SIG_SEND's flags (CN_ALTACT_*), low byte */
 } ctl;
 
-/* Decodes a pid or a registered name (MONITOR_P's ToProc). */
-static int decode_proc(const char *f, int *idx, ctl *m)
+/* What an element of a control tuple after the operation is, and where it goes. */
+enum field {
+    F_ANY = 1,  /* any term, walked and not used: Unused, a trace token, what we ignore */
+    F_FROM,     /* a pid: m->from */
+    F_TO,       /* a pid: m->to */
+    F_NAME,     /* an atom: m->to_name */
+    F_PROC,     /* a pid or an atom: m->to or m->to_name (MONITOR_P's ToProc) */
+    F_REF,      /* a reference: m->ref */
+    F_ID,       /* a non-negative integer of up to 64 bits: m->id */
+    F_REASON    /* any term, kept in place: m->ctl_reason */
+};
+
+/*
+ * The layout of each operation (erts "Distribution Protocol", and the arity
+ * checks of erts_net_message): the tuple's arity with the operation, whether a
+ * payload term follows, and the elements after the operation. Operations we
+ * ignore have their shape checked and their elements walked, nothing more.
+ * An operation without a layout here is unknown: ignored, see decode_frame.
+ */
+typedef struct layout {
+    unsigned char arity;
+    unsigned char payload;
+    unsigned char fields[6];
+} layout;
+
+static const layout layouts[] = {
+    [DOP_LINK] = {3, 0, {F_FROM, F_TO}},
+    [DOP_SEND] = {3, 1, {F_ANY, F_TO}},
+    [DOP_EXIT] = {4, 0, {F_FROM, F_TO, F_REASON}},
+    [DOP_UNLINK] = {3, 0, {F_FROM, F_TO}},
+    [DOP_REG_SEND] = {4, 1, {F_FROM, F_ANY, F_NAME}},
+    [DOP_GROUP_LEADER] = {3, 0, {F_FROM, F_TO}},
+    [DOP_EXIT2] = {4, 0, {F_FROM, F_TO, F_REASON}},
+    [DOP_SEND_TT] = {4, 1, {F_ANY, F_TO, F_ANY}},
+    [DOP_EXIT_TT] = {5, 0, {F_FROM, F_TO, F_ANY, F_REASON}},
+    [DOP_REG_SEND_TT] = {5, 1, {F_FROM, F_ANY, F_NAME, F_ANY}},
+    [DOP_EXIT2_TT] = {5, 0, {F_FROM, F_TO, F_ANY, F_REASON}},
+    [DOP_MONITOR_P] = {4, 0, {F_FROM, F_PROC, F_REF}},
+    [DOP_DEMONITOR_P] = {4, 0, {F_FROM, F_PROC, F_REF}},
+    [DOP_MONITOR_P_EXIT] = {5, 0, {F_ANY, F_ANY, F_ANY, F_ANY}},
+    [DOP_SEND_SENDER] = {3, 1, {F_FROM, F_TO}},
+    [DOP_SEND_SENDER_TT] = {4, 1, {F_FROM, F_TO, F_ANY}},
+    [DOP_PAYLOAD_EXIT] = {3, 1, {F_FROM, F_TO}},
+    [DOP_PAYLOAD_EXIT_TT] = {4, 1, {F_FROM, F_TO, F_ANY}},
+    [DOP_PAYLOAD_EXIT2] = {3, 1, {F_FROM, F_TO}},
+    [DOP_PAYLOAD_EXIT2_TT] = {4, 1, {F_FROM, F_TO, F_ANY}},
+    [DOP_PAYLOAD_MONITOR_P_EXIT] = {4, 1, {F_ANY, F_ANY, F_ANY}},
+    [DOP_SPAWN_REQUEST] = {6, 1, {F_ANY, F_ANY, F_ANY, F_ANY, F_ANY}},
+    [DOP_SPAWN_REQUEST_TT] = {7, 1, {F_ANY, F_ANY, F_ANY, F_ANY, F_ANY, F_ANY}},
+    [DOP_SPAWN_REPLY] = {5, 0, {F_ANY, F_ANY, F_ANY, F_ANY}},
+    [DOP_SPAWN_REPLY_TT] = {6, 0, {F_ANY, F_ANY, F_ANY, F_ANY, F_ANY}},
+    [DOP_ALIAS_SEND] = {3, 1, {F_FROM, F_REF}},
+    [DOP_ALIAS_SEND_TT] = {4, 1, {F_FROM, F_REF, F_ANY}},
+    [DOP_UNLINK_ID] = {4, 0, {F_ID, F_FROM, F_TO}},
+    [DOP_UNLINK_ID_ACK] = {4, 0, {F_ID, F_FROM, F_TO}},
+};
+
+static const layout *layout_of(long op)
 {
-    int type, size;
-    if (ei_get_type(f, idx, &type, &size) < 0)
-        return -1;
-    if (type == ERL_ATOM_EXT || type == ERL_SMALL_ATOM_EXT || type == ERL_ATOM_UTF8_EXT ||
-        type == ERL_SMALL_ATOM_UTF8_EXT) {
-        m->to_is_name = 1;
-        return ei_decode_atom(f, idx, m->to_name);
-    }
-    m->to_is_name = 0;
-    return ei_decode_pid(f, idx, &m->to);
+    if (op < 0 || op >= (long)(sizeof layouts / sizeof layouts[0]) || layouts[op].arity == 0)
+        return NULL;
+    return &layouts[op];
 }
 
-/* The frame was walked with bounds checks already; this skip does not recurse. */
-static int skip(const char *f, int *idx)
+/* ---- Bounded decoders: each reads one element of the control tuple, within end ---- */
+
+/* The element at *idx, walked within end: *e is where it ends. */
+static int element(const char *f, size_t end, int idx, size_t *e)
 {
-    return cn_term_skip_trusted(f, idx);
+    *e = (size_t)idx;
+    return cn_term_skip(f, end, e);
 }
 
-/* {3, FromPid, ToPid, Reason} or {13, FromPid, ToPid, Token, Reason}: the reason stays in place. */
-static int decode_exit(const char *f, int *idx, ctl *m)
+/*
+ * The node atom at f[at], as pids and refs embed it, names a node only if it
+ * holds no NUL byte: the name becomes a C string, and a truncated one could
+ * name this node or another.
+ */
+static int node_atom_ok(const char *f, size_t end, size_t at)
 {
-    if (m->arity < 4 || ei_decode_pid(f, idx, &m->from) < 0 || ei_decode_pid(f, idx, &m->to) < 0)
+    char node[MAXATOMLEN_UTF8];
+    size_t n;
+    return cn_term_decode_atom(f, end, &at, node, &n) == 0 && memchr(node, '\0', n) == NULL;
+}
+
+/*
+ * ei's decoders, each held to one element: it must start there, succeed and
+ * stop exactly at the element's end e (so it read nothing outside the element).
+ */
+#define EXACT(decode, f, i, out, e) ((decode)((f), &(i), (out)) == 0 && (size_t)(i) == (e))
+
+static int dec_pid(const char *f, size_t end, int *idx, erlang_pid *p)
+{
+    size_t e;
+    int i = *idx;
+    if (element(f, end, i, &e) < 0)
         return -1;
-    if ((m->op == DOP_EXIT_TT || m->op == DOP_EXIT2_TT) && skip(f, idx) < 0)
+    unsigned char tag = (unsigned char)f[i];
+    if ((tag != ERL_NEW_PID_EXT && tag != ERL_PID_EXT) || !node_atom_ok(f, e, (size_t)i + 1) ||
+        !EXACT(ei_decode_pid, f, i, p, e))
         return -1;
-    int start = *idx;
-    if (skip(f, idx) < 0)
-        return -1;
-    m->ctl_reason = f + start;
-    m->ctl_reason_len = (size_t)(*idx - start);
+    *idx = i;
     return 0;
+}
+
+static int dec_ref(const char *f, size_t end, int *idx, erlang_ref *r)
+{
+    size_t e;
+    int i = *idx;
+    if (element(f, end, i, &e) < 0)
+        return -1;
+    unsigned char tag = (unsigned char)f[i];
+    /* NEW_ and NEWER_REFERENCE_EXT: a word count before the node; REFERENCE_EXT: none. */
+    size_t node_at = (size_t)i + (tag == ERL_REFERENCE_EXT ? 1 : 3);
+    if ((tag != ERL_NEWER_REFERENCE_EXT && tag != ERL_NEW_REFERENCE_EXT && tag != ERL_REFERENCE_EXT) ||
+        !node_atom_ok(f, e, node_at) || !EXACT(ei_decode_ref, f, i, r, e))
+        return -1;
+    *idx = i;
+    return 0;
+}
+
+static int dec_long(const char *f, size_t end, int *idx, long *v)
+{
+    size_t e;
+    int i = *idx;
+    if (element(f, end, i, &e) < 0 || !EXACT(ei_decode_long, f, i, v, e))
+        return -1;
+    *idx = i;
+    return 0;
+}
+
+static int dec_id(const char *f, size_t end, int *idx, unsigned long long *v)
+{
+    size_t e;
+    int i = *idx;
+    if (element(f, end, i, &e) < 0 || !EXACT(ei_decode_ulonglong, f, i, v, e))
+        return -1;
+    *idx = i;
+    return 0;
+}
+
+static int dec_name(const char *f, size_t end, int *idx, ctl *m)
+{
+    size_t i = (size_t)*idx;
+    if (cn_term_decode_atom(f, end, &i, m->to_name, &m->to_name_len) < 0)
+        return -1;
+    m->to_is_name = 1;
+    *idx = (int)i;
+    return 0;
+}
+
+/* A pid or a registered name (MONITOR_P's ToProc). */
+static int dec_proc(const char *f, size_t end, int *idx, ctl *m)
+{
+    if ((size_t)*idx >= end)
+        return -1;
+    unsigned char tag = (unsigned char)f[*idx];
+    if (tag == ERL_ATOM_EXT || tag == ERL_SMALL_ATOM_EXT || tag == ERL_ATOM_UTF8_EXT ||
+        tag == ERL_SMALL_ATOM_UTF8_EXT)
+        return dec_name(f, end, idx, m);
+    return dec_pid(f, end, idx, &m->to);
+}
+
+/* Any term, walked; a reason is kept where it is. */
+static int dec_any(const char *f, size_t end, int *idx, const char **at, size_t *len)
+{
+    size_t e;
+    if (element(f, end, *idx, &e) < 0)
+        return -1;
+    if (at != NULL) {
+        *at = f + *idx;
+        *len = e - (size_t)*idx;
+    }
+    *idx = (int)e;
+    return 0;
+}
+
+static int dec_field(int kind, const char *f, size_t end, int *idx, ctl *m)
+{
+    switch (kind) {
+    case F_ANY: return dec_any(f, end, idx, NULL, NULL);
+    case F_FROM: return dec_pid(f, end, idx, &m->from);
+    case F_TO: return dec_pid(f, end, idx, &m->to);
+    case F_NAME: return dec_name(f, end, idx, m);
+    case F_PROC: return dec_proc(f, end, idx, m);
+    case F_REF: return dec_ref(f, end, idx, &m->ref);
+    case F_ID: return dec_id(f, end, idx, &m->id);
+    case F_REASON: return dec_any(f, end, idx, &m->ctl_reason, &m->ctl_reason_len);
+    default: return -1;
+    }
+}
+
+/* The elements after the operation, as l says, ending exactly at the tuple's end. */
+static int decode_fields(const layout *l, const char *f, size_t ctl_end, int idx, ctl *m)
+{
+    if (m->arity != l->arity)
+        return -1;
+    for (int k = 0; k < l->arity - 1; k++)
+        if (dec_field(l->fields[k], f, ctl_end, &idx, m) < 0)
+            return -1;
+    return (size_t)idx == ctl_end ? 0 : -1;
 }
 
 /*
  * ALTACT_SIG_SEND's Flags: any non-negative integer, of which only the least
  * significant byte means anything, as erts_net_message() in erts' dist.c reads
  * it (a small, or the first digit byte of a bignum of any size; a negative one
- * or anything else is an invalid message). The frame was walked already, so a
- * bignum's sign and first digit lie inside it.
+ * or anything else is an invalid message). Held to its element, as every field.
  */
-static int decode_altact_flags(const char *f, int *idx, unsigned *flags)
+static int dec_altact_flags(const char *f, size_t end, int *idx, unsigned *flags)
 {
-    int type, size;
-    if (ei_get_type(f, idx, &type, &size) < 0)
+    size_t e;
+    int i = *idx;
+    if (element(f, end, i, &e) < 0)
         return -1;
-    const unsigned char *t = (const unsigned char *)f + *idx;
-    if (type == ERL_SMALL_INTEGER_EXT || type == ERL_INTEGER_EXT) {
+    unsigned char tag = (unsigned char)f[i];
+    if (tag == ERL_SMALL_INTEGER_EXT || tag == ERL_INTEGER_EXT) {
         long v;
-        if (ei_decode_long(f, idx, &v) < 0 || v < 0)
+        if (!EXACT(ei_decode_long, f, i, &v, e) || v < 0)
             return -1;
         *flags = (unsigned)(v & 0xff);
-        return 0;
+    } else if (tag == ERL_SMALL_BIG_EXT || tag == ERL_LARGE_BIG_EXT) {
+        size_t sign_at = (size_t)i + (tag == ERL_SMALL_BIG_EXT ? 2 : 5); /* tag, digit count */
+        if (sign_at >= e || f[sign_at] != 0)
+            return -1;
+        *flags = sign_at + 1 < e ? (unsigned char)f[sign_at + 1] : 0;
+    } else {
+        return -1;
     }
-    if (type != ERL_SMALL_BIG_EXT && type != ERL_LARGE_BIG_EXT)
-        return -1;
-    size_t sign_at = type == ERL_SMALL_BIG_EXT ? 2 : 5;     /* tag, digit count (1 or 4 bytes) */
-    if (t[sign_at] != 0)
-        return -1;
-    *flags = size > 0 ? t[sign_at + 1] : 0;
-    return skip(f, idx);
+    *idx = (int)e;
+    return 0;
 }
 
 /*
  * ALTACT_SIG_SEND {37, Flags, FromPid, To} or {37, Flags, FromPid, To, Token}
  * (OTP 28+), checked as erts_net_message() checks it: To is a reference with
  * CN_ALTACT_ALIAS (and then not CN_ALTACT_NAME), an atom with CN_ALTACT_NAME,
- * else a pid; CN_ALTACT_TOKEN needs a fifth element. erts only checks that the
- * tuple is large enough ("might be extended with more elements in the future"),
- * so elements past the ones the flags ask for are skipped, bounded like every
- * other, not refused: refusing them would cut off a later OTP.
+ * else a pid; CN_ALTACT_TOKEN needs a fifth element. Its arity is the one
+ * operation's that is not exact: erts only checks that the tuple is large
+ * enough ("might be extended with more elements in the future"), so elements
+ * past the ones the flags ask for are walked within the tuple, not refused:
+ * refusing them would cut off a later OTP. A payload always follows.
  */
-static int decode_altact(const char *f, int *idx, ctl *m)
+static int decode_altact(const char *f, size_t ctl_end, int idx, ctl *m)
 {
-    if (m->arity < 4 || decode_altact_flags(f, idx, &m->altact) < 0 || ei_decode_pid(f, idx, &m->from) < 0)
+    if (m->arity < 4 || dec_altact_flags(f, ctl_end, &idx, &m->altact) < 0 ||
+        dec_pid(f, ctl_end, &idx, &m->from) < 0)
         return -1;
     unsigned fl = m->altact;
     int rc;
-    if (fl & CN_ALTACT_ALIAS) {
-        rc = (fl & CN_ALTACT_NAME) ? -1 : ei_decode_ref(f, idx, &m->ref);
-    } else if (fl & CN_ALTACT_NAME) {
-        m->to_is_name = 1;
-        rc = ei_decode_atom(f, idx, m->to_name);
-    } else {
-        rc = ei_decode_pid(f, idx, &m->to);
-    }
+    if (fl & CN_ALTACT_ALIAS)
+        rc = (fl & CN_ALTACT_NAME) ? -1 : dec_ref(f, ctl_end, &idx, &m->ref);
+    else if (fl & CN_ALTACT_NAME)
+        rc = dec_name(f, ctl_end, &idx, m);
+    else
+        rc = dec_pid(f, ctl_end, &idx, &m->to);
     if (rc < 0 || ((fl & CN_ALTACT_TOKEN) && m->arity < 5))
         return -1;
     for (int k = 4; k < m->arity; k++)      /* the token, and what a later OTP adds */
-        if (skip(f, idx) < 0)
+        if (dec_any(f, ctl_end, &idx, NULL, NULL) < 0)
             return -1;
-    return 0;
+    return (size_t)idx == ctl_end ? 0 : -1;
 }
 
-/* Parses the control tuple's fields for op. Returns 0 or -1. */
-static int decode_fields(const char *f, int *idx, ctl *m)
-{
-    int a = m->arity;
-    switch (m->op) {
-    case DOP_SEND:            /* {2, Unused, ToPid} */
-    case DOP_SEND_TT:         /* {12, Unused, ToPid, Token} */
-        return (a >= 3 && skip(f, idx) == 0 && ei_decode_pid(f, idx, &m->to) == 0) ? 0 : -1;
-    case DOP_SEND_SENDER:     /* {22, FromPid, ToPid} */
-    case DOP_SEND_SENDER_TT:
-        return (a >= 3 && ei_decode_pid(f, idx, &m->from) == 0 && ei_decode_pid(f, idx, &m->to) == 0) ? 0 : -1;
-    case DOP_REG_SEND:        /* {6, FromPid, Unused, ToName} */
-    case DOP_REG_SEND_TT:
-        m->to_is_name = 1;
-        return (a >= 4 && ei_decode_pid(f, idx, &m->from) == 0 && skip(f, idx) == 0 &&
-                ei_decode_atom(f, idx, m->to_name) == 0) ? 0 : -1;
-    case DOP_ALIAS_SEND:      /* {33, FromPid, Alias} */
-    case DOP_ALIAS_SEND_TT:
-        return (a >= 3 && ei_decode_pid(f, idx, &m->from) == 0 && ei_decode_ref(f, idx, &m->ref) == 0) ? 0 : -1;
-    case DOP_LINK:            /* {1, FromPid, ToPid} */
-    case DOP_UNLINK:
-    case DOP_PAYLOAD_EXIT:    /* {24, FromPid, ToPid} + Reason */
-    case DOP_PAYLOAD_EXIT2:
-    case DOP_PAYLOAD_EXIT_TT: /* {25, FromPid, ToPid, Token} + Reason */
-    case DOP_PAYLOAD_EXIT2_TT:
-    case DOP_GROUP_LEADER:
-        return (a >= 3 && ei_decode_pid(f, idx, &m->from) == 0 && ei_decode_pid(f, idx, &m->to) == 0) ? 0 : -1;
-    case DOP_EXIT:            /* {3, FromPid, ToPid, Reason} */
-    case DOP_EXIT2:
-    case DOP_EXIT_TT:         /* {13, FromPid, ToPid, Token, Reason} */
-    case DOP_EXIT2_TT:
-        return decode_exit(f, idx, m);
-    case DOP_MONITOR_P:       /* {19, FromPid, ToProc, Ref} */
-    case DOP_DEMONITOR_P:
-        return (a >= 4 && ei_decode_pid(f, idx, &m->from) == 0 && decode_proc(f, idx, m) == 0 &&
-                ei_decode_ref(f, idx, &m->ref) == 0) ? 0 : -1;
-    case DOP_ALTACT_SIG_SEND: /* {37, Flags, FromPid, To[, Token]} */
-        return decode_altact(f, idx, m);
-    case DOP_UNLINK_ID:       /* {35, Id, FromPid, ToPid} */
-    case DOP_UNLINK_ID_ACK:
-        return (a >= 4 && ei_decode_ulonglong(f, idx, &m->id) == 0 && ei_decode_pid(f, idx, &m->from) == 0 &&
-                ei_decode_pid(f, idx, &m->to) == 0) ? 0 : -1;
-    default:
-        return 0;
-    }
-}
+/* ---- Handlers ---- */
 
 /* The reason of an exit signal as a standalone term with its version byte. */
 static const char *exit_reason(cn_node *node, const ctl *m, size_t *len)
@@ -193,7 +330,7 @@ static const char *exit_reason(cn_node *node, const ctl *m, size_t *len)
 static cn_proc *local_target(cn_conn *c, const ctl *m)
 {
     if (m->to_is_name)
-        return cn_proc_whereis(c->node, m->to_name);
+        return cn__proc_whereis_n(c->node, m->to_name, m->to_name_len);
     return cn__proc_by_pid(c->node, &m->to);
 }
 
@@ -205,12 +342,13 @@ static cn_peer_pid sender(cn_conn *c, const ctl *m)
 
 static void handle_send(cn_conn *c, const ctl *m)
 {
-    if (m->payload == NULL)
-        return;
     cn_proc *p = local_target(c, m);
     if (p == NULL) {
+        char peer[CN_LOG_ESC_MAX], name[CN_LOG_ESC_MAX];
         if (m->to_is_name)
-            CN_DEBUG("dist", "message from %s to unregistered name %s dropped", c->peer_name, m->to_name);
+            CN_DEBUG("dist", "message from %s to unregistered name %s dropped",
+                     cn_log_escape_str(peer, sizeof peer, c->peer_name),
+                     cn_log_escape(name, sizeof name, m->to_name, m->to_name_len));
         return;
     }
     c->node->stats.messages_in++;
@@ -221,7 +359,9 @@ static void handle_alias_send(cn_conn *c, const ctl *m)
 {
     (void)m;
     /* No process here creates aliases, so every alias message is stale. */
-    CN_DEBUG("dist", "alias message from %s dropped: no such alias", c->peer_name);
+    char peer[CN_LOG_ESC_MAX];
+    CN_DEBUG("dist", "alias message from %s dropped: no such alias",
+             cn_log_escape_str(peer, sizeof peer, c->peer_name));
 }
 
 /*
@@ -233,7 +373,9 @@ static void handle_alias_send(cn_conn *c, const ctl *m)
  */
 static void handle_altact(cn_conn *c, const ctl *m)
 {
-    CN_DEBUG("dist", "ALTACT_SIG_SEND from %s, flags 0x%02x", c->peer_name, m->altact);
+    char peer[CN_LOG_ESC_MAX];
+    CN_DEBUG("dist", "ALTACT_SIG_SEND from %s, flags 0x%02x",
+             cn_log_escape_str(peer, sizeof peer, c->peer_name), m->altact);
     if (m->altact & CN_ALTACT_ALIAS) {
         handle_alias_send(c, m);
         return;
@@ -244,7 +386,8 @@ static void handle_altact(cn_conn *c, const ctl *m)
     }
     cn_proc *p = local_target(c, m);
     if (p == NULL) {
-        CN_DEBUG("dist", "exit signal from %s to a process not here dropped", c->peer_name);
+        CN_DEBUG("dist", "exit signal from %s to a process not here dropped",
+                 cn_log_escape_str(peer, sizeof peer, c->peer_name));
         return;
     }
     cn__proc_exit_signal(p, &m->from, m->payload, m->payload_len, 0);
@@ -257,7 +400,8 @@ static void handle_monitor(cn_conn *c, const ctl *m)
         /* Unknown name or dead pid: the watcher gets DOWN noproc at once, echoing what it sent. */
         char reason[16];
         size_t rlen = cn_term_atom(reason, "noproc");
-        cn__dist_monitor_p_exit(c, m->to_is_name ? m->to_name : NULL, &m->to, &m->from, &m->ref, reason, rlen);
+        cn__dist_monitor_p_exit(c, m->to_is_name ? m->to_name : NULL, m->to_name_len, &m->to, &m->from,
+                                &m->ref, reason, rlen);
         return;
     }
     cn__monitor_add(p, c, &c->monitors, &m->from, &m->ref, m->to_is_name);
@@ -310,6 +454,9 @@ static void handle_exit(cn_conn *c, const ctl *m)
     size_t rlen;
     const char *reason = exit_reason(c->node, m, &rlen);
     cn__proc_exit_signal(p, &m->from, reason, rlen, from_link);
+    /* The room a huge reason took is not kept. */
+    cn_buf_reset(&c->node->scratch);
+    cn_buf_shrink(&c->node->scratch, CN_BUF_KEEP);
 }
 
 /* Operations that need nothing from us: acks, and signals to processes we never monitor or lead. */
@@ -319,9 +466,12 @@ static void ignore(cn_conn *c, const ctl *m)
     (void)m;
 }
 
+/* Spawning is not offered (no DFLAG_SPAWN), and operations newer than ours are ignored. */
 static void handle_unknown(cn_conn *c, const ctl *m)
 {
-    CN_WARN("dist", "unknown control message %ld from %s ignored", m->op, c->peer_name);
+    char peer[CN_LOG_ESC_MAX];
+    CN_WARN("dist", "unsupported control message %ld from %s ignored", m->op,
+            cn_log_escape_str(peer, sizeof peer, c->peer_name));
 }
 
 static void dispatch(cn_conn *c, const ctl *m)
@@ -363,45 +513,64 @@ static void dispatch(cn_conn *c, const ctl *m)
     }
 }
 
-static int has_payload(long op)
+/* ---- The frame ---- */
+
+/*
+ * After the control tuple (ending at ctl_end): the payload when the operation
+ * has one (layout l; NULL for an unknown operation, which may have one), and
+ * then nothing: a frame ends where its last term ends.
+ */
+static int decode_payload(const layout *l, const char *f, size_t len, size_t ctl_end, ctl *m)
 {
-    switch (op) {
-    case DOP_SEND: case DOP_SEND_TT: case DOP_SEND_SENDER: case DOP_SEND_SENDER_TT:
-    case DOP_REG_SEND: case DOP_REG_SEND_TT: case DOP_ALIAS_SEND: case DOP_ALIAS_SEND_TT:
-    case DOP_PAYLOAD_EXIT: case DOP_PAYLOAD_EXIT_TT: case DOP_PAYLOAD_EXIT2: case DOP_PAYLOAD_EXIT2_TT:
-    case DOP_PAYLOAD_MONITOR_P_EXIT: case DOP_SPAWN_REQUEST: case DOP_SPAWN_REQUEST_TT:
-    case DOP_ALTACT_SIG_SEND:
-        return 1;
-    default:
-        return 0;
+    if (ctl_end == len)
+        return l == NULL || !l->payload ? 0 : -1;
+    if (l != NULL && !l->payload)
+        return -1;
+    size_t pend = ctl_end;
+    if (cn_term_skip_versioned(f, len, &pend) < 0 || pend != len)
+        return -1;
+    m->payload = f + ctl_end;
+    m->payload_len = len - ctl_end;
+    return 0;
+}
+
+/* The whole frame into m: 0, or -1 for a malformed one. */
+static int decode_frame(const char *f, size_t len, ctl *m)
+{
+    if (len < 2 || (unsigned char)f[0] != CN_PASS_THROUGH)
+        return -1;
+    size_t ctl_end = 1;
+    if (cn_term_skip_versioned(f, len, &ctl_end) < 0)
+        return -1;
+    /* Within the walked tuple: its header, then the operation, an integer. */
+    int idx = 2;
+    if (ei_decode_tuple_header(f, &idx, &m->arity) < 0 || m->arity < 1 || (size_t)idx > ctl_end ||
+        dec_long(f, ctl_end, &idx, &m->op) < 0)
+        return -1;
+    if (m->op == DOP_ALTACT_SIG_SEND) {
+        static const layout with_payload = {0, 1, {0}};
+        if (decode_altact(f, ctl_end, idx, m) < 0)
+            return -1;
+        return decode_payload(&with_payload, f, len, ctl_end, m);
     }
+    const layout *l = layout_of(m->op);
+    if (l != NULL && decode_fields(l, f, ctl_end, idx, m) < 0)
+        return -1;
+    return decode_payload(l, f, len, ctl_end, m);
 }
 
 int cn__dist_recv_frame(cn_conn *c, const char *f, size_t len)
 {
-    if (len < 2 || (unsigned char)f[0] != CN_PASS_THROUGH)
-        return CN_EDECODE;
-    size_t end = 1;
-    if (cn_term_skip_versioned(f, len, &end) < 0)
-        return CN_EDECODE;
+    /* Only what the decoders may leave unset: the struct is large and this is the hot path. */
     ctl m;
+    m.to_is_name = 0;
+    m.to_name_len = 0;
     m.payload = NULL;
     m.payload_len = 0;
     m.ctl_reason = NULL;
-    m.to_is_name = 0;
-    int idx = 1, ver;
-    if (ei_decode_version(f, &idx, &ver) < 0 || ei_decode_tuple_header(f, &idx, &m.arity) < 0 ||
-        m.arity < 1 || ei_decode_long(f, &idx, &m.op) < 0)
+    m.ctl_reason_len = 0;
+    if (decode_frame(f, len, &m) < 0)
         return CN_EDECODE;
-    if (decode_fields(f, &idx, &m) < 0)
-        return CN_EDECODE;
-    if (has_payload(m.op)) {
-        size_t pend = end;
-        if (cn_term_skip_versioned(f, len, &pend) < 0)
-            return CN_EDECODE;
-        m.payload = f + end;
-        m.payload_len = pend - end;
-    }
     c->node->delivering_from = c->peer_name; /* cn_proc_msg_origin, for what this frame delivers */
     dispatch(c, &m);
     c->node->delivering_from = NULL;

@@ -128,7 +128,8 @@ int cn__dist_reg_send(cn_conn *c, const erlang_pid *from, const char *name, cons
     ENC(&e, long, DOP_REG_SEND);
     ENC(&e, pid, from);
     ENC(&e, atom, "");
-    ENC(&e, atom, name);
+    /* Names are UTF-8 (ei_encode_atom would take them for Latin-1 and cut them at 255 bytes). */
+    ENC(&e, atom_as, name, ERLANG_UTF8, ERLANG_UTF8);
     return finish(&e, msg, len);
 }
 
@@ -168,10 +169,11 @@ int cn__dist_altact_alias_send(cn_conn *c, const erlang_pid *from, const erlang_
 
 /*
  * MONITOR_P_EXIT {21, FromProc, ToPid, Ref, Reason}, or its payload form when the
- * peer has EXIT_PAYLOAD. FromProc is the name when the monitor was by name.
+ * peer has EXIT_PAYLOAD. FromProc is the name when the monitor was by name, as
+ * UTF-8 of name_len bytes: the name the watcher asked for, byte for byte.
  */
-int cn__dist_monitor_p_exit(cn_conn *c, const char *name, const erlang_pid *tpid, const erlang_pid *watcher,
-                            const erlang_ref *ref, const char *reason, size_t rlen)
+int cn__dist_monitor_p_exit(cn_conn *c, const char *name, size_t name_len, const erlang_pid *tpid,
+                            const erlang_pid *watcher, const erlang_ref *ref, const char *reason, size_t rlen)
 {
     int payload = (c->peer_flags & DFLAG_EXIT_PAYLOAD) != 0;
     enc e;
@@ -181,7 +183,7 @@ int cn__dist_monitor_p_exit(cn_conn *c, const char *name, const erlang_pid *tpid
     ENC(&e, tuple_header, payload ? 4 : 5);
     ENC(&e, long, payload ? DOP_PAYLOAD_MONITOR_P_EXIT : DOP_MONITOR_P_EXIT);
     if (name != NULL)
-        ENC(&e, atom, name);
+        ENC(&e, atom_len_as, name, (int)name_len, ERLANG_UTF8, ERLANG_UTF8);
     else
         ENC(&e, pid, tpid);
     ENC(&e, pid, watcher);
@@ -203,7 +205,8 @@ int cn__dist_monitor_exit(cn_conn *c, const cn_monitor *m, const erlang_pid *tpi
     ref.len = (int)m->key.len;
     memcpy(ref.n, m->key.n, sizeof ref.n);
     ref.creation = m->ref_creation;
-    return cn__dist_monitor_p_exit(c, m->by_name ? name : NULL, tpid, &watcher, &ref, reason, len);
+    return cn__dist_monitor_p_exit(c, m->by_name ? name : NULL, m->by_name ? strlen(name) : 0, tpid, &watcher,
+                                   &ref, reason, len);
 }
 
 int cn__dist_exit(cn_conn *c, int op_plain, const erlang_pid *from, const cn_peer_pid *to, const char *reason,

@@ -16,6 +16,7 @@
 #include <openssl/rand.h>
 
 #include "error.h"
+#include "log.h"
 #include "protocol.h"
 
 enum hs_state {
@@ -101,15 +102,13 @@ static int fail(cn_hs *hs, int code, const char *fmt, ...)
     return code;
 }
 
-/* Copies untrusted text for an error message, replacing what would not print. */
-static const char *printable(char *dst, size_t cap, const unsigned char *s, size_t n)
-{
-    size_t i;
-    for (i = 0; i < n && i + 1 < cap; i++)
-        dst[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? (char)s[i] : '?';
-    dst[i] = '\0';
-    return dst;
-}
+/*
+ * The peer's node name escaped for an error text (log.h): a name may hold line
+ * breaks, which the BEAM accepts after the '@'. The buffer is a compound literal,
+ * alive until the end of the enclosing block, so fail() can take it.
+ */
+#define ESC_SIZE 256
+#define PEER(hs) cn_log_escape_str((char[ESC_SIZE]){0}, ESC_SIZE, (hs)->peer_name)
 
 int cn_hs_digest(const char *cookie, uint32_t challenge, unsigned char digest[CN_HS_DIGEST_LEN])
 {
@@ -160,7 +159,7 @@ static int take_peer_name(cn_hs *hs, const unsigned char *name, size_t n)
     if (!valid_name((const char *)name, n)) {
         char shown[48];
         return fail(hs, CN_EPROTO, "invalid peer node name '%s' (%zu bytes)",
-                    printable(shown, sizeof shown, name, n), n);
+                    cn_log_escape(shown, sizeof shown, (const char *)name, n), n);
     }
     memcpy(hs->peer_name, name, n);
     hs->peer_name[n] = '\0';
@@ -234,7 +233,7 @@ static int check_digest(cn_hs *hs, const unsigned char *got)
         return fail(hs, -EIO, "MD5 failed");
     if (CRYPTO_memcmp(want, got, sizeof want) != 0)
         return fail(hs, CN_ECOOKIE, "digest from %s does not match our cookie",
-                    hs->peer_name[0] ? hs->peer_name : "peer");
+                    hs->peer_name[0] ? PEER(hs) : "peer");
     return 0;
 }
 
@@ -292,10 +291,10 @@ static int on_name(cn_hs *hs, const unsigned char *m, size_t n, cn_buf *out)
         if (rc < 0)
             return rc;
         if (missing != 0)
-            return fail(hs, CN_EPROTO, "%s lacks mandatory flags 0x%" PRIx64, hs->peer_name,
+            return fail(hs, CN_EPROTO, "%s lacks mandatory flags 0x%" PRIx64, PEER(hs),
                         missing);
         return fail(hs, CN_EPROTO, "%s asks for a dynamic name, which we do not assign",
-                    hs->peer_name);
+                    PEER(hs));
     }
     const char *status = hs->cfg.status_for ? hs->cfg.status_for(hs->cfg.status_ctx, hs->peer_name)
                                             : NULL;
@@ -310,7 +309,7 @@ static int on_name(cn_hs *hs, const unsigned char *m, size_t n, cn_buf *out)
         hs->state = HS_ACC_ALIVE;
         return 0;
     }
-    return fail(hs, CN_ENOTALIVE, "refused %s with status '%s'", hs->peer_name, status);
+    return fail(hs, CN_ENOTALIVE, "refused %s with status '%s'", PEER(hs), status);
 }
 
 static int is_status(const unsigned char *m, size_t n, const char *text)
@@ -324,21 +323,21 @@ static int on_alive_reply(cn_hs *hs, const unsigned char *m, size_t n, cn_buf *o
     if (m[0] == 's' && is_status(m, n, "true"))
         return accept_continue(hs, out);
     if (m[0] == 's' && is_status(m, n, "false"))
-        return fail(hs, CN_ENOTALIVE, "%s gave up after status alive", hs->peer_name);
+        return fail(hs, CN_ENOTALIVE, "%s gave up after status alive", PEER(hs));
     return fail(hs, CN_EPROTO, "expected 'true' or 'false' from %s after status alive",
-                hs->peer_name);
+                PEER(hs));
 }
 
 static int on_complement(cn_hs *hs, const unsigned char *m, size_t n)
 {
     if (m[0] != 'c' || n != COMPLEMENT_LEN)
         return fail(hs, CN_EPROTO, "expected complement from %s (tag %u, %zu bytes)",
-                    hs->peer_name, m[0], n);
+                    PEER(hs), m[0], n);
     hs->peer_flags = expand_flags(hs->peer_flags | ((uint64_t)cn_get_u32(m + 1) << 32));
     hs->peer_creation = cn_get_u32(m + 5);
     uint64_t missing = missing_flags(hs, ~0ULL);
     if (missing != 0)
-        return fail(hs, CN_EPROTO, "%s lacks mandatory flags 0x%" PRIx64, hs->peer_name, missing);
+        return fail(hs, CN_EPROTO, "%s lacks mandatory flags 0x%" PRIx64, PEER(hs), missing);
     hs->state = HS_ACC_REPLY;
     return 0;
 }
@@ -347,7 +346,7 @@ static int on_reply(cn_hs *hs, const unsigned char *m, size_t n, cn_buf *out)
 {
     if (m[0] != 'r' || n != REPLY_LEN)
         return fail(hs, CN_EPROTO, "expected challenge reply from %s (tag %u, %zu bytes)",
-                    hs->peer_name, m[0], n);
+                    PEER(hs), m[0], n);
     int rc = check_digest(hs, m + 5);
     if (rc < 0)
         return rc;
@@ -372,8 +371,8 @@ static int on_status(cn_hs *hs, const unsigned char *m, size_t n, cn_buf *out)
         hs->state = HS_CON_CHALLENGE;
         return 0;
     }
-    char shown[MAX_STATUS + 1];
-    printable(shown, sizeof shown, m + 1, n - 1);
+    char shown[4 * MAX_STATUS + 4];
+    cn_log_escape(shown, sizeof shown, (const char *)m + 1, n - 1);
     if (is_status(m, n, "nok") || is_status(m, n, "not_allowed"))
         return fail(hs, CN_ENOTALIVE, "peer refused the connection: %s", shown);
     return fail(hs, CN_EPROTO, "unexpected status '%s'", shown);
@@ -391,12 +390,12 @@ static int on_challenge(cn_hs *hs, const unsigned char *m, size_t n, cn_buf *out
         return rc;
     if (hs->cfg.expect_peer != NULL && strcmp(hs->cfg.expect_peer, hs->peer_name) != 0)
         return fail(hs, CN_EPROTO, "dialed %s but %s answered", hs->cfg.expect_peer,
-                    hs->peer_name);
+                    PEER(hs));
     hs->peer_flags = expand_flags(cn_get_u64(m + 1));
     hs->peer_creation = cn_get_u32(m + 13);
     uint64_t missing = missing_flags(hs, ~0ULL);
     if (missing != 0)
-        return fail(hs, CN_EPROTO, "%s lacks mandatory flags 0x%" PRIx64, hs->peer_name, missing);
+        return fail(hs, CN_EPROTO, "%s lacks mandatory flags 0x%" PRIx64, PEER(hs), missing);
     rc = new_challenge(hs, &hs->our_challenge);
     if (rc < 0)
         return rc;
@@ -411,7 +410,7 @@ static int on_ack(cn_hs *hs, const unsigned char *m, size_t n)
 {
     if (m[0] != 'a' || n != ACK_LEN)
         return fail(hs, CN_EPROTO, "expected challenge ack from %s (tag %u, %zu bytes)",
-                    hs->peer_name, m[0], n);
+                    PEER(hs), m[0], n);
     int rc = check_digest(hs, m + 1);
     return rc < 0 ? rc : finish(hs);
 }

@@ -2,9 +2,17 @@
  * One logging entry point. The level is checked before anything is formatted, so
  * a debug line on the per-message path costs one comparison when debug is off.
  * Lines go to stderr as "LEVEL [component] message".
+ *
+ * Untrusted text (a peer's node name, an atom or a term from the network, an
+ * address) goes into a line only through cn_log_escape, so a peer can neither
+ * forge lines nor hide what it sent: the BEAM, too, prints such names quoted.
+ * As a last resort the writer replaces any control byte left in a message, so
+ * one call is always one line.
  */
 #ifndef CN_LOG_H
 #define CN_LOG_H
+
+#include <stddef.h>
 
 typedef enum cn_log_level {
     CN_LOG_DEBUG = 0,
@@ -20,6 +28,22 @@ extern cn_log_level cn_log_threshold;
 int cn_log_parse_level(const char *s, cn_log_level *out);
 void cn_log_write(cn_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Room for any node name or atom escaped, up to the length of a log line. */
+#define CN_LOG_ESC_MAX 1024
+
+/*
+ * Writes s[0..n) into dst (cap bytes, at least 8) as one printable line and
+ * returns dst: backslash, newline, carriage return and tab become \\, \n, \r
+ * and \t; any other control byte, any byte that is not part of valid UTF-8, and
+ * the UTF-8 of C1 controls and of the line and paragraph separators become
+ * \xHH; valid UTF-8 text is kept. What does not fit ends in "...". Cheap
+ * enough for any log line, and only runs when the line is written when called
+ * among the arguments of CN_INFO and friends.
+ */
+const char *cn_log_escape(char *dst, size_t cap, const char *s, size_t n);
+/* The same for a NUL-terminated string. */
+const char *cn_log_escape_str(char *dst, size_t cap, const char *s);
 
 #define cn_log(level, component, ...)                                   \
     do {                                                                \

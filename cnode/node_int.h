@@ -69,6 +69,12 @@ struct cn_link {
     cn_link *c_next, *c_prev;   /* in *route */
 };
 
+/* The monitors whose watchers a connection reaches, and how many: a connection's loss takes them all. */
+typedef struct cn_monitor_list {
+    cn_monitor *head;
+    size_t count;
+} cn_monitor_list;
+
 /* Monitors are found by (connection, reference); the key is hashed as raw bytes. */
 typedef struct cn_monitor_key {
     cn_conn *conn;
@@ -84,8 +90,8 @@ struct cn_monitor {
     cn_proc *target;
     cn_peer_pid watcher;
     int by_name;                    /* monitored by registered name: DOWN names it */
-    cn_monitor **route;             /* the watcher's connection's list of monitors */
-    cn_monitor *t_next, *t_prev;    /* in target->monitors; t_next also links the free list */
+    cn_monitor_list *route;         /* the watcher's connection's list of monitors */
+    cn_monitor *t_next, *t_prev;    /* in target->monitors; t_next also links the free lists */
     cn_monitor *c_next, *c_prev;    /* in *route */
 };
 
@@ -94,7 +100,7 @@ struct cn_proc {
     uint32_t num;
     UT_hash_handle hh;              /* node->procs, by num */
     UT_hash_handle hh_name;         /* node->names, by name */
-    char name[256];
+    char name[MAXATOMLEN_UTF8];     /* UTF-8, any legal atom (cn_proc_register) */
     const cn_proc_ops *ops;
     void *data;
     int trap_exit;
@@ -151,7 +157,7 @@ struct cn_conn {
     UT_hash_handle hh;              /* node->conns, by peer_name, once UP */
     cn_conn *all_next, *all_prev;   /* node->all_conns */
     cn_link *links;                 /* links whose far end is reached through here */
-    cn_monitor *monitors;           /* monitors whose watcher is reached through here */
+    cn_monitor_list monitors;       /* monitors whose watcher is reached through here */
     cn__conn_lost_cb lost_cb;       /* the owner that dialed it, if any */
     void *lost_arg;
     uv_timer_t hs_timer;            /* the handshake must finish before it fires */
@@ -215,6 +221,9 @@ struct cn_node {
     cn_monitor *monitors;           /* by (conn, ref), with monitor_anchor always in it */
     cn_monitor monitor_anchor;      /* uthash frees an empty table: this keeps it, so calls allocate nothing */
     cn_monitor *free_monitors;      /* recycled, so a call allocates nothing */
+    unsigned free_monitor_count;    /* at most MONITOR_SPARE (proc.c): the rest is freed */
+    cn_monitor *doomed_monitors;    /* a lost connection's, freed a batch a turn (cn__proc_reclaim) */
+    size_t monitors_freed;          /* since the allocator last gave memory back to the system */
     cn_local_msg *run_queue;
     cn_buf scratch;                 /* a reason rebuilt with its version byte (dist_recv.c) */
     /*
@@ -317,9 +326,13 @@ int cn__dist_altact_alias_send(cn_conn *c, const erlang_pid *from, const erlang_
 /* MONITOR_P_EXIT for monitor m of the local process tpid (registered as name, or NULL). */
 int cn__dist_monitor_exit(cn_conn *c, const cn_monitor *m, const erlang_pid *tpid, const char *name,
                           const char *reason, size_t len);
-/* MONITOR_P_EXIT as a reply to a MONITOR_P whose target does not exist. */
-int cn__dist_monitor_p_exit(cn_conn *c, const char *name, const erlang_pid *tpid, const erlang_pid *watcher,
-                            const erlang_ref *ref, const char *reason, size_t len);
+/*
+ * MONITOR_P_EXIT as a reply to a MONITOR_P whose target does not exist: name
+ * (name_len bytes of UTF-8, NUL bytes allowed) echoes the name it asked for, or
+ * is NULL for a monitor by pid (tpid).
+ */
+int cn__dist_monitor_p_exit(cn_conn *c, const char *name, size_t name_len, const erlang_pid *tpid,
+                            const erlang_pid *watcher, const erlang_ref *ref, const char *reason, size_t len);
 int cn__dist_exit(cn_conn *c, int op_plain, const erlang_pid *from, const cn_peer_pid *to, const char *reason, size_t len);
 int cn__dist_link(cn_conn *c, const erlang_pid *from, const cn_peer_pid *to);
 /* UNLINK_ID (op 35) or UNLINK_ID_ACK (op 36). */
@@ -330,6 +343,8 @@ void cn__route_conn_down(cn_conn *c);
 
 /* proc.c */
 int cn__is_local(const cn_node *node, const erlang_pid *pid);
+/* The process registered as the name[0..len) (UTF-8, NUL bytes allowed: then none), or NULL. */
+cn_proc *cn__proc_whereis_n(cn_node *node, const char *name, size_t len);
 /* The local process with this pid, live or exiting this turn, or NULL. */
 cn_proc *cn__proc_by_pid(cn_node *node, const erlang_pid *pid);
 void cn__proc_deliver(cn_proc *p, const char *msg, size_t len);
@@ -342,17 +357,23 @@ int cn__link_remove(cn_proc *p, const cn_peer_pid *other);
 int cn__proc_link_local(cn_proc *p, const erlang_pid *pid);
 void cn__proc_unlink_local(cn_proc *p, const erlang_pid *pid);
 /* A remote watcher (over c, whose list of monitors is route) monitors target. */
-void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor **route, const erlang_pid *watcher,
+void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const erlang_pid *watcher,
                      const erlang_ref *ref, int by_name);
 void cn__monitor_remove(cn_node *node, cn_conn *c, const erlang_ref *ref);
 /*
  * A connection's lists of links and monitors, as the connection goes: the
  * monitors go, and every linked process gets an exit signal 'noconnection'.
  */
-void cn__proc_conn_lost(cn_node *node, cn_link **links, cn_monitor **monitors);
+void cn__proc_conn_lost(cn_node *node, cn_link **links, cn_monitor_list *monitors);
 void cn__proc_enqueue(cn_node *node, uint32_t to, uint32_t from, int kind, const char *data, size_t len);
 void cn__proc_run_queue(cn_node *node, unsigned budget);
 void cn__proc_free_zombies(cn_node *node);
+/*
+ * End of turn: frees a batch of the monitors lost connections left, and gives
+ * freed memory back to the system once a lot was freed. Nonzero while more
+ * remains, so the loop keeps turning until it is done.
+ */
+int cn__proc_reclaim(cn_node *node);
 /* Sets up the tables of processes and monitors (cn_node_new). */
 void cn__proc_init(cn_node *node);
 /* Frees every process, queued message and recycled monitor (cn_node_free). */

@@ -21,6 +21,9 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 
 #include "cnode/error.h"
@@ -28,6 +31,18 @@
 #include "cnode/mem.h"
 #include "cnode/node_int.h"
 #include "cnode/protocol.h"
+#include "cnode/utf8.h"
+
+/*
+ * Spare monitors kept for reuse: enough that calls in flight never allocate,
+ * few enough that a peer that made a million monitors leaves no more than
+ * about 200 KiB behind when they go.
+ */
+#define MONITOR_SPARE 1024
+/* Monitors of a lost connection freed per loop turn: a few milliseconds of free(). */
+#define RECLAIM_BATCH 32768
+/* After this many monitors freed, the allocator is asked to give memory back. */
+#define TRIM_AFTER 16384
 
 size_t cn_term_atom(char *buf, const char *atom)
 {
@@ -78,7 +93,7 @@ cn_proc *cn_proc_spawn(cn_node *node, const cn_proc_ops *ops, void *data)
 int cn_proc_register(cn_proc *p, const char *name)
 {
     size_t n = strlen(name);
-    if (n == 0 || n >= sizeof p->name || p->dead)
+    if (n == 0 || n >= sizeof p->name || cn_utf8_atom_chars(name, n) < 0 || p->dead)
         return -EINVAL;
     if (p->name[0] != '\0' || cn_proc_whereis(p->node, name) != NULL)
         return CN_EEXIST;
@@ -87,11 +102,17 @@ int cn_proc_register(cn_proc *p, const char *name)
     return 0;
 }
 
+cn_proc *cn__proc_whereis_n(cn_node *node, const char *name, size_t len)
+{
+    /* The table's keys are whole names, compared as bytes: a name with a NUL inside matches none. */
+    cn_proc *p = NULL;
+    HASH_FIND(hh_name, node->names, name, len, p);
+    return p;
+}
+
 cn_proc *cn_proc_whereis(cn_node *node, const char *name)
 {
-    cn_proc *p = NULL;
-    HASH_FIND(hh_name, node->names, name, strlen(name), p);
-    return p;
+    return cn__proc_whereis_n(node, name, strlen(name));
 }
 
 void cn_proc_pid(const cn_proc *p, erlang_pid *out)
@@ -256,17 +277,73 @@ static void monitor_key(cn_monitor_key *k, cn_conn *c, const erlang_ref *ref)
     memcpy(k->n, ref->n, k->len * sizeof k->n[0]);
 }
 
-static void monitor_drop(cn_node *node, cn_monitor *m)
+/*
+ * The monitors' hash table rebuilt from the processes' lists (every monitor but
+ * the anchor is on its target's). uthash grows a table's buckets and never
+ * shrinks them, and deleting most of a table's entries one by one costs a
+ * cache miss or two each: a rebuild sizes the table for what is left.
+ */
+static void monitors_rebuild(cn_node *node)
 {
-    DL_DELETE2(m->target->monitors, m, t_prev, t_next);
-    DL_DELETE2(*m->route, m, c_prev, c_next);
-    HASH_DEL(node->monitors, m);
-    CN__STAT_DEC(node, monitors);
-    /* Recycled: a GenServer.call makes and removes one, and should not allocate. */
-    LL_PREPEND2(node->free_monitors, m, t_next);
+    HASH_CLEAR(hh, node->monitors);
+    HASH_ADD(hh, node->monitors, key, sizeof node->monitor_anchor.key, &node->monitor_anchor);
+    cn_proc *p, *ptmp;
+    HASH_ITER(hh, node->procs, p, ptmp) {
+        cn_monitor *m;
+        DL_FOREACH2(p->monitors, m, t_next)
+            HASH_ADD(hh, node->monitors, key, sizeof m->key, m);
+    }
 }
 
-void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor **route, const erlang_pid *watcher,
+/*
+ * After a peer's million monitors went one by one (demonitors), the table keeps
+ * the buckets they grew: when it has far more buckets than monitors, it is
+ * rebuilt, which costs less than the removals that emptied it did. A table of
+ * the size calls in flight need never is.
+ */
+static void monitors_compact(cn_node *node)
+{
+    unsigned buckets = node->monitors->hh.tbl->num_buckets;
+    if (buckets > 256 && HASH_COUNT(node->monitors) < buckets / 16)
+        monitors_rebuild(node);
+}
+
+/* Takes m off its target's and its connection's lists (not off the table). */
+static void monitor_unlink(cn_node *node, cn_monitor *m)
+{
+    DL_DELETE2(m->target->monitors, m, t_prev, t_next);
+    DL_DELETE2(m->route->head, m, c_prev, c_next);
+    m->route->count--;
+    CN__STAT_DEC(node, monitors);
+}
+
+/*
+ * A monitor on no list and in no table any more. Up to MONITOR_SPARE are kept
+ * for reuse (a GenServer.call makes and removes one, and should not allocate);
+ * the rest is freed, now or, when `later`, a batch per turn (cn__proc_reclaim).
+ */
+static void monitor_release(cn_node *node, cn_monitor *m, int later)
+{
+    if (node->free_monitor_count < MONITOR_SPARE) {
+        LL_PREPEND2(node->free_monitors, m, t_next);
+        node->free_monitor_count++;
+    } else if (later) {
+        LL_PREPEND2(node->doomed_monitors, m, t_next);
+    } else {
+        free(m);
+        node->monitors_freed++;
+    }
+}
+
+static void monitor_drop(cn_node *node, cn_monitor *m)
+{
+    monitor_unlink(node, m);
+    HASH_DEL(node->monitors, m);
+    monitor_release(node, m, 0);
+    monitors_compact(node);
+}
+
+void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const erlang_pid *watcher,
                      const erlang_ref *ref, int by_name)
 {
     cn_node *node = target->node;
@@ -280,6 +357,7 @@ void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor **route, const erla
     if (node->free_monitors) {
         m = node->free_monitors;
         node->free_monitors = m->t_next;
+        node->free_monitor_count--;
     } else {
         m = cn_malloc(sizeof *m);
     }
@@ -292,7 +370,8 @@ void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor **route, const erla
     m->route = route;
     HASH_ADD(hh, node->monitors, key, sizeof m->key, m);
     DL_PREPEND2(target->monitors, m, t_prev, t_next);
-    DL_PREPEND2(*route, m, c_prev, c_next);
+    DL_PREPEND2(route->head, m, c_prev, c_next);
+    route->count++;
     node->stats.monitors++;
 }
 
@@ -306,10 +385,62 @@ void cn__monitor_remove(cn_node *node, cn_conn *c, const erlang_ref *ref)
         monitor_drop(node, m);
 }
 
-void cn__proc_conn_lost(cn_node *node, cn_link **links, cn_monitor **monitors)
+/*
+ * Every monitor of a lost connection: a peer may have made a million. When
+ * they are most of the node's, the table is rebuilt from the ones that stay
+ * rather than emptied entry by entry; and beyond the spares they are freed a
+ * batch per turn, so the loop never stalls on free().
+ */
+static void monitors_drop_all(cn_node *node, cn_monitor_list *list)
 {
-    while (*monitors)
-        monitor_drop(node, *monitors);
+    size_t others = HASH_COUNT(node->monitors) - 1 - list->count;    /* the anchor is no monitor */
+    int rebuild = list->count > others;
+    cn_monitor *m;
+    while ((m = list->head) != NULL) {
+        monitor_unlink(node, m);
+        if (!rebuild)
+            HASH_DEL(node->monitors, m);
+        monitor_release(node, m, 1);
+    }
+    if (rebuild)
+        monitors_rebuild(node);
+    else
+        monitors_compact(node);
+    cn__node_wake(node);
+}
+
+/*
+ * glibc keeps freed small chunks in its heap: after a million monitors were
+ * freed, 190 MB stayed resident until malloc_trim (measured, issue 9). It takes
+ * about 10 ms for that much, so it runs only after many monitors were freed.
+ */
+static void give_back_memory(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
+int cn__proc_reclaim(cn_node *node)
+{
+    cn_monitor *m;
+    for (unsigned n = 0; n < RECLAIM_BATCH && (m = node->doomed_monitors) != NULL; n++) {
+        node->doomed_monitors = m->t_next;
+        free(m);
+        node->monitors_freed++;
+    }
+    if (node->doomed_monitors != NULL)
+        return 1;
+    if (node->monitors_freed >= TRIM_AFTER) {
+        node->monitors_freed = 0;
+        give_back_memory();
+    }
+    return 0;
+}
+
+void cn__proc_conn_lost(cn_node *node, cn_link **links, cn_monitor_list *monitors)
+{
+    monitors_drop_all(node, monitors);
     char reason[32];
     size_t rlen = cn_term_atom(reason, "noconnection");
     /* Take the head each time: an exit signal may end a process and drop more links. */
@@ -507,6 +638,11 @@ void cn__proc_free_all(cn_node *node)
     cn_monitor *fm;
     while ((fm = node->free_monitors) != NULL) {
         node->free_monitors = fm->t_next;
+        free(fm);
+    }
+    node->free_monitor_count = 0;
+    while ((fm = node->doomed_monitors) != NULL) {
+        node->doomed_monitors = fm->t_next;
         free(fm);
     }
 }

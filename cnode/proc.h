@@ -39,7 +39,11 @@ typedef struct cn_proc_ops {
 
 /* Spawns a process. ops is borrowed and must outlive the process. Never NULL. */
 cn_proc *cn_proc_spawn(cn_node *node, const cn_proc_ops *ops, void *data);
-/* Registers name for p. CN_EEXIST if taken, -EINVAL for an empty or too long name. */
+/*
+ * Registers name for p: the text of an atom in UTF-8 (1 to 255 characters, so
+ * at most 1020 bytes, as the BEAM allows). CN_EEXIST if taken, -EINVAL for a
+ * name no atom has (empty, too long, not valid UTF-8).
+ */
 int cn_proc_register(cn_proc *p, const char *name);
 cn_proc *cn_proc_whereis(cn_node *node, const char *name);
 /* The live local process with this pid, or NULL. */

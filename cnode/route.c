@@ -29,7 +29,8 @@ int cn_send(cn_proc *from, const erlang_pid *to, const char *msg, size_t len)
     }
     cn_conn *c = cn__conn_find(node, to->node);
     if (c == NULL) {
-        CN_DEBUG("route", "message to %s dropped: not connected", to->node);
+        char esc[CN_LOG_ESC_MAX];
+        CN_DEBUG("route", "message to %s dropped: not connected", cn_log_escape_str(esc, sizeof esc, to->node));
         return CN_ENOCONN;
     }
     erlang_pid self;

@@ -4,7 +4,8 @@
  * One loop turn: libuv runs timers, then reads (each read handles every
  * complete frame at once), then our check handle (on_check here), which
  * delivers queued local messages, writes every connection's output in one
- * write, and frees the processes that exited during the turn. The idle handle
+ * write, frees the processes that exited during the turn, and a batch of
+ * what a lost connection left (cn__proc_reclaim). The idle handle
  * is started whenever work is queued (cn__node_wake), so the loop polls
  * without blocking until it is done.
  *
@@ -79,9 +80,10 @@ static void on_check(uv_check_t *h)
     cn__proc_run_queue(node, RUN_QUEUE_BUDGET);
     cn__conn_flush_dirty(node);
     cn__proc_free_zombies(node);
+    int reclaiming = cn__proc_reclaim(node);
     uint64_t handled = node->stats.messages_in - node->coalesce_mark;
     node->coalesce_mark = node->stats.messages_in;
-    if (keep_polling(node, handled) || node->run_queue != NULL || node->dirty != NULL)
+    if (keep_polling(node, handled) || node->run_queue != NULL || node->dirty != NULL || reclaiming)
         cn__node_wake(node);
     else
         uv_idle_stop(&node->idle);

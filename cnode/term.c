@@ -14,8 +14,10 @@
 
 #include "cnode/buf.h"
 #include "cnode/error.h"
+#include "cnode/log.h"
 #include "cnode/mem.h"
 #include "cnode/protocol.h"
+#include "cnode/utf8.h"
 
 /*
  * Tags of the external term format (erts "External Term Format"). Named here
@@ -30,8 +32,6 @@ enum {
     T_ATOM_UTF8 = 118, T_SMALL_ATOM_UTF8 = 119, T_V4_PORT = 120
 };
 
-/* The most characters an atom has; UTF-8 takes up to four bytes for each. */
-#define MAX_ATOM_CHARS 255
 /* Funs captured in the free variables of funs are walked by one recursive call per
  * level; real closures nest a few levels, a peer's forgery is refused past this. */
 #define MAX_FUN_NESTING 64
@@ -50,33 +50,29 @@ static int take(size_t len, size_t *i, uint64_t n)
 }
 
 /*
- * Whether n bytes are well-formed UTF-8 (RFC 3629: no overlong forms, no
- * surrogates, nothing past U+10FFFF). The BEAM refuses an ATOM_UTF8_EXT that is
- * not, and ei cannot encode one back (a pid from such a node could not be put in
- * an {'EXIT', Pid, Reason} message), so the walker refuses it too.
+ * The text of an atom after its tag: where it starts (*at), its length in bytes
+ * and whether it is UTF-8 (else Latin-1), with *i moved past it. The atom is
+ * checked as the BEAM checks one it decodes: at most 255 characters, and for the
+ * UTF-8 tags valid UTF-8 (ei would copy anything, and the text becomes names,
+ * log lines and replies).
  */
-static int valid_utf8(const unsigned char *s, size_t n)
+static int atom_text(unsigned char tag, const char *b, size_t len, size_t *i, size_t *at, size_t *n, int *utf8)
 {
-    size_t k = 0;
-    while (k < n) {
-        unsigned c = s[k];
-        size_t more = c < 0x80 ? 0 : c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2
-                    : c >= 0xF0 && c <= 0xF4 ? 3 : 4;
-        if (more == 4 || more >= n - k)     /* not a lead byte, or cut short */
-            return 0;
-        unsigned lo = 0x80, hi = 0xBF;       /* the second byte's range, narrowed below */
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-        for (size_t j = 1; j <= more; j++) {
-            unsigned d = s[k + j];
-            if (d < (j == 1 ? lo : 0x80) || d > (j == 1 ? hi : 0xBF))
-                return 0;
-        }
-        k += more + 1;
-    }
-    return 1;
+    int small = tag == T_SMALL_ATOM || tag == T_SMALL_ATOM_UTF8;
+    if (!small && tag != T_ATOM && tag != T_ATOM_UTF8)
+        return -1;
+    size_t width = small ? 1 : 2;
+    if (len - *i < width)
+        return -1;
+    *n = small ? (uint8_t)b[*i] : cn_get_u16(b + *i);
+    *utf8 = tag == T_ATOM_UTF8 || tag == T_SMALL_ATOM_UTF8;
+    *i += width;
+    *at = *i;
+    if (take(len, i, *n) < 0)
+        return -1;
+    if (*utf8)
+        return cn_utf8_atom_chars(b + *at, *n) < 0 ? -1 : 0;
+    return *n > CN_ATOM_MAX_CHARS ? -1 : 0;
 }
 
 /* An atom in any of its four encodings, as pids, ports and refs embed them. */
@@ -85,29 +81,9 @@ static int skip_atom(const char *b, size_t len, size_t *i)
     if (*i >= len)
         return -1;
     unsigned char tag = (unsigned char)b[(*i)++];
-    size_t n;
-    if (tag == T_ATOM || tag == T_ATOM_UTF8) {
-        if (len - *i < 2)
-            return -1;
-        n = cn_get_u16(b + *i);
-        /* No atom has more than 255 characters: ei decodes atoms into buffers of
-         * that many (Latin-1) or four times that many (UTF-8) bytes. */
-        if (n > (tag == T_ATOM ? MAX_ATOM_CHARS : 4 * MAX_ATOM_CHARS))
-            return -1;
-        *i += 2;
-    } else if (tag == T_SMALL_ATOM || tag == T_SMALL_ATOM_UTF8) {
-        if (*i >= len)
-            return -1;
-        n = (uint8_t)b[(*i)++];
-    } else {
-        return -1;
-    }
-    size_t start = *i;
-    if (take(len, i, n) < 0)
-        return -1;
-    if ((tag == T_ATOM_UTF8 || tag == T_SMALL_ATOM_UTF8) && !valid_utf8((const unsigned char *)b + start, n))
-        return -1;
-    return 0;
+    size_t at, n;
+    int utf8;
+    return atom_text(tag, b, len, i, &at, &n, &utf8);
 }
 
 /*
@@ -307,6 +283,37 @@ int cn_term_skip_versioned(const char *buf, size_t len, size_t *idx)
     return 0;
 }
 
+int cn_term_decode_atom(const char *buf, size_t len, size_t *idx, char *out, size_t *out_len)
+{
+    size_t i = *idx, at, n;
+    int utf8;
+    if (i >= len)
+        return CN_EDECODE;
+    unsigned char tag = (unsigned char)buf[i++];
+    if (atom_text(tag, buf, len, &i, &at, &n, &utf8) < 0)
+        return CN_EDECODE;
+    const unsigned char *src = (const unsigned char *)buf + at;
+    size_t o = 0;
+    if (utf8) {
+        memcpy(out, src, n);
+        o = n;
+    } else {
+        /* Latin-1: each byte is its code point; those above 127 take two bytes in UTF-8. */
+        for (size_t k = 0; k < n; k++) {
+            if (src[k] < 0x80) {
+                out[o++] = (char)src[k];
+            } else {
+                out[o++] = (char)(0xC0 | src[k] >> 6);
+                out[o++] = (char)(0x80 | (src[k] & 0x3F));
+            }
+        }
+    }
+    out[o] = '\0';
+    *out_len = o;
+    *idx = at + n;
+    return 0;
+}
+
 int cn_term_skip_trusted(const char *buf, int *index)
 {
     size_t i = (size_t)*index;
@@ -376,5 +383,9 @@ char *cn_term_sprint(const char *buf, int index)
         free(text);
         return cn_strdup("<unprintable term>");
     }
-    return text;
+    /* ei prints atoms as they are, line breaks included. */
+    char *escaped = cn_malloc(CN_LOG_ESC_MAX);
+    cn_log_escape_str(escaped, CN_LOG_ESC_MAX, text);
+    free(text);
+    return escaped;
 }

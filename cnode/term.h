@@ -15,12 +15,24 @@
  * Checks that one complete, well-formed term (no version byte) starts at buf[*idx]
  * and ends within len bytes. On success advances *idx past it and returns 0; on
  * failure returns CN_EDECODE and leaves *idx unchanged. Atom cache references and
- * internal-only tags are refused.
+ * internal-only tags are refused, and so is every atom the BEAM would refuse:
+ * more than 255 characters, or a UTF-8 atom whose text is not valid UTF-8.
  */
 int cn_term_skip(const char *buf, size_t len, size_t *idx);
 
 /* The same for a term preceded by the version byte 131. */
 int cn_term_skip_versioned(const char *buf, size_t len, size_t *idx);
+
+/*
+ * Reads the atom at buf[*idx], in any of its four encodings, within len bytes,
+ * as UTF-8 text: out (at least MAXATOMLEN_UTF8 bytes, CN_ATOM_MAX_BYTES + 1)
+ * gets the text NUL-terminated, *out_len its length in bytes. The text may hold
+ * NUL bytes, as atoms may: use *out_len, not strlen. Returns 0 and advances
+ * *idx, or CN_EDECODE (not an atom, truncated, or an atom the walker refuses)
+ * with *idx unchanged. Unlike ei_decode_atom it takes every legal atom, however
+ * far from Latin-1, and never reads past len.
+ */
+int cn_term_decode_atom(const char *buf, size_t len, size_t *idx, char *out, size_t *out_len);
 
 /*
  * Skips one term in a buffer that has already been walked by cn_term_skip (every
@@ -32,9 +44,10 @@ int cn_term_skip_trusted(const char *buf, int *index);
 
 /*
  * The term at buf[index] as text for a log line, in a malloc'd string the caller
- * frees. Terms above a few kilobytes are summarised ("<term of N bytes>")
- * instead of printed: ei's printer recurses, and a log line has no use for them.
- * Never NULL.
+ * frees, escaped by cn_log_escape (the term came from a peer: its atoms and
+ * strings may hold line breaks). Terms above a few kilobytes are summarised
+ * ("<term of N bytes>") instead of printed: ei's printer recurses, and a log
+ * line has no use for them. Never NULL.
  */
 char *cn_term_sprint(const char *buf, int index);
 

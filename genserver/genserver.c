@@ -7,7 +7,10 @@
  * The hot path, a GenServer.call: the message is decoded just enough to find
  * the caller's pid, its tag and the request; the reply is encoded into a buffer
  * the server keeps, already holding {Tag, ...}, so the callback's ei_x_encode
- * writes the reply in place and nothing is allocated per call.
+ * writes the reply in place and nothing is allocated per call. A buffer that a
+ * large tag, reply, reason or continue term grew past CN_BUF_KEEP shrinks back
+ * once it is no longer needed (trim_buffers): a peer's 100 MB tag must not
+ * stay with the server.
  *
  * Messages that arrive while the server is suspended (:sys.suspend) or still in
  * handle_continue are copied to a queue and handled afterwards, in order;
@@ -18,6 +21,7 @@
 #include <string.h>
 #include <utlist.h>
 
+#include "cnode/buf.h"
 #include "cnode/error.h"
 #include "cnode/log.h"
 #include "cnode/mem.h"
@@ -52,6 +56,32 @@ int gs__atom_at(const char *b, int idx, const char *atom)
 int gs_term_is_atom(const gs_term *t, const char *atom)
 {
     return gs__atom_at(t->buf, t->index, atom);
+}
+
+/* ---- Buffers ---- */
+
+/* An ei_x_buff's room, back to CN_BUF_KEEP when it grew past it and is empty now. */
+static void shrink_x(ei_x_buff *x)
+{
+    if (x->buffsz <= CN_BUF_KEEP)
+        return;
+    x->buff = cn_realloc(x->buff, CN_BUF_KEEP);
+    x->buffsz = CN_BUF_KEEP;
+    x->index = 0;
+}
+
+/*
+ * After a message: the reply has gone and the reason has been used; the
+ * continue term is still needed while a handle_continue is pending.
+ */
+static void trim_buffers(gs_server *s)
+{
+    if (s->stopping)
+        return;
+    shrink_x(&s->out);
+    shrink_x(&s->reason);
+    if (!s->continuing)
+        shrink_x(&s->cont);
 }
 
 /* ---- Timers ---- */
@@ -410,10 +440,9 @@ static void defer(gs_server *s, const char *buf, size_t len)
     s->q_tail = m;
 }
 
-static void handle(gs_server *s, const char *buf, size_t len)
+/* One message, now or later: deferred while the server may not take it. */
+static void handle_or_defer(gs_server *s, const char *buf, size_t len)
 {
-    if (s->stopping)
-        return;
     gs_from from;
     int req;
     if (s->sys_from != NULL) {
@@ -429,11 +458,18 @@ static void handle(gs_server *s, const char *buf, size_t len)
         defer(s, buf, len);
         return;
     }
-    if (gs__is_system(buf, &from, &req)) {
+    if (gs__is_system(buf, &from, &req))
         gs__handle_system(s, &from, buf, req);
+    else
+        dispatch(s, buf, len);
+}
+
+static void handle(gs_server *s, const char *buf, size_t len)
+{
+    if (s->stopping)
         return;
-    }
-    dispatch(s, buf, len);
+    handle_or_defer(s, buf, len);
+    trim_buffers(s);
 }
 
 /*
@@ -504,6 +540,7 @@ static void run_continue(uv_timer_t *h)
     apply(s, r, &res);
     if (!s->stopping && !s->continuing)
         gs__drain(s);
+    trim_buffers(s);
 }
 
 static void schedule_continue(gs_server *s)

@@ -12,10 +12,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "cnode/error.h"
+#include "cnode/log.h"
 #include "cnode/proc.h"
 #include "cnode/protocol.h"
 #include "test/fake_peer.h"
@@ -397,6 +400,75 @@ static void the_peer_closing_its_end_closes_the_connection(void **state)
     stop(f);
 }
 
+/* ---- Logs ---- */
+
+/* Points stderr at a temporary file; returns the saved descriptor for end_capture. */
+static int begin_capture(FILE **tmp)
+{
+    *tmp = tmpfile();
+    assert_non_null(*tmp);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_true(dup2(fileno(*tmp), STDERR_FILENO) >= 0);
+    return saved;
+}
+
+/* Restores stderr and returns what was written (static storage). */
+static const char *end_capture(FILE *tmp, int saved)
+{
+    static char out[16384];
+    fflush(stderr);
+    assert_true(dup2(saved, STDERR_FILENO) >= 0);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(out, 1, sizeof out - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+    return out;
+}
+
+/*
+ * A peer chooses its node name, and the BEAM accepts line breaks after the '@':
+ * every line that names the peer shows it escaped, so no line can be forged
+ * (issue 9, 7). Both the peer that connects and the one that leaves after its
+ * name are named in the log.
+ */
+static void peer_names_are_escaped_in_the_log(void **state)
+{
+    (void)state;
+    cn_log_level saved_level = cn_log_threshold;
+    cn_log_threshold = CN_LOG_INFO;
+    FILE *tmp;
+    int saved = begin_capture(&tmp);
+    fx *f = start();
+    connect_peer(f, &f->a, "evil@127.0.0.1\nERROR [conn] forged one");
+    cn_conn_ended(f->a.conn, 0);
+    attach(f, &f->b, "evil\nERROR [node] forged two@127.0.0.1");
+    cn_buf tx;
+    cn_buf_init(&tx);
+    assert_int_equal(cn_hs_start(&f->b.hs, &tx), 0);
+    cn_conn_feed(f->b.conn, tx.data, tx.len);
+    run(f);
+    cn_conn_ended(f->b.conn, 0);
+    cn_buf_free(&tx);
+    stop(f);
+    const char *out = end_capture(tmp, saved);
+    cn_log_threshold = saved_level;
+    assert_non_null(strstr(out, "connected to evil@127.0.0.1\\nERROR [conn] forged one"));
+    assert_non_null(strstr(out, "evil\\nERROR [node] forged two@127.0.0.1"));
+    /* No line starts with what the peer wrote after its line break. */
+    for (const char *line = out; *line; line = strchr(line, '\n') + 1) {
+        const char *end = strchr(line, '\n');
+        assert_non_null(end);
+        size_t n = (size_t)(end - line);
+        if (memmem(line, n, "forged", 6) != NULL && memmem(line, n, "evil", 4) == NULL)
+            fail_msg("a forged line: %.*s", (int)n, line);
+        if (strncmp(line, "ERROR", 5) == 0)
+            fail_msg("a forged line: %.*s", (int)(end - line), line);
+    }
+}
+
 /* ---- Frames out ---- */
 
 static void sink_pid_of_peer(erlang_pid *pid)
@@ -520,6 +592,7 @@ int main(void)
         cmocka_unit_test(a_quiet_connection_sends_ticks),
         cmocka_unit_test(a_silent_handshake_is_dropped_after_its_timeout),
         cmocka_unit_test(the_peer_closing_its_end_closes_the_connection),
+        cmocka_unit_test(peer_names_are_escaped_in_the_log),
         cmocka_unit_test(many_frames_in_a_turn_leave_in_one_write),
         cmocka_unit_test(the_write_queue_limit_drops_a_peer_that_stopped_reading),
         cmocka_unit_test(a_write_error_closes_the_connection),

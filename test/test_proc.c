@@ -318,6 +318,28 @@ static void bad_names_are_einval(void **state)
     assert_ptr_equal(cn_proc_whereis(f->node, too_long), a->p);
 }
 
+/* Names are atoms, and atoms are UTF-8 of up to 255 characters: 1020 bytes at most. */
+static void utf8_names_up_to_255_characters(void **state)
+{
+    fx *f = *state;
+    rec *a = spawn(f), *b = spawn(f), *c = spawn(f);
+    assert_int_equal(cn_proc_register(a->p, "\xE6\x97\xA5\xE6\x9C\xAC"), 0);
+    assert_ptr_equal(cn_proc_whereis(f->node, "\xE6\x97\xA5\xE6\x9C\xAC"), a->p);
+    static char smileys[4 * 256 + 1];
+    for (int k = 0; k < 256; k++)
+        memcpy(smileys + 4 * k, "\xF0\x9F\x98\x80", 4);
+    smileys[4 * 256] = '\0';
+    assert_int_equal(cn_proc_register(b->p, smileys), -EINVAL);
+    smileys[4 * 255] = '\0';
+    assert_int_equal(cn_proc_register(b->p, smileys), 0);
+    assert_ptr_equal(cn_proc_whereis(f->node, smileys), b->p);
+    assert_string_equal(cn_proc_name(b->p), smileys);
+    /* Not UTF-8: no atom has this text (ei would have to take it for Latin-1). */
+    assert_int_equal(cn_proc_register(c->p, "caf\xE9"), -EINVAL);
+    assert_int_equal(cn_proc_register(c->p, "\xC0\x80"), -EINVAL);
+    assert_string_equal(cn_proc_name(c->p), "");
+}
+
 static void name_is_released_at_exit(void **state)
 {
     fx *f = *state;
@@ -820,6 +842,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(spawn_register_whereis, setup, teardown),
         cmocka_unit_test_setup_teardown(taken_name_is_eexist, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_names_are_einval, setup, teardown),
+        cmocka_unit_test_setup_teardown(utf8_names_up_to_255_characters, setup, teardown),
         cmocka_unit_test_setup_teardown(name_is_released_at_exit, setup, teardown),
         cmocka_unit_test_setup_teardown(by_pid_live_dead_and_foreign, setup, teardown),
         cmocka_unit_test_setup_teardown(link_kills_both_ways_with_the_same_reason, setup, teardown),

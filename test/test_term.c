@@ -307,30 +307,104 @@ static void utf8_atoms_must_be_well_formed(void **state)
     assert_int_equal(walk_exact(latin1, sizeof latin1), 0);
 }
 
+/* An ATOM_UTF8_EXT of `chars` copies of the UTF-8 character ch (n bytes) in b; returns its size. */
+static size_t utf8_atom(unsigned char *b, const char *ch, size_t n, size_t chars)
+{
+    size_t len = n * chars;
+    b[0] = 118;
+    b[1] = (unsigned char)(len >> 8);
+    b[2] = (unsigned char)len;
+    for (size_t k = 0; k < chars; k++)
+        memcpy(b + 3 + k * n, ch, n);
+    return 3 + len;
+}
+
 static void utf8_atoms_up_to_255_characters(void **state)
 {
     (void)state;
-    static unsigned char b[3 + 1021];
+    static unsigned char b[3 + 4 * 256];
     /* :"日本" as SMALL_ATOM_UTF8_EXT and as ATOM_UTF8_EXT. */
     static const unsigned char nihon[] = {119, 6, 0xE6, 0x97, 0xA5, 0xE6, 0x9C, 0xAC};
     static const unsigned char nihon_long[] = {118, 0, 6, 0xE6, 0x97, 0xA5, 0xE6, 0x9C, 0xAC};
     assert_int_equal(walk_exact(nihon, sizeof nihon), 0);
     assert_int_equal(walk_exact(nihon_long, sizeof nihon_long), 0);
-    /* 255 four-byte characters: 1020 bytes, the longest atom there is. */
-    b[0] = 118;
-    for (size_t len = 1020; len <= 1021; len++) {
-        b[1] = (unsigned char)(len >> 8);
-        b[2] = (unsigned char)len;
-        memset(b + 3, 'a', len);
-        assert_int_equal(walk_exact(b, 3 + len), len <= 1020 ? 0 : CN_EDECODE);
-    }
+    /* 255 four-byte characters: 1020 bytes, the longest atom there is; one more is too many. */
+    assert_int_equal(walk_exact(b, utf8_atom(b, "\xF0\x9F\x98\x80", 4, 255)), 0);
+    assert_int_equal(walk_exact(b, utf8_atom(b, "\xF0\x9F\x98\x80", 4, 256)), CN_EDECODE);
+    /* Characters are counted, not bytes: 256 ASCII letters are one too many. */
+    assert_int_equal(walk_exact(b, utf8_atom(b, "a", 1, 255)), 0);
+    assert_int_equal(walk_exact(b, utf8_atom(b, "a", 1, 256)), CN_EDECODE);
     /* Latin-1 atoms have one byte a character. */
     b[0] = 100;
     for (size_t len = 255; len <= 256; len++) {
         b[1] = (unsigned char)(len >> 8);
         b[2] = (unsigned char)len;
+        memset(b + 3, 0xE9, len);
         assert_int_equal(walk_exact(b, 3 + len), len <= 255 ? 0 : CN_EDECODE);
     }
+}
+
+/* A UTF-8 atom must be UTF-8, as the BEAM requires of every atom it decodes. */
+static void invalid_utf8_atoms_are_refused(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "\xE9",                /* a Latin-1 byte */
+        "\xC3",                /* a sequence cut short */
+        "\x80",                /* a lone continuation byte */
+        "\xC0\x80",            /* an overlong NUL */
+        "\xE0\x80\xAF",        /* an overlong '/' */
+        "\xED\xA0\x80",        /* a UTF-16 surrogate */
+        "\xF4\x90\x80\x80",    /* past U+10FFFF */
+        "\xFF",
+    };
+    unsigned char b[16];
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        size_t n = strlen(bad[k]);
+        b[0] = 119;
+        b[1] = (unsigned char)n;
+        memcpy(b + 2, bad[k], n);
+        if (walk_exact(b, 2 + n) != CN_EDECODE)
+            fail_msg("bad UTF-8 atom %zu accepted", k);
+    }
+    /* A NUL byte is a character like any other. */
+    static const unsigned char nul[] = {119, 3, 'a', 0, 'b'};
+    assert_int_equal(walk_exact(nul, sizeof nul), 0);
+}
+
+/* cn_term_decode_atom: every encoding as UTF-8 text with its length, within the bound. */
+static void atoms_decode_as_utf8_with_their_length(void **state)
+{
+    (void)state;
+    char out[MAXATOMLEN_UTF8];
+    size_t n, idx;
+    static const unsigned char latin1[] = {100, 0, 4, 'c', 'a', 'f', 0xE9};
+    idx = 0;
+    assert_int_equal(cn_term_decode_atom((const char *)latin1, sizeof latin1, &idx, out, &n), 0);
+    assert_int_equal(n, 5);
+    assert_memory_equal(out, "caf\xC3\xA9", 6);
+    assert_int_equal(idx, sizeof latin1);
+    static const unsigned char nul[] = {119, 12, 'c', 'o', 'u', 'n', 't', 'e', 'r', 0, 'j', 'u', 'n', 'k'};
+    idx = 0;
+    assert_int_equal(cn_term_decode_atom((const char *)nul, sizeof nul, &idx, out, &n), 0);
+    assert_int_equal(n, 12);
+    assert_memory_equal(out, "counter\0junk", 12);
+    /* 255 four-byte characters fill the buffer ei's MAXATOMLEN_UTF8 names. */
+    static unsigned char b[3 + 1020];
+    size_t len = utf8_atom(b, "\xF0\x9F\x98\x80", 4, 255);
+    idx = 0;
+    assert_int_equal(cn_term_decode_atom((const char *)b, len, &idx, out, &n), 0);
+    assert_int_equal(n, 1020);
+    assert_int_equal(out[1020], '\0');
+    /* Truncated, not an atom, or past its bound: refused, index untouched. */
+    for (size_t cut = 0; cut < sizeof nul; cut++) {
+        idx = 0;
+        assert_int_equal(cn_term_decode_atom((const char *)nul, cut, &idx, out, &n), CN_EDECODE);
+        assert_int_equal(idx, 0);
+    }
+    static const unsigned char integer[] = {97, 1};
+    idx = 0;
+    assert_int_equal(cn_term_decode_atom((const char *)integer, sizeof integer, &idx, out, &n), CN_EDECODE);
 }
 
 /* EXPORT_EXT is module atom, function atom, integer arity: ei's fun decoder, which
@@ -431,6 +505,8 @@ int main(void)
         cmocka_unit_test(nested_funs_are_bounded),
         cmocka_unit_test(utf8_atoms_up_to_255_characters),
         cmocka_unit_test(utf8_atoms_must_be_well_formed),
+        cmocka_unit_test(invalid_utf8_atoms_are_refused),
+        cmocka_unit_test(atoms_decode_as_utf8_with_their_length),
         cmocka_unit_test(export_fields_are_checked),
         cmocka_unit_test(closures_are_summarised_for_logs),
         cmocka_unit_test(large_bignums_are_summarised_for_logs),

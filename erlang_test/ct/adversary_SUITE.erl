@@ -39,11 +39,24 @@ all() ->
 -define(DOP_EXIT2_TT, 18).
 -define(DOP_MONITOR_P, 19).
 
+init_per_testcase(Case, Config) when Case =:= big_call_tag_memory_returns;
+                                     Case =:= million_monitors_memory_returns ->
+    case sanitized() of
+        true -> {skip, "RSS says nothing under AddressSanitizer (quarantine, shadow memory)"};
+        false -> start_node(Config)
+    end;
 init_per_testcase(epmd_restart_reregisters, Config) ->
     Config;
 init_per_testcase(epmd_restart_name_taken, Config) ->
     Config;
 init_per_testcase(_Case, Config) ->
+    start_node(Config).
+
+%% The run's node binary is the sanitized one (make interop-san).
+sanitized() ->
+    string:find(os:getenv("CNODE_BIN", ""), "/san/") =/= nomatch.
+
+start_node(Config) ->
     CNode = cnode_ct_lib:start([]),
     Node = maps:get(node, CNode),
     [{cnode, CNode}, {node, Node}, {counter, {counter, Node}} | Config].
@@ -515,16 +528,25 @@ send_monitors(S, Raw, From, Target, I, N) ->
     ok = inet:setopts(S, [{packet, 4}]),
     send_monitors(S, Raw, From, Target, I + 1000, N).
 
-%% Issue 9, 9: a REG_SEND to 'counter\0junk' is not delivered to counter: the name is not
-%% a valid atom for our decoder and the frame is refused as malformed.
+%% Issue 9, 9: a REG_SEND to 'counter\0junk' is not delivered to counter. That atom is a
+%% legal atom other than counter: the BEAM drops a send to it and answers a monitor of it
+%% with noproc, and so does the C node, keeping the connection. (This case first expected
+%% the connection to be closed as malformed; but dropping a peer over a legal atom is what
+%% item 5 forbids, so the BEAM's outcome is asserted instead.)
 reg_send_name_with_nul(Config) ->
     Before = witness(Config, "nothing yet"),
     {S, Raw} = raw_connect(Config),
     From = raw_dist:pid(Raw, 1),
-    ok = raw_dist:send_frame(S, {?DOP_REG_SEND, From, '', list_to_atom("counter\0junk")},
-                             {'$gen_cast', increment}),
-    ?assert(raw_dist:closed(S, 5000)),
-    ?assertEqual(Before, witness(Config, "a name with a NUL")).
+    Name = list_to_atom("counter\0junk"),
+    ok = raw_dist:send_frame(S, {?DOP_REG_SEND, From, '', Name}, {'$gen_cast', increment}),
+    Ref = raw_dist:ref(Raw, 2),
+    ok = raw_dist:send_frame(S, {?DOP_MONITOR_P, From, Name, Ref}, none),
+    %% MONITOR_P_EXIT {21, Name, From, Ref, noproc}: the raw peer has no EXIT_PAYLOAD.
+    ?assertEqual({ok, {21, Name, From, Ref, noproc}, none}, raw_dist:recv_frame(S, 5000)),
+    ?assertEqual(Before, witness(Config, "a name with a NUL")),
+    ?assertExit({noproc, _}, gen_server:call({Name, ?config(node, Config)}, get_value, 5000)),
+    ?assertNot(raw_dist:closed(S, 500)),
+    raw_dist:close(S).
 
 %% Issue 9, 9: bytes after a complete payload make the frame malformed.
 trailing_bytes_after_payload(Config) ->

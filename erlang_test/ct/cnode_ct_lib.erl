@@ -102,7 +102,7 @@ start_beam(Erl) ->
             "-noshell", "-eval", Ready],
     Parent = self(),
     Ref = make_ref(),
-    Owner = spawn(fun() -> own_port(Parent, Ref, Log, Erl, Args, []) end),
+    Owner = spawn(fun() -> own_port(Parent, Ref, Log, Erl, Args) end),
     Beam = #{node => Node, name => Name, log => Log, owner => Owner},
     receive
         {Ref, ready, OsPid, Node, Port} -> Beam#{os_pid => OsPid, port => Port};
@@ -183,11 +183,14 @@ log_tail(#{log := Log}) ->
             io_lib:format("(no log ~s: ~p)", [Log, Reason])
     end.
 
-own_port(Parent, Ref, Log, Bin, Args, Env) ->
+own_port(Parent, Ref, Log, Bin, Args) ->
+    own_port(Parent, Ref, Log, Bin, Args, []).
+
+own_port(Parent, Ref, Log, Bin, Args, Extra) ->
     Script = "log=\"$1\"; shift; exec \"$@\" 2>>\"$log\"",
     %% The erl script of this node exported where its OTP lives; another OTP's erl must
-    %% not inherit that.
-    Env = [{V, false} || V <- ["ROOTDIR", "BINDIR", "EMU", "PROGNAME"]],
+    %% not inherit that. Extra: the caller's own variables (launch/2's env option).
+    Env = [{V, false} || V <- ["ROOTDIR", "BINDIR", "EMU", "PROGNAME"]] ++ Extra,
     Port = open_port({spawn_executable, "/bin/sh"},
                      [binary, exit_status, use_stdio, {line, 4096}, {env, Env},
                       {args, ["-c", Script, "sh", Log, Bin | Args]}]),

@@ -455,6 +455,31 @@ static void altact(frames *f, long flags, char to_kind, const char *name, const 
     ei_x_free(&m);
 }
 
+/* REG_SEND and MONITOR_P by a name of n bytes of UTF-8 (NUL bytes allowed). */
+static void by_utf8_name(frames *f, const char *name, size_t n)
+{
+    erlang_pid p = peer_pid(8);
+    erlang_ref r = peer_ref(88);
+    ei_x_buff c, m;
+    ctl_begin(&c, 4, DOP_MONITOR_P);
+    ei_x_encode_pid(&c, &p);
+    ei_x_encode_atom_len_as(&c, name, (int)n, ERLANG_UTF8, ERLANG_UTF8);
+    ei_x_encode_ref(&c, &r);
+    frame(f, &c, NULL);
+    ei_x_free(&c);
+    ctl_begin(&c, 4, DOP_REG_SEND);
+    ei_x_encode_pid(&c, &p);
+    ei_x_encode_atom(&c, "");
+    ei_x_encode_atom_len_as(&c, name, (int)n, ERLANG_UTF8, ERLANG_UTF8);
+    ei_x_new_with_version(&m);
+    ei_x_encode_tuple_header(&m, 2);
+    ei_x_encode_atom(&m, "$gen_cast");
+    ei_x_encode_atom(&m, "increment");
+    frame(f, &c, &m);
+    ei_x_free(&c);
+    ei_x_free(&m);
+}
+
 /* OTP 28's ALTACT_SIG_SEND in the forms erts sends: alias replies, priority sends and exits. */
 static void dist_altact_seeds(fuzz_node *fn, frames *f)
 {
@@ -478,6 +503,32 @@ static void dist_altact_seeds(fuzz_node *fn, frames *f)
     write_frames("altact_then_call", f);
 }
 
+/* The frames of issue 9's items 1, 5 and 9: each a malformed frame or a legal name. */
+static void dist_hostile_seeds(fuzz_node *fn, frames *f)
+{
+    erlang_pid counter = node_pid(fn, "counter"), p = peer_pid(9);
+    ei_x_buff c, m;
+    ctl_begin(&c, 4, DOP_EXIT_TT);          /* {13, From, To, Token}: the reason is missing */
+    ei_x_encode_pid(&c, &p);
+    ei_x_encode_pid(&c, &counter);
+    ei_x_encode_atom(&c, "token");
+    frame(f, &c, NULL);
+    ei_x_free(&c);
+    write_frames("exit_tt_without_reason", f);
+    by_utf8_name(f, "\xE6\x97\xA5\xE6\x9C\xAC", 6);
+    write_frames("names_utf8", f);
+    by_utf8_name(f, "counter\0junk", 12);
+    write_frames("names_with_nul", f);
+    ei_x_new_with_version(&m);
+    ei_x_encode_tuple_header(&m, 2);
+    ei_x_encode_atom(&m, "$gen_cast");
+    ei_x_encode_atom(&m, "increment");
+    ei_x_append_buf(&m, "\1\2\3", 3);   /* bytes after the payload */
+    reg_send(f, 9, "counter", &m);
+    ei_x_free(&m);
+    write_frames("trailing_bytes", f);
+}
+
 static void dist_seeds(void)
 {
     fuzz_node fn;
@@ -488,6 +539,7 @@ static void dist_seeds(void)
     dist_call_seeds(&f);
     dist_signal_seeds(&fn, &f);
     dist_altact_seeds(&fn, &f);
+    dist_hostile_seeds(&fn, &f);
     cn_buf_free(&f.b);
     fn_teardown(&fn);
 }
