@@ -448,19 +448,6 @@ void gs__handle_system(gs_server *s, const gs_from *from, const char *b, int req
     gs__drain(s);
 }
 
-/* A node name for a log line: bytes outside printable ASCII, and '\\', as \\xNN. */
-static void escape_name(const char *in, char *out, size_t size)
-{
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)in; *p != '\0' && o + 5 < size; p++) {
-        if (*p >= 0x20 && *p < 0x7f && *p != '\\')
-            out[o++] = (char)*p;
-        else
-            o += (size_t)snprintf(out + o, size - o, "\\x%02x", *p);
-    }
-    out[o] = '\0';
-}
-
 int gs__sys_foreign(gs_server *s, const char *b, const char *origin)
 {
     gs_from from;
@@ -469,13 +456,10 @@ int gs__sys_foreign(gs_server *s, const char *b, const char *origin)
         return 0;
     /* An attacker may send many: the first is worth a warning, the rest only debug lines. */
     cn_log_level level = s->sys_refused++ == 0 ? CN_LOG_WARNING : CN_LOG_DEBUG;
-    if (level >= cn_log_threshold) {
-        char by[4 * 256 + 1], named[4 * 256 + 1];
-        escape_name(origin, by, sizeof by);
-        escape_name(from.pid.node, named, sizeof named);
-        cn_log_write(level, "genserver", "%s: system message from %s for a process on %s dropped",
-                     s->name[0] ? s->name : "server", by, named);
-    }
+    char by[CN_LOG_ESC_MAX], named[CN_LOG_ESC_MAX];
+    cn_log(level, "genserver", "%s: system message from %s for a process on %s dropped",
+           s->name[0] ? s->name : "server", cn_log_escape_str(by, sizeof by, origin),
+           cn_log_escape_str(named, sizeof named, from.pid.node));
     return 1;
 }
 

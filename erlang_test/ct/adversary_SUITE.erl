@@ -290,19 +290,20 @@ utf8_atom_names(Config) ->
 %% epmd, where the C node is not, so the witnesses here are raw connections made by port.
 epmd_restart_reregisters(Config0) ->
     EpmdPort = free_port(),
-    Epmd1 = start_epmd(EpmdPort),
+    with_epmd(EpmdPort, fun() -> reregisters(Config0, EpmdPort) end).
+
+reregisters(Config0, EpmdPort) ->
     CNode = cnode_ct_lib:start([], #{env => [{"ERL_EPMD_PORT", integer_to_list(EpmdPort)}]}),
-    Config = [{cnode, CNode} | Config0],
-    Name = maps:get(name, CNode),
-    ?assert(registered(EpmdPort, Name, 50)),
-    {S, Raw} = raw_connect(Config),
-    ?assertEqual({reply, 0}, raw_call(S, Raw, 1, get_value)),
-    stop_epmd(Epmd1),
-    timer:sleep(2000),
-    ?assertEqual({reply, 1}, raw_call(S, Raw, 2, increment)),
-    Epmd2 = start_epmd(EpmdPort),
-    Back = erlang:monotonic_time(millisecond),
     try
+        Config = [{cnode, CNode} | Config0],
+        Name = maps:get(name, CNode),
+        ?assert(registered(EpmdPort, Name, 50)),
+        {S, Raw} = raw_connect(Config),
+        ?assertEqual({reply, 0}, raw_call(S, Raw, 1, get_value)),
+        restart_epmd(EpmdPort, 2000, fun() ->
+            ?assertEqual({reply, 1}, raw_call(S, Raw, 2, increment))
+        end),
+        Back = erlang:monotonic_time(millisecond),
         ?assert(registered(EpmdPort, Name, 200)),
         Seen = erlang:monotonic_time(millisecond),
         ct:pal("the name was back ~b ms after epmd listened again (polled every 50 ms)",
@@ -314,11 +315,28 @@ epmd_restart_reregisters(Config0) ->
         raw_dist:close(S2),
         raw_dist:close(S)
     after
-        Status = cnode_ct_lib:stop(CNode),
-        stop_epmd(Epmd2),
-        ?assertEqual(0, Status)
+        ?assertEqual(0, cnode_ct_lib:stop(CNode))
     end,
     ok.
+
+%% Runs F with an epmd of the case's own on Port, which is stopped afterwards whatever
+%% happens (even one started again inside F: the current one is in the process dictionary).
+with_epmd(Port, F) ->
+    put(epmd, start_epmd(Port)),
+    try
+        F()
+    after
+        stop_epmd(erase(epmd))
+    end.
+
+%% Kills the case's epmd, runs While when it is gone, waits until Ms have passed and starts
+%% it again; returns when it listens.
+restart_epmd(Port, Ms, While) ->
+    stop_epmd(put(epmd, none)),
+    T0 = erlang:monotonic_time(millisecond),
+    While(),
+    timer:sleep(max(0, Ms - (erlang:monotonic_time(millisecond) - T0))),
+    put(epmd, start_epmd(Port)).
 
 %% Issue 9, 6: while epmd is away another node takes the name. The C node must not go on
 %% as if it could be found: its renewal is refused, and it stops the ordinary way (the
@@ -328,8 +346,10 @@ epmd_restart_reregisters(Config0) ->
 %% wins anyway the sequence is played again, up to 5 times.
 epmd_restart_name_taken(Config0) ->
     EpmdPort = free_port(),
+    with_epmd(EpmdPort, fun() -> name_taken(Config0, EpmdPort) end).
+
+name_taken(Config0, EpmdPort) ->
     Env = [{"ERL_EPMD_PORT", integer_to_list(EpmdPort)}],
-    put(epmd, start_epmd(EpmdPort)),
     CNode = cnode_ct_lib:start([], #{env => Env}),
     try
         Config = [{cnode, CNode} | Config0],
@@ -352,8 +372,7 @@ epmd_restart_name_taken(Config0) ->
         raw_dist:close(S3),
         ?assertEqual(0, cnode_ct_lib:stop(Again))
     after
-        _ = cnode_ct_lib:stop(CNode),
-        stop_epmd(erase(epmd))
+        _ = cnode_ct_lib:stop(CNode)
     end,
     ok.
 
@@ -363,7 +382,7 @@ epmd_restart_name_taken(Config0) ->
 take_name_while_away(_EpmdPort, _Name, 0) ->
     ct:fail(the_c_node_always_won_the_race);
 take_name_while_away(EpmdPort, Name, Tries) ->
-    stop_epmd(get(epmd)),
+    stop_epmd(put(epmd, none)),
     timer:sleep(2500),
     put(epmd, spawn_epmd(EpmdPort)),
     case register_name(EpmdPort, Name, 200) of
@@ -433,6 +452,8 @@ spawn_epmd(Port) ->
     ok = file:write_file(os:getenv("CNODE_TEST_PIDFILE"), [integer_to_list(OsPid), "\n"], [append]),
     {P, OsPid}.
 
+stop_epmd(none) ->
+    ok;
 stop_epmd({P, OsPid}) ->
     os:cmd("kill -KILL " ++ integer_to_list(OsPid)),
     receive {P, {exit_status, _}} -> ok after 5000 -> ok end.
