@@ -209,6 +209,8 @@ struct cn_node {
     cn_conn *conns;                 /* UP connections by peer name */
     cn_conn *all_conns;
     cn_conn *dirty;                 /* connections with queued output */
+    struct cn__tcp_conn *tcp_paused; /* TCP connections past this turn's read budget (tcp.c) */
+    uint64_t turn;                  /* loop turns ended (sched.c): read budgets count per turn */
     cn_target *targets;
 
     cn_proc *procs;                 /* by pid number */
@@ -295,6 +297,8 @@ int cn__tcp_accept(cn_node *node, uv_stream_t *server);
  */
 void cn__tcp_connect(cn_node *node, const struct sockaddr_in *addr, const char *dialed,
                      cn__conn_lost_cb lost_cb, void *arg);
+/* End of turn: connections that spent their read budget read again. */
+void cn__tcp_resume(cn_node *node);
 
 /* conn.c */
 void cn__conn_set_owner(cn_conn *c, const char *dialed, cn__conn_lost_cb cb, void *arg);

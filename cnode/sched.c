@@ -5,7 +5,8 @@
  * complete frame at once), then our check handle (on_check here), which
  * delivers queued local messages, writes every connection's output in one
  * write, frees the processes that exited during the turn, and a batch of
- * what a lost connection left (cn__proc_reclaim). The idle handle
+ * what a lost connection left (cn__proc_reclaim); connections that used up
+ * their read budget in the turn read again (cn__tcp_resume). The idle handle
  * is started whenever work is queued (cn__node_wake), so the loop polls
  * without blocking until it is done.
  *
@@ -81,6 +82,8 @@ static void on_check(uv_check_t *h)
     cn__conn_flush_dirty(node);
     cn__proc_free_zombies(node);
     int reclaiming = cn__proc_reclaim(node);
+    node->turn++;
+    cn__tcp_resume(node);
     uint64_t handled = node->stats.messages_in - node->coalesce_mark;
     node->coalesce_mark = node->stats.messages_in;
     if (keep_polling(node, handled) || node->run_queue != NULL || node->dirty != NULL || reclaiming)

@@ -5,6 +5,12 @@
  * read buffer and writes each batch with one direct write when the socket
  * takes it all. What the bytes mean is conn.c's business.
  *
+ * Fairness: libuv reads a ready stream up to 32 times in a row, and a flood of
+ * small frames costs the node microseconds each, so one peer's flood (a
+ * million MONITOR_Ps) held the loop 200 ms at a time and every other caller
+ * waited as long. A connection that has handed the node READ_BUDGET bytes in a
+ * loop turn stops reading until the end of the turn (cn__tcp_resume).
+ *
  * Memory: each connection has one tcp_conn, made here and freed when its
  * handle has closed, after which the connection is told (cn_conn_closed).
  */
@@ -19,12 +25,21 @@
 
 /* How much room each read asks for at the end of the connection's buffer. */
 #define READ_CHUNK (64 * 1024)
+/*
+ * What one connection may hand the node per loop turn: one full read, about a
+ * millisecond of the smallest frames, and far more than calls in flight fill.
+ */
+#define READ_BUDGET READ_CHUNK
 
-typedef struct tcp_conn {
+typedef struct cn__tcp_conn {
     uv_tcp_t tcp;
     uv_connect_t creq;
     uv_write_t wreq;
     cn_conn *conn;
+    uint64_t turn;                  /* the node's turn that turn_bytes counts */
+    size_t turn_bytes;
+    int paused;                     /* on node->tcp_paused, not reading */
+    struct cn__tcp_conn *paused_next, *paused_prev;
 } tcp_conn;
 
 static void tcp_closed(uv_handle_t *h)
@@ -39,6 +54,10 @@ static void tcp_closed(uv_handle_t *h)
 static void tcp_close(cn_conn *c)
 {
     tcp_conn *t = cn_conn_transport_data(c);
+    if (t->paused) {
+        DL_DELETE2(c->node->tcp_paused, t, paused_prev, paused_next);
+        t->paused = 0;
+    }
     uv_read_stop((uv_stream_t *)&t->tcp);
     uv_close((uv_handle_t *)&t->tcp, tcp_closed);
 }
@@ -81,14 +100,46 @@ static void tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(base, (unsigned)len);
 }
 
+/* Counts n bytes against this turn's budget; past it, reading waits for the end of the turn. */
+static void spend(tcp_conn *t, size_t n)
+{
+    cn_node *node = t->conn->node;
+    if (uv_is_closing((uv_handle_t *)&t->tcp))
+        return;
+    if (t->turn != node->turn) {
+        t->turn = node->turn;
+        t->turn_bytes = 0;
+    }
+    t->turn_bytes += n;
+    if (t->turn_bytes < READ_BUDGET)
+        return;
+    uv_read_stop((uv_stream_t *)&t->tcp);
+    t->paused = 1;
+    DL_APPEND2(node->tcp_paused, t, paused_prev, paused_next);
+}
+
 static void tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
     tcp_conn *t = s->data;
-    if (nread > 0)
+    if (nread > 0) {
         cn_conn_read_done(t->conn, (size_t)nread);
-    else if (nread < 0)
+        spend(t, (size_t)nread);
+    } else if (nread < 0) {
         cn_conn_ended(t->conn, nread == UV_EOF ? 0 : (int)nread);
+    }
+}
+
+void cn__tcp_resume(cn_node *node)
+{
+    tcp_conn *t;
+    while ((t = node->tcp_paused) != NULL) {
+        DL_DELETE2(node->tcp_paused, t, paused_prev, paused_next);
+        t->paused = 0;
+        int rc = uv_read_start((uv_stream_t *)&t->tcp, tcp_alloc, tcp_read);
+        if (rc < 0)
+            cn_conn_ended(t->conn, rc);
+    }
 }
 
 static void describe_peer(tcp_conn *t)
