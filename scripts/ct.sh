@@ -29,6 +29,7 @@ if [ -z "${OTP_ROOT:-}" ]; then
     lib_job $!
     rc=0
     wait $! || rc=$?
+    lib_sanitizer_sweep || rc=1
     exit "$rc"
 fi
 
