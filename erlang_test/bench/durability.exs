@@ -437,6 +437,8 @@ defmodule Durability.Report do
 
     CPU used by anything but the server under test and the caller: at most #{worst.foreign_cpu_share} cores
     (#{Durability.label(worst)} #{worst.op} x#{worst.callers})#{if worst.foreign_cpu_share >= 0.1, do: ": **the machine was not quiet; the figures are disturbed**", else: ""}.
+    The kernel threads that write back and fsync (jbd2, kworkers) and a Redis AOF rewrite's child count
+    there too, so fsync-heavy cells show some of it by themselves.
     Redis's own persistence work in the run: #{Enum.join(redis_work, "; ")}.
     Every acknowledged increment was in the counter at the end (checked on every server).
 
