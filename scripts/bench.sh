@@ -325,7 +325,7 @@ start_dur_cnode() {
 }
 
 durability_section() {
-    local with_flag=0 mode ncells max_s pid crc=0 i f
+    local with_flag=0 mode ncells max_s crc=0 i f fs
     local -a modes c_modes statuses
     IFS=, read -r -a modes <<< "$BENCH_DUR_MODES"
     for mode in "${modes[@]}"; do redis_fsync "$mode" >/dev/null; done
@@ -346,6 +346,13 @@ durability_section() {
         for mode in "${modes[@]}"; do [ "$mode" = terminate ] && c_modes+=(terminate); done
     fi
 
+    # fsync is what power and always pay for; on a tmpfs it costs nothing and they mean nothing.
+    fs=$(stat -f -c %T "$DATA_TMP" 2>/dev/null || echo unknown)
+    case $fs in
+        tmpfs|ramfs) echo "bench: warning: the data dirs are on $fs ($DATA_TMP): fsync is free there;" \
+                          "set TMPDIR to a directory on a disk" ;;
+    esac
+
     DUR_TARGETS=()
     for mode in "${c_modes[@]}"; do start_dur_cnode "$mode" "$with_flag"; done
     DUR_CNODE_FLAGS="--max-requests $BENCH_DUR_MAX_REQUESTS --window-ms $BENCH_DUR_WINDOW_MS"
@@ -360,7 +367,7 @@ durability_section() {
 
     caller_args "bench_dcaller_$RUN_ID"
     BENCH_DUR_TARGETS="${DUR_TARGETS[*]}" BENCH_DUR_FLAG="$with_flag" \
-    BENCH_DUR_CNODE_FLAGS="$DUR_CNODE_FLAGS" BENCH_MAX_S="$max_s" \
+    BENCH_DUR_CNODE_FLAGS="$DUR_CNODE_FLAGS" BENCH_MAX_S="$max_s" BENCH_DUR_FS="$fs ($DATA_TMP)" \
     BENCH_CLK_TCK="$(getconf CLK_TCK)" BENCH_OUT="$OUT" \
         elixir "${CALLER_ARGS[@]}" erlang_test/bench/durability.exs </dev/null &
     CALLER_PID=$!

@@ -79,6 +79,7 @@ defmodule Durability do
       clk_tck: Env.int("BENCH_CLK_TCK"),
       caller_os_pid: String.to_integer(System.pid()),
       cnode_flags: System.get_env("BENCH_DUR_CNODE_FLAGS", ""),
+      data_fs: System.get_env("BENCH_DUR_FS", "unknown"),
       per_us: :erlang.convert_time_unit(1, :microsecond, :native)
     }
   end
@@ -429,6 +430,7 @@ defmodule Durability.Report do
     PEXPIRE, loaded with SCRIPT LOAD, called with EVALSHA), both with max_requests #{cfg.max_requests}
     and window_ms #{fmt(cfg.window_ms)} (our limiter's defaults), round-robin over #{fmt(cfg.ids)} ids.
     #{cfg.cell_s} s per cell after #{cfg.warm_s} s of warm-up; every call is timed. C node flags `#{cfg.cnode_flags}`.
+    Data dirs (the C nodes' and Redis's) on #{cfg.data_fs}.
     CPU per call is utime+stime of the OS process (Redis: all its threads) over the measured part of
     the cell, over the calls; the caller's shows how much of the round trip is the caller's own work.
 
@@ -465,7 +467,7 @@ defmodule Durability.Report do
     json = %{
       quick: cfg.quick,
       durability_flag: cfg.flag,
-      config: Map.take(cfg, [:cell_s, :warm_s, :callers, :ids, :max_requests, :window_ms, :cnode_flags]),
+      config: Map.take(cfg, [:cell_s, :warm_s, :callers, :ids, :max_requests, :window_ms, :cnode_flags, :data_fs]),
       matching: Map.new([:terminate, :crash, :power], &{&1, "appendfsync " <> Durability.fsync_of(&1)}),
       redis_version: redis && redis.version,
       cells: cells,
