@@ -313,8 +313,10 @@ start_dur_cnode() {
     local -a flags
     name="bench_d_${mode}_$RUN_ID@127.0.0.1"
     flags=(--max-requests "$BENCH_DUR_MAX_REQUESTS" --window-ms "$BENCH_DUR_WINDOW_MS")
-    [ "$with_flag" = 1 ] && flags+=(--durability "$mode")
+    # The mode last, so a --durability in BENCH_CNODE_ARGS (meant for the calls section's node)
+    # cannot override it.
     [ ${#cnode_extra[@]} -gt 0 ] && flags+=("${cnode_extra[@]}")
+    [ "$with_flag" = 1 ] && flags+=(--durability "$mode")
     mkdir -p "$DATA_TMP/c-$mode"
     "$CNODE_BIN" --name "$name" --cookie "$COOKIE" --data-dir "$DATA_TMP/c-$mode" "${flags[@]}" \
         </dev/null >"$RUN_DIR/cnode-$mode.out" 2>"$RUN_DIR/cnode-$mode.log" &
@@ -356,8 +358,8 @@ durability_section() {
     DUR_TARGETS=()
     for mode in "${c_modes[@]}"; do start_dur_cnode "$mode" "$with_flag"; done
     DUR_CNODE_FLAGS="--max-requests $BENCH_DUR_MAX_REQUESTS --window-ms $BENCH_DUR_WINDOW_MS"
-    [ "$with_flag" = 1 ] && DUR_CNODE_FLAGS+=" --durability MODE"
     [ ${#cnode_extra[@]} -gt 0 ] && DUR_CNODE_FLAGS+=" ${cnode_extra[*]}"
+    [ "$with_flag" = 1 ] && DUR_CNODE_FLAGS+=" --durability MODE"
     for mode in "${modes[@]}"; do start_redis "$mode"; done
     echo "durability: $REDIS_SERVER: $("$REDIS_SERVER" --version)"
 
