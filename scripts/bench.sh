@@ -1,28 +1,45 @@
 #!/usr/bin/env bash
-# `make bench`: the C node and the same servers in Elixir on a BEAM peer, measured side by
-# side in one run from a third (caller) node. About three minutes; BENCH_QUICK=1 is a smoke
-# run of well under a minute with the same outputs (short cells, 100k memory clients).
+# `make bench`: two sections in one run, each measured from a caller node of its own.
+#   calls:      the C node and the same servers in Elixir on a BEAM peer, side by side
+#               (erlang_test/bench/bench.exs). About three minutes.
+#   durability: the C node in each durability mode (--durability terminate|crash|power, one
+#               node per mode) against Redis with appendfsync no|everysec|always, :increment
+#               against INCR and check_rate against a sorted-set limiter script
+#               (erlang_test/bench/durability.exs). About three minutes.
+# BENCH_QUICK=1 is a smoke run of both of well under two minutes with the same outputs.
 #
-#   scripts/bench.sh                   the full run (what `make bench` runs after building)
-#   BENCH_QUICK=1 scripts/bench.sh     the smoke run
-#   CNODE_BIN=path scripts/bench.sh    another binary (default build/cnode)
+#   scripts/bench.sh                          the full run (what `make bench` runs after building)
+#   BENCH_QUICK=1 scripts/bench.sh            the smoke run
+#   BENCH_SECTIONS=durability scripts/bench.sh   one section (calls, durability, or both: calls,durability)
+#   CNODE_BIN=path scripts/bench.sh           another binary (default build/cnode)
 #
-# Knobs (environment; defaults full / quick): BENCH_CELL_S seconds per call cell (6 / 1),
-# BENCH_WARM_S warm-up per cell (0.5 / 0.2), BENCH_CAST_S cast time (4 / 1), BENCH_CASTERS
-# caster processes per cast cell (1,4), BENCH_CONCURRENCY callers per call cell (1,8,64),
-# BENCH_IDS check_rate ids round-robin (100000),
+# Knobs of the calls section (environment; defaults full / quick): BENCH_CELL_S seconds per
+# call cell (6 / 1), BENCH_WARM_S warm-up per cell (0.5 / 0.2), BENCH_CAST_S cast time (4 / 1),
+# BENCH_CASTERS caster processes per cast cell (1,4), BENCH_CONCURRENCY callers per call cell
+# (1,8,64), BENCH_IDS check_rate ids round-robin (100000, both sections),
 # BENCH_MEM_CLIENTS (1000000 / 100000), BENCH_MEM_CALLERS (64), BENCH_MAX_REQUESTS
 # (1000000), BENCH_WINDOW_MS (600000: longer than the run, so no cleanup pass falls
 # inside a cell or the memory fill), BENCH_PEER_ERL / BENCH_CALLER_ERL (erl flags of the
-# BEAM peer / the caller; default none: the VM's defaults, 2 schedulers here).
+# BEAM peer / the callers; default none: the VM's defaults, 2 schedulers here),
+# BENCH_CNODE_ARGS (extra C node flags, both sections).
+#
+# Knobs of the durability section: BENCH_DUR_CELL_S seconds per cell (BENCH_CELL_S: 6 / 1;
+# 24 cells, so the section takes about 24 x (BENCH_DUR_CELL_S + BENCH_DUR_WARM_S) plus start-up),
+# BENCH_DUR_WARM_S (BENCH_WARM_S), BENCH_DUR_CALLERS (1,64), BENCH_DUR_MODES
+# (terminate,crash,power), BENCH_DUR_MAX_REQUESTS (100) and BENCH_DUR_WINDOW_MS (60000): our
+# rate limiter's defaults, given to the C nodes and to the Redis script alike; REDIS_SERVER
+# (redis-server). A cnode without the --durability flag (probed: the flag before --help) gets
+# terminate rows only, started without the flag, and the output says so; Redis runs all modes.
 #
 # Isolation as in the test suites (scripts/lib.sh): a private epmd on a free port, a fresh
-# cookie, node names with the run id (bench_c_*, bench_peer_*, bench_caller_* @127.0.0.1),
-# the C node's --data-dir in a fresh temporary directory. Every process is started here as
+# cookie, node names with the run id (bench_c_*, bench_peer_*, bench_caller_*, bench_d_*,
+# bench_dcaller_* @127.0.0.1), every C node's --data-dir and every Redis's dir in a fresh
+# temporary directory, Redis on a free port of 127.0.0.1. Every process is started here as
 # a job and stopped by its pid at the end, also on failure or Ctrl-C; the BEAM nodes also
 # halt by themselves after BENCH_MAX_S. Logs: build/test-logs/bench-<run id>/.
 # Outputs: build/bench/ bench.md (the printed tables), bench.json, bench.csv, memory.csv,
-# plot.dat, bench.png (gnuplot), bench.log (this script's output).
+# plot.dat, bench.png (gnuplot), durability.md, durability.csv, durability.json, bench.log
+# (this script's output).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -31,10 +48,23 @@ started=$(date +%s)
 lib_init bench
 cd "$LIB_ROOT"
 
+: "${BENCH_SECTIONS:=calls,durability}"
+# section NAME: true when NAME is one of BENCH_SECTIONS.
+section() {
+    case ",$BENCH_SECTIONS," in *",$1,"*) return 0 ;; *) return 1 ;; esac
+}
+if ! section calls && ! section durability; then
+    echo "bench: BENCH_SECTIONS='$BENCH_SECTIONS' names no section (calls, durability)" >&2
+    exit 2
+fi
+
 OUT="$LIB_ROOT/build/bench"
 mkdir -p "$OUT"
-rm -f "$OUT"/bench.md "$OUT"/bench.json "$OUT"/bench.csv "$OUT"/memory.csv "$OUT"/plot.dat \
-      "$OUT"/plot.title "$OUT"/bench.png
+# The outputs of the sections that run now; another section's files stay as they were.
+CALLS_OUT=(bench.md bench.json bench.csv memory.csv plot.dat)
+DUR_OUT=(durability.md durability.json durability.csv)
+section calls && rm -f "${CALLS_OUT[@]/#/$OUT/}" "$OUT"/plot.title "$OUT"/bench.png
+section durability && rm -f "${DUR_OUT[@]/#/$OUT/}"
 exec > >(tee "$OUT/bench.log")
 TEE_PID=$!
 
@@ -48,14 +78,21 @@ fi
 : "${BENCH_CASTERS:=1,4}" "${BENCH_CONCURRENCY:=1,8,64}" "${BENCH_IDS:=100000}"
 : "${BENCH_MEM_CALLERS:=64}" "${BENCH_MAX_REQUESTS:=1000000}" "${BENCH_WINDOW_MS:=600000}"
 : "${BENCH_PEER_ERL:=}" "${BENCH_CALLER_ERL:=}" "${BENCH_CNODE_ARGS:=}"
+: "${BENCH_DUR_CELL_S:=$BENCH_CELL_S}" "${BENCH_DUR_WARM_S:=$BENCH_WARM_S}" "${BENCH_DUR_CALLERS:=1,64}"
+: "${BENCH_DUR_MODES:=terminate,crash,power}" "${BENCH_DUR_MAX_REQUESTS:=100}" "${BENCH_DUR_WINDOW_MS:=60000}"
+: "${REDIS_SERVER:=redis-server}"
 export BENCH_QUICK BENCH_CELL_S BENCH_WARM_S BENCH_CAST_S BENCH_MEM_CLIENTS BENCH_MAX_S \
        BENCH_CASTERS BENCH_CONCURRENCY BENCH_IDS BENCH_MEM_CALLERS BENCH_MAX_REQUESTS \
-       BENCH_WINDOW_MS
+       BENCH_WINDOW_MS BENCH_DUR_CELL_S BENCH_DUR_WARM_S BENCH_DUR_CALLERS \
+       BENCH_DUR_MAX_REQUESTS BENCH_DUR_WINDOW_MS
 
 CNODE_PID= PEER_PID= CALLER_PID=
+# The durability section's C nodes and Redis servers, stopped by pid at the end.
+DUR_CNODE_PIDS=() DUR_REDIS_PIDS=()
 DATA_TMP=$(mktemp -d "${TMPDIR:-/tmp}/cnode-bench.XXXXXX")
 EBIN="$RUN_DIR/ebin"
 CNODE_LOG="$RUN_DIR/cnode.log"
+rc=0
 
 # stop_node PID GRACE_S: SIGTERM, up to GRACE_S to go, then SIGKILL; reaps PID (a job of
 # this shell) and leaves its exit status in STOP_STATUS.
@@ -76,14 +113,16 @@ stop_node() {
     wait "$pid" 2>/dev/null || STOP_STATUS=$?
 }
 
-# The caller, the peer, then the C node (its terminate saves the rate limiter's state,
-# which takes a while with a million clients), then lib.sh's cleanup: epmd.
+# The callers, the peer, then the C nodes (their terminate saves the state, which takes a
+# while with a million clients), then Redis, then lib.sh's cleanup: epmd.
 bench_cleanup() {
-    local rc=$?
+    local rc=$? pid
     set +e
     [ -n "$CALLER_PID" ] && stop_node "$CALLER_PID" 5
     [ -n "$PEER_PID" ] && stop_node "$PEER_PID" 10
     [ -n "$CNODE_PID" ] && stop_node "$CNODE_PID" 30
+    for pid in "${DUR_CNODE_PIDS[@]}"; do stop_node "$pid" 30; done
+    for pid in "${DUR_REDIS_PIDS[@]}"; do stop_node "$pid" 10; done
     rm -rf "$DATA_TMP"
     # Let tee print the last lines before the script is gone.
     exec 1>&2
@@ -93,112 +132,287 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
-# wait_ready FILE PID WHAT: the READY line of FILE (bounded: 30 s, or PID exiting).
+# wait_ready FILE PID WHAT [PATTERN]: the first line of FILE matching PATTERN (default
+# '^READY '), bounded: 30 s, or PID exiting.
 wait_ready() {
-    local file=$1 pid=$2 what=$3 i line
+    local file=$1 pid=$2 what=$3 pattern=${4:-'^READY '} i line
     for ((i = 0; i < 300; i++)); do
-        line=$(grep -m1 '^READY ' "$file" 2>/dev/null || true)
+        line=$(grep -m1 -- "$pattern" "$file" 2>/dev/null || true)
         if [ -n "$line" ]; then
             echo "$line"
             return 0
         fi
         if ! lib_alive "$pid"; then
-            echo "bench: $what exited before READY (see $file and $RUN_DIR)" >&2
+            echo "bench: $what exited before it was ready (see $file and $RUN_DIR)" >&2
             return 1
         fi
         sleep 0.1
     done
-    echo "bench: $what printed no READY line within 30 s" >&2
+    echo "bench: $what was not ready within 30 s (see $file)" >&2
     return 1
+}
+
+# log_problems LOG WHAT: the warning and error lines of a C node's log, or that there are none.
+log_problems() {
+    local log=$1 what=$2 problems
+    problems=$(grep -cE '^[0-9:.]+ +(warning|error) ' "$log" || true)
+    if [ "$problems" -gt 0 ]; then
+        echo "$what log: $problems warning/error line(s) in ${log#"$LIB_ROOT"/}, first ones:"
+        grep -E '^[0-9:.]+ +(warning|error) ' "$log" | head -10 | sed 's/^/  /'
+    else
+        echo "$what log: no warning or error lines (${log#"$LIB_ROOT"/})"
+    fi
 }
 
 lib_start_epmd
 
 mkdir -p "$EBIN"
-elixirc --no-docs -o "$EBIN" erlang_test/bench/servers.ex >"$RUN_DIR/elixirc.log" 2>&1 || {
+elixirc --no-docs -o "$EBIN" erlang_test/bench/servers.ex erlang_test/bench/bench_lib.ex \
+    erlang_test/bench/resp.ex >"$RUN_DIR/elixirc.log" 2>&1 || {
     cat "$RUN_DIR/elixirc.log" >&2
     exit 1
 }
 
-cnode_name="bench_c_$RUN_ID@127.0.0.1"
-cnode_flags=(--max-requests "$BENCH_MAX_REQUESTS" --window-ms "$BENCH_WINDOW_MS")
 read -r -a cnode_extra <<< "$BENCH_CNODE_ARGS"
-[ ${#cnode_extra[@]} -gt 0 ] && cnode_flags+=("${cnode_extra[@]}")
-"$CNODE_BIN" --name "$cnode_name" --cookie "$COOKIE" --data-dir "$DATA_TMP" "${cnode_flags[@]}" \
-    </dev/null >"$RUN_DIR/cnode.out" 2>"$CNODE_LOG" &
-CNODE_PID=$!
-
-peer_name="bench_peer_$RUN_ID@127.0.0.1"
-read -r -a peer_erl <<< "$BENCH_PEER_ERL"
-peer_args=(--name "$peer_name" --cookie "$COOKIE" -pa "$EBIN")
-[ ${#peer_erl[@]} -gt 0 ] && peer_args+=(--erl "${peer_erl[*]}")
-elixir "${peer_args[@]}" erlang_test/bench/peer.exs \
-    "$BENCH_MAX_REQUESTS" "$BENCH_WINDOW_MS" "$((BENCH_MAX_S + 60))" \
-    </dev/null >"$RUN_DIR/peer.out" 2>"$RUN_DIR/peer.log" &
-PEER_PID=$!
-
-wait_ready "$RUN_DIR/cnode.out" "$CNODE_PID" "the C node" >/dev/null
-peer_ready=$(wait_ready "$RUN_DIR/peer.out" "$PEER_PID" "the BEAM peer")
-peer_os_pid=${peer_ready##* }
-if [ "$peer_os_pid" != "$PEER_PID" ]; then
-    echo "bench: note: the BEAM peer's OS pid is $peer_os_pid (job $PEER_PID)"
-fi
-
 read -r -a caller_erl <<< "$BENCH_CALLER_ERL"
-caller_args=(--name "bench_caller_$RUN_ID@127.0.0.1" --cookie "$COOKIE")
-[ ${#caller_erl[@]} -gt 0 ] && caller_args+=(--erl "${caller_erl[*]}")
+# caller_args NAME: the elixir flags of a caller node, in CALLER_ARGS.
+caller_args() {
+    CALLER_ARGS=(--name "$1@127.0.0.1" --cookie "$COOKIE" -pa "$EBIN")
+    [ ${#caller_erl[@]} -gt 0 ] && CALLER_ARGS+=(--erl "${caller_erl[*]}")
+    return 0
+}
 
-echo "make bench: run $RUN_ID, epmd port $ERL_EPMD_PORT, logs in ${RUN_DIR#"$LIB_ROOT"/}"
-BENCH_CNODE="$cnode_name" BENCH_CNODE_OSPID="$CNODE_PID" \
-BENCH_PEER="$peer_name" BENCH_PEER_OSPID="$peer_os_pid" \
-BENCH_CLK_TCK="$(getconf CLK_TCK)" BENCH_OUT="$OUT" \
-BENCH_CNODE_FLAGS="${cnode_flags[*]}" BENCH_PEER_FLAGS="${BENCH_PEER_ERL:-(defaults)}" \
-BENCH_CALLER_FLAGS="${BENCH_CALLER_ERL:-(defaults)}" \
-    elixir "${caller_args[@]}" erlang_test/bench/bench.exs </dev/null &
-CALLER_PID=$!
-rc=0
-wait "$CALLER_PID" || rc=$?
-CALLER_PID=
+echo "make bench: run $RUN_ID, sections $BENCH_SECTIONS, epmd port $ERL_EPMD_PORT, logs in ${RUN_DIR#"$LIB_ROOT"/}"
 
-if [ "$rc" -eq 0 ]; then
-    if command -v gnuplot >/dev/null 2>&1; then
-        gnuplot -e "dir='$OUT'" erlang_test/bench/bench.gp 2>"$RUN_DIR/gnuplot.log" \
-            || echo "bench: gnuplot failed (see $RUN_DIR/gnuplot.log)" >&2
-    else
-        echo "bench: gnuplot is missing (WITH_BENCH=1 scripts/bootstrap.sh installs it): no bench.png" >&2
+## The calls section: the C node against the BEAM peer.
+
+calls_section() {
+    local cnode_name peer_name peer_ready peer_os_pid peer_status cnode_status t_stop f
+    local -a cnode_flags peer_erl peer_args
+
+    cnode_name="bench_c_$RUN_ID@127.0.0.1"
+    cnode_flags=(--max-requests "$BENCH_MAX_REQUESTS" --window-ms "$BENCH_WINDOW_MS")
+    [ ${#cnode_extra[@]} -gt 0 ] && cnode_flags+=("${cnode_extra[@]}")
+    "$CNODE_BIN" --name "$cnode_name" --cookie "$COOKIE" --data-dir "$DATA_TMP" "${cnode_flags[@]}" \
+        </dev/null >"$RUN_DIR/cnode.out" 2>"$CNODE_LOG" &
+    CNODE_PID=$!
+
+    peer_name="bench_peer_$RUN_ID@127.0.0.1"
+    read -r -a peer_erl <<< "$BENCH_PEER_ERL"
+    peer_args=(--name "$peer_name" --cookie "$COOKIE" -pa "$EBIN")
+    [ ${#peer_erl[@]} -gt 0 ] && peer_args+=(--erl "${peer_erl[*]}")
+    elixir "${peer_args[@]}" erlang_test/bench/peer.exs \
+        "$BENCH_MAX_REQUESTS" "$BENCH_WINDOW_MS" "$((BENCH_MAX_S + 60))" \
+        </dev/null >"$RUN_DIR/peer.out" 2>"$RUN_DIR/peer.log" &
+    PEER_PID=$!
+
+    wait_ready "$RUN_DIR/cnode.out" "$CNODE_PID" "the C node" >/dev/null
+    peer_ready=$(wait_ready "$RUN_DIR/peer.out" "$PEER_PID" "the BEAM peer")
+    peer_os_pid=${peer_ready##* }
+    if [ "$peer_os_pid" != "$PEER_PID" ]; then
+        echo "bench: note: the BEAM peer's OS pid is $peer_os_pid (job $PEER_PID)"
     fi
-fi
 
-# Stop the nodes here (not only in the trap) to report how the C node went.
-stop_node "$PEER_PID" 10
-peer_status=$STOP_STATUS
-PEER_PID=
-t_stop=$(date +%s)
-stop_node "$CNODE_PID" 30
-cnode_status=$STOP_STATUS
-CNODE_PID=
-echo
-echo "C node: exit status $cnode_status on SIGTERM after $(($(date +%s) - t_stop)) s (terminate saves the state); BEAM peer: $peer_status"
-problems=$(grep -cE '^[0-9:.]+ +(warning|error) ' "$CNODE_LOG" || true)
-if [ "$problems" -gt 0 ]; then
-    echo "C node log: $problems warning/error line(s) in ${CNODE_LOG#"$LIB_ROOT"/}, first ones:"
-    grep -E '^[0-9:.]+ +(warning|error) ' "$CNODE_LOG" | head -10 | sed 's/^/  /'
-else
-    echo "C node log: no warning or error lines (${CNODE_LOG#"$LIB_ROOT"/})"
-fi
-for f in bench.md bench.json bench.csv memory.csv plot.dat; do
-    if [ "$rc" -eq 0 ] && [ ! -s "$OUT/$f" ]; then
-        echo "bench: $OUT/$f is missing" >&2
+    caller_args "bench_caller_$RUN_ID"
+    BENCH_CNODE="$cnode_name" BENCH_CNODE_OSPID="$CNODE_PID" \
+    BENCH_PEER="$peer_name" BENCH_PEER_OSPID="$peer_os_pid" \
+    BENCH_CLK_TCK="$(getconf CLK_TCK)" BENCH_OUT="$OUT" \
+    BENCH_CNODE_FLAGS="${cnode_flags[*]}" BENCH_PEER_FLAGS="${BENCH_PEER_ERL:-(defaults)}" \
+    BENCH_CALLER_FLAGS="${BENCH_CALLER_ERL:-(defaults)}" \
+        elixir "${CALLER_ARGS[@]}" erlang_test/bench/bench.exs </dev/null &
+    CALLER_PID=$!
+    local crc=0
+    wait "$CALLER_PID" || crc=$?
+    CALLER_PID=
+
+    if [ "$crc" -eq 0 ]; then
+        if command -v gnuplot >/dev/null 2>&1; then
+            gnuplot -e "dir='$OUT'" erlang_test/bench/bench.gp 2>"$RUN_DIR/gnuplot.log" \
+                || echo "bench: gnuplot failed (see $RUN_DIR/gnuplot.log)" >&2
+        else
+            echo "bench: gnuplot is missing (WITH_BENCH=1 scripts/bootstrap.sh installs it): no bench.png" >&2
+        fi
+    fi
+
+    # Stop the nodes here (not only in the trap) to report how the C node went.
+    stop_node "$PEER_PID" 10
+    peer_status=$STOP_STATUS
+    PEER_PID=
+    t_stop=$(date +%s)
+    stop_node "$CNODE_PID" 30
+    cnode_status=$STOP_STATUS
+    CNODE_PID=
+    echo
+    echo "C node: exit status $cnode_status on SIGTERM after $(($(date +%s) - t_stop)) s (terminate saves the state); BEAM peer: $peer_status"
+    log_problems "$CNODE_LOG" "C node"
+    for f in "${CALLS_OUT[@]}"; do
+        if [ "$crc" -eq 0 ] && [ ! -s "$OUT/$f" ]; then
+            echo "bench: $OUT/$f is missing" >&2
+            crc=1
+        fi
+    done
+    if [ "$crc" -eq 0 ] && command -v gnuplot >/dev/null 2>&1 && [ ! -s "$OUT/bench.png" ]; then
+        echo "bench: $OUT/bench.png is missing" >&2
+        crc=1
+    fi
+    if [ "$crc" -ne 0 ]; then
+        echo "bench: the calls section failed (status $crc)" >&2
+        rc=$crc
+    fi
+}
+
+## The durability section: the C node in each mode against Redis at matched durability.
+
+# redis_fsync MODE: the appendfsync setting our MODE is compared with (the issue's matching;
+# the README says what each survives).
+redis_fsync() {
+    case $1 in
+        terminate) echo no ;;
+        crash) echo everysec ;;
+        power) echo always ;;
+        *) echo "bench: unknown durability mode '$1'" >&2; return 1 ;;
+    esac
+}
+
+# start_redis MODE: a Redis with the matched appendfsync on a free port of 127.0.0.1, in its
+# own directory, as a job; appends "redis:MODE:PORT:PID" to DUR_TARGETS. `save ""` leaves
+# only the AOF (no RDB snapshot forks): the journal is what a mode is about. Retries another
+# port when one turns out to be taken.
+start_redis() {
+    local mode=$1 fsync dir log port pid
+    fsync=$(redis_fsync "$mode")
+    dir="$DATA_TMP/redis-$mode"
+    log="$RUN_DIR/redis-$mode.log"
+    mkdir -p "$dir"
+    for _ in $(seq 1 20); do
+        port=$((20000 + RANDOM % 30000))
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            continue
+        fi
+        "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize no \
+            --appendonly yes --appendfsync "$fsync" --save "" --logfile "" \
+            </dev/null >"$log" 2>&1 &
+        pid=$!
+        if wait_ready "$log" "$pid" "redis-server (appendfsync $fsync)" 'Ready to accept connections' \
+                >/dev/null 2>&1 && lib_owns_port "$pid" "$port"; then
+            DUR_REDIS_PIDS+=("$pid")
+            DUR_TARGETS+=("redis:$mode:$port:$pid")
+            return 0
+        fi
+        stop_node "$pid" 5
+    done
+    echo "bench: could not start redis-server (appendfsync $fsync); see $log" >&2
+    return 1
+}
+
+# start_dur_cnode MODE WITH_FLAG: a C node for MODE (with --durability MODE when WITH_FLAG
+# is 1), our limiter's default window and limit, a fresh data dir; appends
+# "cnode:MODE:NAME:PID" to DUR_TARGETS.
+start_dur_cnode() {
+    local mode=$1 with_flag=$2 name pid
+    local -a flags
+    name="bench_d_${mode}_$RUN_ID@127.0.0.1"
+    flags=(--max-requests "$BENCH_DUR_MAX_REQUESTS" --window-ms "$BENCH_DUR_WINDOW_MS")
+    # The mode last, so a --durability in BENCH_CNODE_ARGS (meant for the calls section's node)
+    # cannot override it.
+    [ ${#cnode_extra[@]} -gt 0 ] && flags+=("${cnode_extra[@]}")
+    [ "$with_flag" = 1 ] && flags+=(--durability "$mode")
+    mkdir -p "$DATA_TMP/c-$mode"
+    "$CNODE_BIN" --name "$name" --cookie "$COOKIE" --data-dir "$DATA_TMP/c-$mode" "${flags[@]}" \
+        </dev/null >"$RUN_DIR/cnode-$mode.out" 2>"$RUN_DIR/cnode-$mode.log" &
+    pid=$!
+    DUR_CNODE_PIDS+=("$pid")
+    wait_ready "$RUN_DIR/cnode-$mode.out" "$pid" "the C node ($mode)" >/dev/null
+    DUR_TARGETS+=("cnode:$mode:$name:$pid")
+}
+
+durability_section() {
+    local with_flag=0 mode ncells max_s crc=0 i f fs
+    local -a modes c_modes statuses
+    IFS=, read -r -a modes <<< "$BENCH_DUR_MODES"
+    for mode in "${modes[@]}"; do redis_fsync "$mode" >/dev/null; done
+    if ! command -v "$REDIS_SERVER" >/dev/null 2>&1; then
+        echo "bench: $REDIS_SERVER is missing (WITH_BENCH=1 scripts/bootstrap.sh installs redis-server)" >&2
         rc=1
+        return 0
     fi
-done
-if [ "$rc" -eq 0 ] && command -v gnuplot >/dev/null 2>&1 && [ ! -s "$OUT/bench.png" ]; then
-    echo "bench: $OUT/bench.png is missing" >&2
-    rc=1
-fi
+
+    # An unknown flag exits 2 before --help is seen; a known one reaches --help and exits 0.
+    if "$CNODE_BIN" --durability terminate --help >/dev/null 2>&1; then
+        with_flag=1
+        c_modes=("${modes[@]}")
+    else
+        echo "bench: $CNODE_BIN has no --durability flag: C node rows in terminate mode only (run" \
+             "without the flag, its only behaviour); Redis rows in every mode"
+        c_modes=()
+        for mode in "${modes[@]}"; do [ "$mode" = terminate ] && c_modes+=(terminate); done
+    fi
+
+    # fsync is what power and always pay for; on a tmpfs it costs nothing and they mean nothing.
+    fs=$(stat -f -c %T "$DATA_TMP" 2>/dev/null || echo unknown)
+    case $fs in
+        tmpfs|ramfs) echo "bench: warning: the data dirs are on $fs ($DATA_TMP): fsync is free there;" \
+                          "set TMPDIR to a directory on a disk" ;;
+    esac
+
+    DUR_TARGETS=()
+    for mode in "${c_modes[@]}"; do start_dur_cnode "$mode" "$with_flag"; done
+    DUR_CNODE_FLAGS="--max-requests $BENCH_DUR_MAX_REQUESTS --window-ms $BENCH_DUR_WINDOW_MS"
+    [ ${#cnode_extra[@]} -gt 0 ] && DUR_CNODE_FLAGS+=" ${cnode_extra[*]}"
+    [ "$with_flag" = 1 ] && DUR_CNODE_FLAGS+=" --durability MODE"
+    for mode in "${modes[@]}"; do start_redis "$mode"; done
+    echo "durability: $REDIS_SERVER: $("$REDIS_SERVER" --version)"
+
+    # The caller's own deadline: twice the planned cells, plus start-up.
+    ncells=$(( (${#c_modes[@]} + ${#modes[@]}) * 2 * $(tr ',' '\n' <<< "$BENCH_DUR_CALLERS" | wc -l) ))
+    max_s=$(awk -v n="$ncells" -v c="$BENCH_DUR_CELL_S" -v w="$BENCH_DUR_WARM_S" 'BEGIN { printf "%d", 2 * n * (c + w) + 120 }')
+
+    caller_args "bench_dcaller_$RUN_ID"
+    BENCH_DUR_TARGETS="${DUR_TARGETS[*]}" BENCH_DUR_FLAG="$with_flag" \
+    BENCH_DUR_CNODE_FLAGS="$DUR_CNODE_FLAGS" BENCH_MAX_S="$max_s" BENCH_DUR_FS="$fs ($DATA_TMP)" \
+    BENCH_CLK_TCK="$(getconf CLK_TCK)" BENCH_OUT="$OUT" \
+        elixir "${CALLER_ARGS[@]}" erlang_test/bench/durability.exs </dev/null &
+    CALLER_PID=$!
+    wait "$CALLER_PID" || crc=$?
+    CALLER_PID=
+
+    echo
+    statuses=()
+    for i in "${!DUR_CNODE_PIDS[@]}"; do
+        stop_node "${DUR_CNODE_PIDS[$i]}" 30
+        statuses+=("${c_modes[$i]} $STOP_STATUS")
+    done
+    DUR_CNODE_PIDS=()
+    echo "durability C nodes: exit status on SIGTERM: ${statuses[*]}"
+    for mode in "${c_modes[@]}"; do log_problems "$RUN_DIR/cnode-$mode.log" "C node ($mode)"; done
+    statuses=()
+    for i in "${!DUR_REDIS_PIDS[@]}"; do
+        stop_node "${DUR_REDIS_PIDS[$i]}" 10
+        statuses+=("$(redis_fsync "${modes[$i]}") $STOP_STATUS")
+    done
+    DUR_REDIS_PIDS=()
+    echo "durability Redis servers (appendfsync): exit status on SIGTERM: ${statuses[*]}"
+    for f in "${DUR_OUT[@]}"; do
+        if [ "$crc" -eq 0 ] && [ ! -s "$OUT/$f" ]; then
+            echo "bench: $OUT/$f is missing" >&2
+            crc=1
+        fi
+    done
+    if [ "$crc" -ne 0 ]; then
+        echo "bench: the durability section failed (status $crc)" >&2
+        rc=$crc
+    fi
+}
+
+if section calls; then calls_section; fi
+if section durability; then durability_section; fi
+
+outputs=()
+section calls && outputs+=("${CALLS_OUT[@]}" bench.png)
+section durability && outputs+=("${DUR_OUT[@]}")
 if [ "$rc" -eq 0 ]; then
-    echo "outputs: ${OUT#"$LIB_ROOT"/}/{bench.md,bench.json,bench.csv,memory.csv,bench.png}; total $(($(date +%s) - started)) s"
+    echo "outputs: ${OUT#"$LIB_ROOT"/}/{$(IFS=,; echo "${outputs[*]}")}; total $(($(date +%s) - started)) s"
 else
-    echo "bench: the caller node failed (status $rc) after $(($(date +%s) - started)) s" >&2
+    echo "bench: failed (status $rc) after $(($(date +%s) - started)) s" >&2
 fi
 exit "$rc"

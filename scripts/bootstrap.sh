@@ -9,8 +9,11 @@ packages=(erlang-dev erlang-nox erlang-common-test elixir rebar3 libuv1-dev
           clang-14 libclang-rt-14-dev)
 # The OTP matrix (make test-otp) builds OTP 27 from source and unpacks Debian packages.
 packages+=(g++ perl libncurses-dev xz-utils dpkg)
+# make bench: gnuplot draws bench.png; redis-server is what the durability section compares
+# the C node with. Not for make test, which needs neither (and Debian's redis-server package
+# also enables a system Redis service on port 6379, which a test machine need not carry).
 if [ "${WITH_BENCH:-0}" = 1 ]; then
-    packages+=(gnuplot-nox)
+    packages+=(gnuplot-nox redis-server)
 fi
 
 missing=()
