@@ -10,6 +10,10 @@
  * top supervisor exits 1, and so does losing the name: when epmd restarts the
  * node registers again, and if another node took the name meanwhile it stops
  * the same way. Bad flags exit 2.
+ *
+ * With --heart the process becomes a watchdog (supervisor/heart.h) once the
+ * flags, cookie and data dir are checked, and the node runs in a child it
+ * restarts; the child reports to it from its loop (supervisor/heart_beat.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +30,8 @@
 #include "cnode/node.h"
 #include "genserver/statefile.h"
 #include "supervisor/app.h"
+#include "supervisor/heart.h"
+#include "supervisor/heart_beat.h"
 
 #define MAX_CONNECT 64
 
@@ -37,6 +43,8 @@ typedef struct options {
     const char *connect[MAX_CONNECT];
     int nconnect;
     int help;
+    int heart;
+    long long heart_timeout_s; /* 0: not given */
     char cookie[256];
 } options;
 
@@ -47,7 +55,7 @@ static void usage(FILE *f)
             "             [--connect NODE]... [--max-requests N] [--window-ms MS]\n"
             "             [--log-level debug|info|warning|error] [--net-ticktime S]\n"
             "             [--handshake-timeout-ms MS] [--counter-initial N] [--coalesce-us US]\n"
-            "             [--busy-poll-us US]\n");
+            "             [--busy-poll-us US] [--heart [--heart-timeout S]]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -119,6 +127,8 @@ static int set_option(options *o, int ch, const char *arg)
     case 'i': return parse_long("--counter-initial", arg, INT64_MIN, INT64_MAX, &o->app.counter.initial);
     case 'u': return parse_unsigned("--coalesce-us", arg, 0, 1000, &node->coalesce_us);
     case 'b': return parse_unsigned("--busy-poll-us", arg, 0, 1000, &node->busy_poll_us);
+    case 'X': o->heart = 1; return 0;
+    case 'T': return parse_long("--heart-timeout", arg, 1, 86400, &o->heart_timeout_s);
     case 'h': o->help = 1; return 0;
     default: return -EINVAL;
     }
@@ -135,6 +145,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"net-ticktime", required_argument, 0, 't'}, {"handshake-timeout-ms", required_argument, 0, 'H'},
         {"counter-initial", required_argument, 0, 'i'}, {"coalesce-us", required_argument, 0, 'u'},
         {"busy-poll-us", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'},
+        {"heart", no_argument, 0, 'X'}, {"heart-timeout", required_argument, 0, 'T'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -157,6 +168,10 @@ static int parse_args(int argc, char **argv, options *o)
     }
     if (!o->help && optind < argc) {
         fprintf(stderr, "cnode: unexpected argument '%s'\n", argv[optind]);
+        return -EINVAL;
+    }
+    if (o->heart_timeout_s && !o->heart) {
+        fprintf(stderr, "cnode: --heart-timeout needs --heart\n");
         return -EINVAL;
     }
     return 0;
@@ -271,6 +286,71 @@ static void start(sup_app *app, const options *o)
     }
 }
 
+/* The watchdog lost: stop the way SIGTERM does, so every server saves, but with status 1. */
+static void heart_lost(void *data)
+{
+    sup_app_stop(data, 1);
+}
+
+/* Beats to the watchdog when beat_fd >= 0. 0, or a libuv error (then the app stops). */
+static int start_beat(uv_loop_t *loop, sup_app *app, const options *o, int beat_fd, sup_heart_beat **out)
+{
+    *out = NULL;
+    if (beat_fd < 0)
+        return 0;
+    /* The node's SIGTERM handlers exist now: a forwarded SIGTERM held until here finds them. */
+    sup_heart_unblock_signals();
+    unsigned interval = sup_heart_beat_interval_ms((unsigned)o->heart_timeout_s);
+    int rc = sup_heart_beat_start(loop, beat_fd, interval, heart_lost, app, out);
+    if (rc < 0)
+        fprintf(stderr, "cnode: cannot beat to the watchdog: %s\n", cn_strerror(rc));
+    return rc;
+}
+
+/* The node itself, with or without a watchdog above it: its exit status. */
+static int run_node(options *o, int beat_fd)
+{
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t *loop = uv_default_loop();
+    sup_app *app;
+    int rc = sup_app_new(loop, &o->app, &app);
+    if (rc < 0) {
+        fprintf(stderr, "cnode: bad node name '%s': %s\n", o->app.node.name, cn_strerror(rc));
+        return 2;
+    }
+    sup_heart_beat *beat;
+    if (start_beat(loop, app, o, beat_fd, &beat) < 0)
+        sup_app_stop(app, 1);
+    else
+        start(app, o);
+    uv_run(loop, UV_RUN_DEFAULT);
+    int status = sup_app_status(app);
+    /* The beats went on through the whole stop; the heart's handles close last. */
+    sup_heart_beat_close(beat);
+    uv_run(loop, UV_RUN_DEFAULT);
+    if (sup_app_free(app) == 0)
+        uv_loop_close(loop);
+    return status;
+}
+
+/*
+ * --heart: becomes the watchdog. Returns 1 in the watchdog once it is done
+ * (its status in *status), 0 in a node (its heartbeat socket in *beat_fd).
+ */
+static int become_watchdog(options *o, int *beat_fd, int *status)
+{
+    if (o->heart_timeout_s == 0)
+        o->heart_timeout_s = SUP_HEART_DEFAULT_TIMEOUT_S;
+    sup_heart_config hc = {.timeout_s = (unsigned)o->heart_timeout_s, .name = o->app.node.name};
+    int rc = sup_heart_run(&hc, beat_fd, status);
+    if (rc < 0) {
+        fprintf(stderr, "cnode: cannot start the heart watchdog: %s\n", cn_strerror(rc));
+        *status = 1;
+        return 1;
+    }
+    return rc == SUP_HEART_DONE;
+}
+
 int main(int argc, char **argv)
 {
     options o;
@@ -285,19 +365,8 @@ int main(int argc, char **argv)
     if (complete_config(&o) < 0)
         return 1;
     o.app.ready_cb = print_ready;
-
-    signal(SIGPIPE, SIG_IGN);
-    uv_loop_t *loop = uv_default_loop();
-    sup_app *app;
-    int rc = sup_app_new(loop, &o.app, &app);
-    if (rc < 0) {
-        fprintf(stderr, "cnode: bad node name '%s': %s\n", o.app.node.name, cn_strerror(rc));
-        return 2;
-    }
-    start(app, &o);
-    uv_run(loop, UV_RUN_DEFAULT);
-    int status = sup_app_status(app);
-    if (sup_app_free(app) == 0)
-        uv_loop_close(loop);
-    return status;
+    int beat_fd = -1, status;
+    if (o.heart && become_watchdog(&o, &beat_fd, &status))
+        return status;
+    return run_node(&o, beat_fd);
 }
