@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,6 +38,7 @@ typedef struct options {
     const char *connect[MAX_CONNECT];
     int nconnect;
     int help;
+    int tls;                        /* --proto-dist inet_tls or inet6_tls */
     char cookie[256];
 } options;
 
@@ -47,7 +49,7 @@ static void usage(FILE *f)
             "             [--connect NODE]... [--max-requests N] [--window-ms MS]\n"
             "             [--log-level debug|info|warning|error] [--net-ticktime S]\n"
             "             [--handshake-timeout-ms MS] [--counter-initial N] [--coalesce-us US]\n"
-            "             [--busy-poll-us US]\n");
+            "             [--busy-poll-us US] [--proto-dist inet_tcp|inet6_tcp|inet_tls|inet6_tls]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -101,6 +103,40 @@ static int set_port(options *o, const char *s)
     return rc;
 }
 
+/*
+ * --proto-dist, named as erl's -proto_dist: the address family of the node
+ * (inet: IPv4, inet6: IPv6) and whether the distribution runs over TLS.
+ */
+static int set_proto_dist(options *o, const char *s)
+{
+    static const struct {
+        const char *name;
+        int family, tls;
+    } protos[] = {
+        {"inet_tcp", AF_INET, 0}, {"inet6_tcp", AF_INET6, 0},
+        {"inet_tls", AF_INET, 1}, {"inet6_tls", AF_INET6, 1},
+    };
+    for (size_t i = 0; i < sizeof protos / sizeof protos[0]; i++) {
+        if (strcmp(s, protos[i].name) == 0) {
+            o->app.node.family = protos[i].family;
+            o->tls = protos[i].tls;
+            return 0;
+        }
+    }
+    fprintf(stderr, "cnode: --proto-dist takes inet_tcp, inet6_tcp, inet_tls or inet6_tls, not '%s'\n", s);
+    return -EINVAL;
+}
+
+/* TLS distribution is not part of this binary yet: a TLS --proto-dist is refused. */
+static int check_proto_dist(const options *o)
+{
+    if (!o->tls)
+        return 0;
+    fprintf(stderr, "cnode: --proto-dist %s: TLS distribution is not built into this binary\n",
+            o->app.node.family == AF_INET6 ? "inet6_tls" : "inet_tls");
+    return -EINVAL;
+}
+
 /* One flag of getopt_long's: 0, or -EINVAL after one line on stderr. A dispatch switch. */
 static int set_option(options *o, int ch, const char *arg)
 {
@@ -119,6 +155,7 @@ static int set_option(options *o, int ch, const char *arg)
     case 'i': return parse_long("--counter-initial", arg, INT64_MIN, INT64_MAX, &o->app.counter.initial);
     case 'u': return parse_unsigned("--coalesce-us", arg, 0, 1000, &node->coalesce_us);
     case 'b': return parse_unsigned("--busy-poll-us", arg, 0, 1000, &node->busy_poll_us);
+    case 'P': return set_proto_dist(o, arg);
     case 'h': o->help = 1; return 0;
     default: return -EINVAL;
     }
@@ -135,11 +172,13 @@ static int parse_args(int argc, char **argv, options *o)
         {"net-ticktime", required_argument, 0, 't'}, {"handshake-timeout-ms", required_argument, 0, 'H'},
         {"counter-initial", required_argument, 0, 'i'}, {"coalesce-us", required_argument, 0, 'u'},
         {"busy-poll-us", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'},
+        {"proto-dist", required_argument, 0, 'P'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->app.node.coalesce_us = 150;
     o->app.node.busy_poll_us = 200;
+    o->app.node.family = AF_INET;
     o->data_dir = "var/cnode";
     o->max_requests = 100;
     o->window_ms = 60000;
@@ -280,7 +319,7 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (check_name(o.app.node.name) < 0)
+    if (check_name(o.app.node.name) < 0 || check_proto_dist(&o) < 0)
         return 2;
     if (complete_config(&o) < 0)
         return 1;
