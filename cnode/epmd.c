@@ -514,7 +514,7 @@ static void lookup_connected(uv_connect_t *c, int status)
 
 static void lookup_connect(cn_epmd_lookup_req *l, const struct sockaddr *addr)
 {
-    int rc = uv_tcp_connect(&l->connect, &l->tcp, (const struct sockaddr *)addr, lookup_connected);
+    int rc = uv_tcp_connect(&l->connect, &l->tcp, addr, lookup_connected);
     if (rc < 0)
         lookup_finish(l, rc);
 }
@@ -607,7 +607,10 @@ void cn_epmd_lookup_cancel(cn_epmd_lookup_req *l)
 
 /* ---- Starting epmd ----------------------------------------------------------- */
 
-/* Connects to the loopback of family at port and hangs up. Returns 0 or -errno (-ECONNREFUSED: nobody there). */
+/*
+ * Connects to the loopback of family at port and hangs up. Returns 0 or -errno
+ * (-ECONNREFUSED: nobody there).
+ */
 static int probe(int family, uint16_t port)
 {
     int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);

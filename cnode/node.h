@@ -28,6 +28,7 @@ typedef struct cn_node_config {
      * registers with the epmd on ::1, and resolves the host part of the nodes
      * it dials, an IPv6 literal ("cnode@::1") or a host name, to an IPv6
      * address, where it asks their epmd and dials them, as inet6_tcp_dist does.
+     * Another family makes cn_node_new fail with -EINVAL.
      */
     int family;
     unsigned net_ticktime;          /* seconds, as erl's net_ticktime; 0 means 60 */
