@@ -20,12 +20,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "error.h"
 #include "log.h"
 #include "mem.h"
 #include "protocol.h"
 
-#define EPMD_HOST "127.0.0.1"
 /* How long cn_epmd_ensure_running() waits for a freshly started epmd. */
 #define START_WAIT_MS 2000
 #define START_POLL_MS 50
@@ -333,8 +333,8 @@ static void reg_connected(uv_connect_t *c, int status)
  */
 static void reg_attempt(cn_epmd_reg *reg)
 {
-    struct sockaddr_in addr;
-    uv_ip4_addr(EPMD_HOST, cn_epmd_port(), &addr);  /* a literal address cannot fail */
+    struct sockaddr_storage addr;
+    cn_addr_loopback(reg->family, cn_epmd_port(), &addr);
     uv_tcp_init(reg->timer.loop, &reg->tcp);         /* cannot fail without flags */
     reg->tcp.data = reg;
     reg->open_handles++;
@@ -349,8 +349,15 @@ static void reg_attempt(cn_epmd_reg *reg)
 int cn_epmd_register(uv_loop_t *loop, cn_epmd_reg *reg, const char *alive, uint16_t port,
                      cn_epmd_reg_cb cb)
 {
-    if (!valid_alive(alive) || cb == NULL)
+    return cn_epmd_register_ex(loop, reg, AF_INET, alive, port, cb);
+}
+
+int cn_epmd_register_ex(uv_loop_t *loop, cn_epmd_reg *reg, int family, const char *alive, uint16_t port,
+                        cn_epmd_reg_cb cb)
+{
+    if (!valid_alive(alive) || cb == NULL || (family != AF_INET && family != AF_INET6))
         return -EINVAL;
+    reg->family = family;
     cn_buf_init(&reg->req);
     cn_epmd_encode_alive2_req(&reg->req, alive, port);  /* alive was checked above */
     uv_timer_init(loop, &reg->timer);
@@ -391,6 +398,7 @@ struct cn_epmd_lookup_req {
     char chunk[512];
     char alive[CN_EPMD_MAX_ALIVE + 1];
     int open_handles;
+    int family;    /* AF_INET or AF_INET6: what the host is taken as */
     int resolving; /* a getaddrinfo request is outstanding */
     int finishing; /* the result is known; handles are closing */
     int status;
@@ -504,9 +512,9 @@ static void lookup_connected(uv_connect_t *c, int status)
         lookup_finish(l, rc);
 }
 
-static void lookup_connect(cn_epmd_lookup_req *l, const struct sockaddr_in *addr)
+static void lookup_connect(cn_epmd_lookup_req *l, const struct sockaddr *addr)
 {
-    int rc = uv_tcp_connect(&l->connect, &l->tcp, (const struct sockaddr *)addr, lookup_connected);
+    int rc = uv_tcp_connect(&l->connect, &l->tcp, addr, lookup_connected);
     if (rc < 0)
         lookup_finish(l, rc);
 }
@@ -522,24 +530,25 @@ static void lookup_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
         lookup_maybe_done(l);
         return;
     }
-    struct sockaddr_in addr;
-    memcpy(&addr, res->ai_addr, sizeof addr);
-    addr.sin_port = htons(cn_epmd_port());
+    struct sockaddr_storage addr;
+    memset(&addr, 0, sizeof addr);
+    memcpy(&addr, res->ai_addr, res->ai_addrlen < sizeof addr ? res->ai_addrlen : sizeof addr);
+    cn_addr_set_port(&addr, cn_epmd_port());
     uv_freeaddrinfo(res);
-    lookup_connect(l, &addr);
+    lookup_connect(l, (const struct sockaddr *)&addr);
 }
 
-/* Connects at once to an IPv4 literal; resolves anything else first. */
+/* Connects at once to a literal of the lookup's family; resolves anything else first. */
 static void lookup_begin(cn_epmd_lookup_req *l, uv_loop_t *loop, const char *host)
 {
-    struct sockaddr_in addr;
-    if (uv_ip4_addr(host, cn_epmd_port(), &addr) == 0) {
-        lookup_connect(l, &addr);
+    struct sockaddr_storage addr;
+    if (cn_addr_literal(l->family, host, cn_epmd_port(), &addr) == 0) {
+        lookup_connect(l, (const struct sockaddr *)&addr);
         return;
     }
     struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_INET;
+    hints.ai_family = l->family;
     hints.ai_socktype = SOCK_STREAM;
     l->gai.data = l;
     int rc = uv_getaddrinfo(loop, &l->gai, lookup_resolved, host, NULL, &hints);
@@ -552,7 +561,14 @@ static void lookup_begin(cn_epmd_lookup_req *l, uv_loop_t *loop, const char *hos
 int cn_epmd_lookup_start(uv_loop_t *loop, const char *host, const char *alive, cn_epmd_lookup_cb cb,
                          void *data, cn_epmd_lookup_req **req)
 {
-    if (!valid_alive(alive) || host == NULL || *host == '\0' || cb == NULL)
+    return cn_epmd_lookup_ex(loop, AF_INET, host, alive, cb, data, req);
+}
+
+int cn_epmd_lookup_ex(uv_loop_t *loop, int family, const char *host, const char *alive,
+                      cn_epmd_lookup_cb cb, void *data, cn_epmd_lookup_req **req)
+{
+    if (!valid_alive(alive) || host == NULL || *host == '\0' || cb == NULL ||
+        (family != AF_INET && family != AF_INET6))
         return -EINVAL;
     cn_epmd_lookup_req *l = cn_calloc(1, sizeof *l);
     cn_buf_init(&l->req);
@@ -567,6 +583,7 @@ int cn_epmd_lookup_start(uv_loop_t *loop, const char *host, const char *alive, c
     l->open_handles = 2;
     l->cb = cb;
     l->data = data;
+    l->family = family;
     snprintf(l->alive, sizeof l->alive, "%s", alive);
     uv_timer_start(&l->timer, lookup_timeout, CN_EPMD_TIMEOUT_MS, 0);
     if (req != NULL)
@@ -590,18 +607,19 @@ void cn_epmd_lookup_cancel(cn_epmd_lookup_req *l)
 
 /* ---- Starting epmd ----------------------------------------------------------- */
 
-/* Connects to 127.0.0.1:port and hangs up. Returns 0 or -errno (-ECONNREFUSED: nobody there). */
-static int probe(uint16_t port)
+/*
+ * Connects to the loopback of family at port and hangs up. Returns 0 or -errno
+ * (-ECONNREFUSED: nobody there).
+ */
+static int probe(int family, uint16_t port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int rc = connect(fd, (struct sockaddr *)&a, sizeof a) == 0 ? 0 : -errno;
+    struct sockaddr_storage a;
+    cn_addr_loopback(family, port, &a);
+    socklen_t alen = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int rc = connect(fd, (struct sockaddr *)&a, alen) == 0 ? 0 : -errno;
     close(fd);
     return rc;
 }
@@ -628,8 +646,15 @@ static int spawn_epmd(uint16_t port)
 
 int cn_epmd_ensure_running(void)
 {
+    return cn_epmd_ensure_running_ex(AF_INET);
+}
+
+int cn_epmd_ensure_running_ex(int family)
+{
+    if (family != AF_INET && family != AF_INET6)
+        return -EINVAL;
     uint16_t port = cn_epmd_port();
-    int rc = probe(port);
+    int rc = probe(family, port);
     if (rc != -ECONNREFUSED)
         return rc;
     CN_INFO("epmd", "no epmd on port %u; starting epmd -daemon", (unsigned)port);
@@ -641,9 +666,13 @@ int cn_epmd_ensure_running(void)
     struct timespec pause = {0, START_POLL_MS * 1000000L};
     for (int waited = 0; waited < START_WAIT_MS; waited += START_POLL_MS) {
         nanosleep(&pause, NULL);
-        if (probe(port) == 0)
+        if (probe(family, port) == 0)
             return 0;
     }
-    CN_ERROR("epmd", "epmd did not answer on port %u within %d ms", (unsigned)port, START_WAIT_MS);
+    char where[CN_ADDR_STRLEN];
+    struct sockaddr_storage a;
+    cn_addr_loopback(family, port, &a);
+    cn_addr_format((const struct sockaddr *)&a, where, sizeof where);
+    CN_ERROR("epmd", "epmd did not answer on %s within %d ms", where, START_WAIT_MS);
     return -ETIMEDOUT;
 }

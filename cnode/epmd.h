@@ -2,8 +2,9 @@
  * EPMD client: pure codecs for the requests and replies we use, and libuv glue
  * that registers this node and looks up others without ever blocking the loop.
  *
- * EPMD is always reached at 127.0.0.1 for registration; lookups go to the host of
- * the node looked up. The port is ERL_EPMD_PORT from the environment when set,
+ * EPMD is always reached on the loopback for registration, as OTP's erl_epmd
+ * does: 127.0.0.1 for an IPv4 node, ::1 for an IPv6 (inet6_tcp) one. Lookups go
+ * to the host of the node looked up, as an address of the node's family. The port is ERL_EPMD_PORT from the environment when set,
  * else 4369, everywhere (erl does the same, and tests run a private epmd).
  *
  * Every request on the wire starts with a 2-byte big-endian length; replies have
@@ -121,6 +122,7 @@ struct cn_epmd_reg {
     int cancelled;      /* cn_epmd_unregister() was called */
     int registered;     /* epmd accepted the name once: from then on it is renewed */
     unsigned retry_ms;  /* the backoff before the next renewal attempt */
+    int family;         /* AF_INET or AF_INET6: which loopback epmd is reached on */
     char alive[CN_EPMD_MAX_ALIVE + 1];
 };
 
@@ -154,6 +156,13 @@ struct cn_epmd_reg {
  */
 int cn_epmd_register(uv_loop_t *loop, cn_epmd_reg *reg, const char *alive, uint16_t port,
                      cn_epmd_reg_cb cb);
+/*
+ * As cn_epmd_register, with the epmd reached on the loopback of family:
+ * 127.0.0.1 for AF_INET (what cn_epmd_register does), ::1 for AF_INET6, as
+ * erl -proto_dist inet6_tcp registers. -EINVAL for another family.
+ */
+int cn_epmd_register_ex(uv_loop_t *loop, cn_epmd_reg *reg, int family, const char *alive, uint16_t port,
+                        cn_epmd_reg_cb cb);
 
 /*
  * Closes the epmd connection, which unregisters the name. Safe at any time after
@@ -197,6 +206,15 @@ typedef struct cn_epmd_lookup_req cn_epmd_lookup_req;
  */
 int cn_epmd_lookup_start(uv_loop_t *loop, const char *host, const char *alive, cn_epmd_lookup_cb cb,
                          void *data, cn_epmd_lookup_req **req);
+/*
+ * As cn_epmd_lookup_start, with host taken as an address of family: AF_INET
+ * (what cn_epmd_lookup_start does: an IPv4 literal or a name resolved to IPv4)
+ * or AF_INET6 (an IPv6 literal such as "::1", or a name resolved to IPv6), as
+ * inet6_tcp_dist asks the epmd of a node it dials. req may be NULL. -EINVAL for
+ * another family, too.
+ */
+int cn_epmd_lookup_ex(uv_loop_t *loop, int family, const char *host, const char *alive,
+                      cn_epmd_lookup_cb cb, void *data, cn_epmd_lookup_req **req);
 
 /*
  * Ends a lookup early. cb is still called exactly once, from the loop after the
@@ -215,5 +233,12 @@ void cn_epmd_lookup_cancel(cn_epmd_lookup_req *req);
  * or another -errno.
  */
 int cn_epmd_ensure_running(void);
+/*
+ * As cn_epmd_ensure_running, on the loopback of family: 127.0.0.1 for AF_INET,
+ * ::1 for AF_INET6 (epmd listens on both loopbacks unless ERL_EPMD_ADDRESS or
+ * -address leaves the IPv6 one out; then this fails as erl would). -EINVAL for
+ * another family.
+ */
+int cn_epmd_ensure_running_ex(int family);
 
 #endif

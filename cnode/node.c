@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnode/addr.h"
 #include "cnode/error.h"
 #include "cnode/log.h"
 #include "cnode/mem.h"
@@ -39,26 +40,13 @@ static void on_tick(uv_timer_t *t)
     cn__conn_tick_all(t->data);
 }
 
-static int split_name(const char *name, char *alive, char *host)
-{
-    const char *at = strchr(name, '@');
-    if (at == NULL || at == name || at[1] == '\0' || strchr(at + 1, '@') != NULL)
-        return -EINVAL;
-    size_t an = (size_t)(at - name), hn = strlen(at + 1);
-    if (an >= 256 || hn >= 256)
-        return -EINVAL;
-    memcpy(alive, name, an);
-    alive[an] = '\0';
-    memcpy(host, at + 1, hn + 1);
-    return 0;
-}
-
 /* The config, with its defaults and limits, copied into node. */
 static void configure(cn_node *node, const cn_node_config *cfg)
 {
     snprintf(node->name, sizeof node->name, "%s", cfg->name);
     snprintf(node->cookie, sizeof node->cookie, "%s", cfg->cookie);
     node->port = cfg->port;
+    node->family = cn_addr_family(cfg->family);
     node->net_ticktime = cfg->net_ticktime ? cfg->net_ticktime : 60;
     node->handshake_timeout_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : 7000;
     node->max_write_queue = cfg->max_write_queue ? cfg->max_write_queue : (size_t)64 << 20;
@@ -70,10 +58,11 @@ static void configure(cn_node *node, const cn_node_config *cfg)
 
 int cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_node **out)
 {
-    if (cfg->name == NULL || cfg->cookie == NULL || strlen(cfg->name) >= 256 || strlen(cfg->cookie) >= 256)
+    if (cfg->name == NULL || cfg->cookie == NULL || strlen(cfg->name) >= 256 || strlen(cfg->cookie) >= 256 ||
+        cn_addr_family(cfg->family) < 0)
         return -EINVAL;
     cn_node *node = cn_calloc(1, sizeof *node);
-    if (split_name(cfg->name, node->alive, node->host) < 0) {
+    if (cn_name_split(cfg->name, node->alive, sizeof node->alive, node->host, sizeof node->host) < 0) {
         free(node);
         return -EINVAL;
     }
@@ -152,20 +141,24 @@ static void on_registered(cn_epmd_reg *reg, int status, uint32_t creation)
         node->ready_cb(node, status);
 }
 
-/* Binds and listens on the configured port; node->port becomes the port bound. */
+/*
+ * Binds and listens on the configured port of every address of the node's
+ * family (0.0.0.0, or :: as inet6_tcp listens, which takes IPv4 peers too
+ * where the system allows it); node->port becomes the port bound.
+ */
 static int listen_on_port(cn_node *node)
 {
-    struct sockaddr_in addr;
-    uv_ip4_addr("0.0.0.0", node->port, &addr);
+    struct sockaddr_storage addr;
+    cn_addr_any(node->family, node->port, &addr);
     int rc = uv_tcp_bind(&node->listener, (const struct sockaddr *)&addr, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&node->listener, 511, on_connection);
     if (rc < 0)
         return rc;
-    struct sockaddr_in bound;
+    struct sockaddr_storage bound;
     int blen = sizeof bound;
     uv_tcp_getsockname(&node->listener, (struct sockaddr *)&bound, &blen);
-    node->port = ntohs(bound.sin_port);
+    node->port = cn_addr_port((const struct sockaddr *)&bound);
     return 0;
 }
 
@@ -174,7 +167,7 @@ int cn_node_start(cn_node *node, void (*ready_cb)(cn_node *, int))
     assert(!node->closing && !node->started);
     node->ready_cb = ready_cb;
     int rc;
-    if (!node->no_epmd && (rc = cn_epmd_ensure_running()) < 0)
+    if (!node->no_epmd && (rc = cn_epmd_ensure_running_ex(node->family)) < 0)
         return rc;
     if ((rc = listen_on_port(node)) < 0)
         return rc;
@@ -187,7 +180,7 @@ int cn_node_start(cn_node *node, void (*ready_cb)(cn_node *, int))
         return 0;
     }
     node->epmd.data = node;
-    rc = cn_epmd_register(node->loop, &node->epmd, node->alive, node->port, on_registered);
+    rc = cn_epmd_register_ex(node->loop, &node->epmd, node->family, node->alive, node->port, on_registered);
     /* From here on the registration owns handles, whatever its outcome: close must wait for them. */
     node->epmd_open = rc == 0;
     return rc;

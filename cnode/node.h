@@ -21,6 +21,16 @@ typedef struct cn_node_config {
     const char *name;               /* "alive@host", required */
     const char *cookie;             /* required */
     uint16_t port;                  /* 0: any free port */
+    /*
+     * The distribution's address family, as erl's -proto_dist: AF_INET (0
+     * means it; inet_tcp) or AF_INET6 (inet6_tcp). An AF_INET6 node listens on
+     * :: (IPv4 peers too, where the system allows both on one socket),
+     * registers with the epmd on ::1, and resolves the host part of the nodes
+     * it dials, an IPv6 literal ("cnode@::1") or a host name, to an IPv6
+     * address, where it asks their epmd and dials them, as inet6_tcp_dist does.
+     * Another family makes cn_node_new fail with -EINVAL.
+     */
+    int family;
     unsigned net_ticktime;          /* seconds, as erl's net_ticktime; 0 means 60 */
     unsigned handshake_timeout_ms;  /* 0 means 7000, as erl's net_setuptime */
     size_t max_write_queue;         /* bytes queued for one peer before it is dropped; 0: 64 MiB */

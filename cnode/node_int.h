@@ -180,6 +180,7 @@ struct cn_node {
     char cookie[256];
     uint32_t creation;
     uint16_t port;
+    int family;                     /* AF_INET or AF_INET6 (cn_node_config's family) */
     unsigned net_ticktime;
     unsigned handshake_timeout_ms;
     size_t max_write_queue;
@@ -295,7 +296,7 @@ int cn__tcp_accept(cn_node *node, uv_stream_t *server);
  * Dials addr for an outgoing connection to node `dialed`. Every outcome, an
  * immediate failure too, ends with lost_cb(arg) once the connection closes.
  */
-void cn__tcp_connect(cn_node *node, const struct sockaddr_in *addr, const char *dialed,
+void cn__tcp_connect(cn_node *node, const struct sockaddr *addr, const char *dialed,
                      cn__conn_lost_cb lost_cb, void *arg);
 /* End of turn: connections that spent their read budget read again. */
 void cn__tcp_resume(cn_node *node);

@@ -3,8 +3,9 @@
  * (cn_node_connect).
  *
  * One attempt: ask the epmd on the target's host for the target's port
- * (epmd.c), turn the host into an address (an IPv4 literal at once, a name in
- * libuv's thread pool, so the loop never blocks), and dial (tcp.c). A failed
+ * (epmd.c), turn the host into an address of the node's family (a literal at
+ * once, "127.0.0.1" or with inet6_tcp "::1"; a name in libuv's thread pool, so
+ * the loop never blocks), and dial (tcp.c). A failed
  * attempt, or a connection that ends, tries again after a backoff of 100 ms
  * doubling to 5 s; a connection that had come up starts again at 100 ms.
  *
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnode/addr.h"
 #include "cnode/error.h"
 #include "cnode/log.h"
 #include "cnode/mem.h"
@@ -82,11 +84,11 @@ static void conn_lost(cn_conn *c, void *arg, int was_up)
     retry(t);
 }
 
-static void dial(cn_target *t, const struct sockaddr_in *addr)
+static void dial(cn_target *t, const struct sockaddr_storage *addr)
 {
     t->state = T_CONNECTED;
     /* An immediate failure comes back through conn_lost, before this returns. */
-    cn__tcp_connect(t->node, addr, t->name, conn_lost, t);
+    cn__tcp_connect(t->node, (const struct sockaddr *)addr, t->name, conn_lost, t);
 }
 
 static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -104,23 +106,24 @@ static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         retry(t);
         return;
     }
-    struct sockaddr_in addr;
-    memcpy(&addr, res->ai_addr, sizeof addr);
-    addr.sin_port = htons(t->port);
+    struct sockaddr_storage addr;
+    memset(&addr, 0, sizeof addr);
+    memcpy(&addr, res->ai_addr, res->ai_addrlen < sizeof addr ? res->ai_addrlen : sizeof addr);
+    cn_addr_set_port(&addr, t->port);
     uv_freeaddrinfo(res);
     dial(t, &addr);
 }
 
-/* Dials an IPv4 literal at once; resolves a name first, off the loop. */
+/* Dials a literal of the node's family at once; resolves a name first, off the loop. */
 static void resolve(cn_target *t, uint16_t port)
 {
     const char *host = strchr(t->name, '@') + 1;
-    struct sockaddr_in addr;
-    if (uv_ip4_addr(host, port, &addr) == 0) {
+    struct sockaddr_storage addr;
+    if (cn_addr_literal(t->node->family, host, port, &addr) == 0) {
         dial(t, &addr);
         return;
     }
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
+    struct addrinfo hints = {.ai_family = t->node->family, .ai_socktype = SOCK_STREAM};
     t->port = port;
     t->gai.data = t;
     t->state = T_RESOLVING;
@@ -167,12 +170,11 @@ static void attempt(uv_timer_t *timer)
         retry(t);
         return;
     }
-    const char *at = strchr(t->name, '@');
-    char alive[256];
-    memcpy(alive, t->name, (size_t)(at - t->name));
-    alive[at - t->name] = '\0';
+    char alive[256], host[256];
+    int rc = cn_name_split(t->name, alive, sizeof alive, host, sizeof host);
+    assert(rc == 0); /* cn_node_connect checked the name */
     t->state = T_LOOKUP;
-    int rc = cn_epmd_lookup_start(node->loop, at + 1, alive, found, t, &t->lookup);
+    rc = cn_epmd_lookup_ex(node->loop, node->family, host, alive, found, t, &t->lookup);
     if (rc < 0) {
         t->state = T_WAITING;
         retry(t);
@@ -182,8 +184,8 @@ static void attempt(uv_timer_t *timer)
 int cn_node_connect(cn_node *node, const char *peer)
 {
     assert(!node->closing);
-    const char *at = strchr(peer, '@');
-    if (strlen(peer) >= 256 || at == NULL || at == peer || at[1] == '\0' || strchr(at + 1, '@') != NULL)
+    char alive[256], host[256];
+    if (strlen(peer) >= 256 || cn_name_split(peer, alive, sizeof alive, host, sizeof host) < 0)
         return -EINVAL;
     cn_target *t = cn_calloc(1, sizeof *t);
     t->node = node;

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cnode/addr.h"
 #include "cnode/error.h"
 #include "cnode/log.h"
 #include "cnode/mem.h"
@@ -142,24 +143,14 @@ void cn__tcp_resume(cn_node *node)
     }
 }
 
+/* The peer's address for logs: "10.0.0.1:4370", "[::1]:4370" (cn_addr_format). */
 static void describe_peer(tcp_conn *t)
 {
     struct sockaddr_storage ss;
     int len = sizeof ss;
-    char ip[48] = "?", addr[64];
-    int port = 0;
-    if (uv_tcp_getpeername(&t->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-            uv_ip4_name(in, ip, sizeof ip);
-            port = ntohs(in->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-            uv_ip6_name(in6, ip, sizeof ip);
-            port = ntohs(in6->sin6_port);
-        }
-    }
-    snprintf(addr, sizeof addr, "%s:%d", ip, port);
+    char addr[CN_ADDR_STRLEN] = "?";
+    if (uv_tcp_getpeername(&t->tcp, (struct sockaddr *)&ss, &len) == 0)
+        cn_addr_format((const struct sockaddr *)&ss, addr, sizeof addr);
     cn_conn_set_addr(t->conn, addr);
 }
 
@@ -215,19 +206,18 @@ static void tcp_connected(uv_connect_t *req, int status)
     cn__conn_connected(t->conn);
 }
 
-void cn__tcp_connect(cn_node *node, const struct sockaddr_in *addr, const char *dialed,
+void cn__tcp_connect(cn_node *node, const struct sockaddr *addr, const char *dialed,
                      cn__conn_lost_cb lost_cb, void *arg)
 {
     tcp_conn *t = tcp_new(node);
     t->conn = cn_conn_new(node, &tcp_transport, 1);
     cn_conn_set_transport_data(t->conn, t);
     cn__conn_set_owner(t->conn, dialed, lost_cb, arg);
-    char ip[48], where[64];
-    uv_ip4_name(addr, ip, sizeof ip);
-    snprintf(where, sizeof where, "%s:%d", ip, ntohs(addr->sin_port));
+    char where[CN_ADDR_STRLEN];
+    cn_addr_format(addr, where, sizeof where);
     cn_conn_set_addr(t->conn, where);
     t->creq.data = t;
-    int rc = uv_tcp_connect(&t->creq, &t->tcp, (const struct sockaddr *)addr, tcp_connected);
+    int rc = uv_tcp_connect(&t->creq, &t->tcp, addr, tcp_connected);
     if (rc < 0)
         cn_conn_ended(t->conn, rc);
 }

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,6 +46,7 @@ typedef struct options {
     int help;
     int heart;
     long long heart_timeout_s; /* 0: not given */
+    int tls;                        /* --proto-dist inet_tls or inet6_tls */
     char cookie[256];
 } options;
 
@@ -55,7 +57,8 @@ static void usage(FILE *f)
             "             [--connect NODE]... [--max-requests N] [--window-ms MS]\n"
             "             [--log-level debug|info|warning|error] [--net-ticktime S]\n"
             "             [--handshake-timeout-ms MS] [--counter-initial N] [--coalesce-us US]\n"
-            "             [--busy-poll-us US] [--heart [--heart-timeout S]]\n");
+            "             [--busy-poll-us US] [--heart [--heart-timeout S]]\n"
+            "             [--proto-dist inet_tcp|inet6_tcp|inet_tls|inet6_tls]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -109,6 +112,40 @@ static int set_port(options *o, const char *s)
     return rc;
 }
 
+/*
+ * --proto-dist, named as erl's -proto_dist: the address family of the node
+ * (inet: IPv4, inet6: IPv6) and whether the distribution runs over TLS.
+ */
+static int set_proto_dist(options *o, const char *s)
+{
+    static const struct {
+        const char *name;
+        int family, tls;
+    } protos[] = {
+        {"inet_tcp", AF_INET, 0}, {"inet6_tcp", AF_INET6, 0},
+        {"inet_tls", AF_INET, 1}, {"inet6_tls", AF_INET6, 1},
+    };
+    for (size_t i = 0; i < sizeof protos / sizeof protos[0]; i++) {
+        if (strcmp(s, protos[i].name) == 0) {
+            o->app.node.family = protos[i].family;
+            o->tls = protos[i].tls;
+            return 0;
+        }
+    }
+    fprintf(stderr, "cnode: --proto-dist takes inet_tcp, inet6_tcp, inet_tls or inet6_tls, not '%s'\n", s);
+    return -EINVAL;
+}
+
+/* TLS distribution is not part of this binary yet: a TLS --proto-dist is refused. */
+static int check_proto_dist(const options *o)
+{
+    if (!o->tls)
+        return 0;
+    fprintf(stderr, "cnode: --proto-dist %s: TLS distribution is not built into this binary\n",
+            o->app.node.family == AF_INET6 ? "inet6_tls" : "inet_tls");
+    return -EINVAL;
+}
+
 /* One flag of getopt_long's: 0, or -EINVAL after one line on stderr. A dispatch switch. */
 static int set_option(options *o, int ch, const char *arg)
 {
@@ -129,6 +166,7 @@ static int set_option(options *o, int ch, const char *arg)
     case 'b': return parse_unsigned("--busy-poll-us", arg, 0, 1000, &node->busy_poll_us);
     case 'X': o->heart = 1; return 0;
     case 'T': return parse_long("--heart-timeout", arg, 1, 86400, &o->heart_timeout_s);
+    case 'P': return set_proto_dist(o, arg);
     case 'h': o->help = 1; return 0;
     default: return -EINVAL;
     }
@@ -146,11 +184,13 @@ static int parse_args(int argc, char **argv, options *o)
         {"counter-initial", required_argument, 0, 'i'}, {"coalesce-us", required_argument, 0, 'u'},
         {"busy-poll-us", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'},
         {"heart", no_argument, 0, 'X'}, {"heart-timeout", required_argument, 0, 'T'},
+        {"proto-dist", required_argument, 0, 'P'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->app.node.coalesce_us = 150;
     o->app.node.busy_poll_us = 200;
+    o->app.node.family = AF_INET;
     o->data_dir = "var/cnode";
     o->max_requests = 100;
     o->window_ms = 60000;
@@ -360,7 +400,7 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (check_name(o.app.node.name) < 0)
+    if (check_name(o.app.node.name) < 0 || check_proto_dist(&o) < 0)
         return 2;
     if (complete_config(&o) < 0)
         return 1;

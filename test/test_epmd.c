@@ -431,22 +431,42 @@ static void fake_connection(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&c->tcp, fake_alloc, fake_read);
 }
 
-static void fake_start(uv_loop_t *loop, struct fake *f, const char *reply, size_t len)
+/*
+ * A fake listening on host only (127.0.0.1, or ::1 for the IPv6 tests) at a
+ * free port, which ERL_EPMD_PORT then names. Returns 0 when host cannot be
+ * bound (no IPv6 here): then nothing was started.
+ */
+static int fake_start_at(uv_loop_t *loop, struct fake *f, const char *host, const char *reply, size_t len)
 {
     memset(f, 0, sizeof *f);
+    struct sockaddr_storage a;
+    memset(&a, 0, sizeof a);
+    if (strchr(host, ':') != NULL)
+        assert_int_equal(uv_ip6_addr(host, 0, (struct sockaddr_in6 *)&a), 0);
+    else
+        assert_int_equal(uv_ip4_addr(host, 0, (struct sockaddr_in *)&a), 0);
+    assert_int_equal(uv_tcp_init(loop, &f->server), 0);
+    f->server.data = f;
+    if (uv_tcp_bind(&f->server, (struct sockaddr *)&a, 0) != 0) {
+        uv_close((uv_handle_t *)&f->server, NULL);
+        uv_run(loop, UV_RUN_DEFAULT);
+        return 0;
+    }
     cn_buf_init(&f->got);
     f->reply = reply;
     f->reply_len = len;
-    struct sockaddr_in a;
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    assert_int_equal(uv_tcp_init(loop, &f->server), 0);
-    f->server.data = f;
-    assert_int_equal(uv_tcp_bind(&f->server, (struct sockaddr *)&a, 0), 0);
     assert_int_equal(uv_listen((uv_stream_t *)&f->server, 8, fake_connection), 0);
     int alen = sizeof a;
     uv_tcp_getsockname(&f->server, (struct sockaddr *)&a, &alen);
-    f->port = ntohs(a.sin_port);
+    f->port = a.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&a)->sin6_port)
+                                      : ntohs(((struct sockaddr_in *)&a)->sin_port);
     set_epmd_port(f->port);
+    return 1;
+}
+
+static void fake_start(uv_loop_t *loop, struct fake *f, const char *reply, size_t len)
+{
+    assert_int_equal(fake_start_at(loop, f, "127.0.0.1", reply, len), 1);
 }
 
 static void fake_stop(struct fake *f)
@@ -530,6 +550,126 @@ static void test_lookup_cancel(void **state)
         assert_int_equal(r.calls, 1);
         assert_int_equal(uv_loop_close(&loop), 0);
     }
+}
+
+/* ---- IPv6 (inet6_tcp): the epmd on ::1, as erl -proto_dist inet6_tcp reaches it ---- */
+
+/* An IPv6 registration goes to ::1: the fake listens there only. */
+static void test_ipv6_register_reaches_the_ipv6_loopback(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct fake f;
+    if (!fake_start_at(&loop, &f, "::1", "\x76\x00\x00\x00\x00\x2a", 6)) {
+        assert_int_equal(uv_loop_close(&loop), 0);
+        skip();
+    }
+    cn_epmd_reg reg;
+    memset(&reg, 0, sizeof reg);
+    struct result r = {0};
+    reg.data = &r;
+    reg.close_cb = on_reg_closed;
+    assert_int_equal(cn_epmd_register_ex(&loop, &reg, AF_INET6, "cntest", 0xbeef, on_reg), 0);
+    while (r.calls == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.creation, 42);
+    assert_int_equal(f.got.len, 2 + 13 + 6);
+    assert_int_equal(f.got.data[2], 120);
+    assert_int_equal(cn_get_u16(f.got.data + 3), 0xbeef);
+    cn_epmd_unregister(&reg);
+    fake_stop(&f);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.closed, 1);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* Runs one lookup of "probe" on host, taken as an address of family; returns the status. */
+static int lookup6(uv_loop_t *loop, int family, const char *host, struct result *r)
+{
+    memset(r, 0, sizeof *r);
+    assert_int_equal(cn_epmd_lookup_ex(loop, family, host, "probe", on_lookup, r, NULL), 0);
+    while (r->calls == 0)
+        uv_run(loop, UV_RUN_ONCE);
+    return r->status;
+}
+
+/* An IPv6 lookup asks the epmd at the IPv6 literal; the IPv4 form of a lookup cannot. */
+static void test_ipv6_lookup_asks_the_ipv6_address(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    cn_buf reply;
+    cn_buf_init(&reply);
+    put_port2(&reply, 40006, "probe", "");
+    struct fake f;
+    if (!fake_start_at(&loop, &f, "::1", reply.data, reply.len)) {
+        cn_buf_free(&reply);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        skip();
+    }
+    struct result r;
+    assert_int_equal(lookup6(&loop, AF_INET6, "::1", &r), 0);
+    assert_int_equal(r.port, 40006);
+    assert_int_equal(r.highvsn, 6);
+    assert_int_equal(f.got.len, 8);
+    assert_memory_equal(f.got.data, "\x00\x06\x7aprobe", 8);
+    /* "::1" is no IPv4 host, and "127.0.0.1" no IPv6 one (inet6_tcp does not map it). */
+    assert_int_not_equal(lookup6(&loop, AF_INET, "::1", &r), 0);
+    assert_int_not_equal(lookup6(&loop, AF_INET6, "127.0.0.1", &r), 0);
+    assert_int_equal(f.got.len, 8);
+    fake_stop(&f);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cn_buf_free(&reply);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* ensure_running looks on the family's loopback: the fake on ::1 answers there only. */
+static void test_ipv6_ensure_running_probes_the_ipv6_loopback(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct fake f;
+    if (!fake_start_at(&loop, &f, "::1", NULL, 0)) {
+        assert_int_equal(uv_loop_close(&loop), 0);
+        skip();
+    }
+    f.silent = 1;
+    /*
+     * No epmd can be started (nothing in PATH), so only an answer on ::1
+     * gives 0: a probe of 127.0.0.1 would find nobody and fail with -ENOENT.
+     */
+    const char *path = getenv("PATH");
+    char saved[4096];
+    snprintf(saved, sizeof saved, "%s", path ? path : "");
+    setenv("PATH", "/nonexistent", 1);
+    int rc = cn_epmd_ensure_running_ex(AF_INET6);
+    setenv("PATH", saved, 1);
+    assert_int_equal(rc, 0);
+    fake_stop(&f);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_ipv6_bad_families(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    cn_epmd_reg reg;
+    memset(&reg, 0, sizeof reg);
+    struct result r = {0};
+    assert_int_equal(cn_epmd_register_ex(&loop, &reg, AF_UNIX, "ok", 1, on_reg), -EINVAL);
+    assert_int_equal(cn_epmd_register_ex(&loop, &reg, 0, "ok", 1, on_reg), -EINVAL);
+    assert_int_equal(cn_epmd_lookup_ex(&loop, AF_UNIX, "::1", "x", on_lookup, &r, NULL), -EINVAL);
+    assert_int_equal(cn_epmd_ensure_running_ex(AF_UNIX), -EINVAL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(r.calls, 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
 }
 
 static void test_register_fake_replies(void **state)
@@ -972,6 +1112,10 @@ int main(void)
         cmocka_unit_test(test_lookup_fake_replies),
         cmocka_unit_test(test_lookup_cancel),
         cmocka_unit_test(test_register_fake_replies),
+        cmocka_unit_test(test_ipv6_register_reaches_the_ipv6_loopback),
+        cmocka_unit_test(test_ipv6_lookup_asks_the_ipv6_address),
+        cmocka_unit_test(test_ipv6_ensure_running_probes_the_ipv6_loopback),
+        cmocka_unit_test(test_ipv6_bad_families),
         cmocka_unit_test(test_renewal_backs_off_until_epmd_answers),
         cmocka_unit_test(test_renewal_refused_is_final),
         cmocka_unit_test(test_close_at_the_loss),

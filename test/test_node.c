@@ -26,9 +26,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
+#include "cnode/addr.h"
 #include "cnode/buf.h"
 #include "cnode/error.h"
 #include "cnode/log.h"
@@ -278,19 +282,20 @@ static void srv_connection(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
 }
 
-static void srv_start(uv_loop_t *loop, srv *s, int answering)
+/* Listens on host only (127.0.0.1, or ::1 for the IPv6 tests) at a free port. */
+static void srv_start_at(uv_loop_t *loop, srv *s, int answering, const char *host)
 {
     memset(s, 0, sizeof *s);
     s->answer = answering;
-    struct sockaddr_in a;
-    uv_ip4_addr("127.0.0.1", 0, &a);
+    struct sockaddr_storage a;
+    assert_int_equal(cn_addr_literal(strchr(host, ':') ? AF_INET6 : AF_INET, host, 0, &a), 0);
     assert_int_equal(uv_tcp_init(loop, &s->tcp), 0);
     s->tcp.data = s;
     assert_int_equal(uv_tcp_bind(&s->tcp, (struct sockaddr *)&a, 0), 0);
     assert_int_equal(uv_listen((uv_stream_t *)&s->tcp, 8, srv_connection), 0);
     int alen = sizeof a;
     uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&a, &alen);
-    s->port = ntohs(a.sin_port);
+    s->port = cn_addr_port((struct sockaddr *)&a);
 }
 
 static void srv_stop(srv *s)
@@ -331,13 +336,18 @@ static void on_ready(cn_node *node, int status)
 }
 
 /* A node on a fresh loop, with a fake epmd (answering or not) that the node will use. */
-static closing *closing_new(int epmd_answers, int no_epmd)
+/*
+ * A node of family (AF_INET: closing@127.0.0.1, AF_INET6: closing@::1), with
+ * the fake epmd and the silent peer listening on that family's loopback only.
+ */
+static closing *closing_new_family(int epmd_answers, int no_epmd, int family)
 {
+    const char *host = family == AF_INET6 ? "::1" : "127.0.0.1";
     closing *c = test_calloc(1, sizeof *c);
     the_closing = c;
     assert_int_equal(uv_loop_init(&c->loop), 0);
-    srv_start(&c->loop, &c->epmd, epmd_answers);
-    srv_start(&c->loop, &c->peer, 0);
+    srv_start_at(&c->loop, &c->epmd, epmd_answers, host);
+    srv_start_at(&c->loop, &c->peer, 0, host);
     c->epmd.answer_port = c->peer.port;
     const char *old = getenv("ERL_EPMD_PORT");
     c->had_port = old != NULL;
@@ -346,9 +356,15 @@ static closing *closing_new(int epmd_answers, int no_epmd)
     char port[16];
     snprintf(port, sizeof port, "%u", (unsigned)c->epmd.port);
     setenv("ERL_EPMD_PORT", port, 1);
-    cn_node_config cfg = {.name = "closing@127.0.0.1", .cookie = "k", .no_epmd = no_epmd};
+    cn_node_config cfg = {.name = family == AF_INET6 ? "closing@::1" : "closing@127.0.0.1",
+                          .cookie = "k", .no_epmd = no_epmd, .family = family};
     assert_int_equal(cn_node_new(&c->loop, &cfg, &c->node), 0);
     return c;
+}
+
+static closing *closing_new(int epmd_answers, int no_epmd)
+{
+    return closing_new_family(epmd_answers, no_epmd, AF_INET);
 }
 
 static void run_until(closing *c, const int *flag, int at_least)
@@ -715,6 +731,87 @@ static void close_while_renewing(void **state)
     /* lost_end asserted the one close; no status was ever reported. */
 }
 
+/* ---- IPv6 (inet6_tcp) ---- */
+
+/* Whether ::1 can be bound here (it can on the project's machines). */
+static int ipv6_loopback_usable(void)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    if (fd < 0)
+        return 0;
+    struct sockaddr_in6 a;
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_loopback;
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+static void on_probe_connected(uv_connect_t *req, int status)
+{
+    *(int *)req->data = status == 0 ? 1 : -1;
+}
+
+/*
+ * A node of family AF_INET6 registers with the epmd on ::1, looks a --connect
+ * target up there and dials it at its IPv6 address, and takes a connection
+ * from ::1 on its listener. The fake epmd and peer listen on ::1 only, so none
+ * of it can have gone over IPv4.
+ */
+static void an_ipv6_node_registers_dials_and_accepts_over_ipv6(void **state)
+{
+    (void)state;
+    if (!ipv6_loopback_usable())
+        skip();
+    closing *c = closing_new_family(1, 0, AF_INET6);
+    assert_int_equal(cn_node_start(c->node, on_ready), 0);
+    run_until(c, &c->readies, 1);
+    assert_int_equal(c->ready_status, 0);
+    assert_int_equal(cn_node_creation(c->node), 5);
+    assert_int_equal(cn_node_connect(c->node, "peer@::1"), 0);
+    run_until(c, &c->peer.accepted, 1);
+
+    uv_tcp_t probe;
+    uv_connect_t req;
+    int connected = 0;
+    struct sockaddr_storage a;
+    cn_addr_loopback(AF_INET6, cn_node_port(c->node), &a);
+    assert_int_equal(uv_tcp_init(&c->loop, &probe), 0);
+    req.data = &connected;
+    assert_int_equal(uv_tcp_connect(&req, &probe, (struct sockaddr *)&a, on_probe_connected), 0);
+    cn_node_stats st = {0};
+    while (connected == 0 || st.pending < 2) {
+        uv_run(&c->loop, UV_RUN_ONCE);
+        cn_node_get_stats(c->node, &st);
+    }
+    assert_int_equal(connected, 1);
+    uv_close((uv_handle_t *)&probe, NULL);
+    close_promptly(c);
+    closing_end(c);
+}
+
+/* Families other than IPv4 and IPv6 are refused; IPv6 node names split at the first '@'. */
+static void node_families_and_ipv6_names(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    cn_node *node = NULL;
+    cn_node_config bad = {.name = "n@::1", .cookie = "k", .no_epmd = 1, .family = AF_UNIX};
+    assert_int_equal(cn_node_new(&loop, &bad, &node), -EINVAL);
+    cn_node_config cfg = {.name = "n@::1", .cookie = "k", .no_epmd = 1, .family = AF_INET6};
+    assert_int_equal(cn_node_new(&loop, &cfg, &node), 0);
+    assert_string_equal(cn_node_name(node), "n@::1");
+    assert_int_equal(cn_node_connect(node, "peer@fe80::1%lo"), 0);
+    assert_int_equal(cn_node_connect(node, "peer@"), -EINVAL);
+    assert_int_equal(cn_node_connect(node, "peer@::1@x"), -EINVAL);
+    cn_node_close(node, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(cn_node_free(node), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     /* One thread in libuv's pool, so close_while_resolving_a_target can hold it. */
@@ -738,6 +835,8 @@ int main(void)
         cmocka_unit_test(a_renewed_registration_keeps_the_creation),
         cmocka_unit_test(a_name_taken_meanwhile_is_reported),
         cmocka_unit_test(close_while_renewing),
+        cmocka_unit_test(an_ipv6_node_registers_dials_and_accepts_over_ipv6),
+        cmocka_unit_test(node_families_and_ipv6_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,15 +36,16 @@ start(Args, Opts) ->
 %% (bounded) for its READY line or its exit, whichever comes first. Opts: name (the part
 %% before @; the same name again is a new process of the same node, on the same data dir
 %% and log), data_dir (default <run dir>/data/<name>, created; a given one is passed on
-%% as it is), bin (default CNODE_BIN; san_bin() for the sanitized node) and env (extra
-%% environment variables, [{Name, Value}], e.g. another epmd port).
+%% as it is), bin (default CNODE_BIN; san_bin() for the sanitized node), env (extra
+%% environment variables, [{Name, Value}], e.g. another epmd port) and host (the part after
+%% @, default "127.0.0.1"; "::1" for a node started with --proto-dist inet6_tcp).
 launch(Args, Opts) ->
     Name = case Opts of
                #{name := N} -> N;
                _ -> lists:flatten(io_lib:format("ct_c~b_~s", [erlang:unique_integer([positive]),
                                                               os:getenv("CNODE_TEST_RUN_ID")]))
            end,
-    Node = list_to_atom(Name ++ "@127.0.0.1"),
+    Node = list_to_atom(Name ++ "@" ++ maps:get(host, Opts, "127.0.0.1")),
     RunDir = os:getenv("CNODE_TEST_RUN_DIR"),
     Log = filename:join(RunDir, Name ++ ".log"),
     DataDir = case Opts of

@@ -99,5 +99,38 @@ defmodule ConnectionTest do
     assert peer_call(peer, GenServer, :call, [counter, :get_value]) == 1
   end
 
+  # IPv6 (issue 12): this node speaks IPv4 distribution, so an IPv6 peer (driven over stdio)
+  # is the caller; the C node is named cnode...@::1 and registers with the epmd on ::1.
+  @tag cnode: false
+  test "over IPv6, an Elixir node with -proto_dist inet6_tcp calls, casts to and monitors a C node on ::1" do
+    cnode = start_cnode!(host: "::1", args: ["--proto-dist", "inet6_tcp"])
+    peer = start_peer!(host: "::1", args: ["-proto_dist", "inet6_tcp"])
+    counter = {:counter, cnode.node}
+
+    assert peer_call(peer, GenServer, :call, [counter, :increment]) == 1
+    assert peer_call(peer, GenServer, :cast, [counter, :increment]) == :ok
+    assert peer_call(peer, GenServer, :call, [counter, :get_value]) == 2
+    rl = {:rate_limiter, cnode.node}
+    assert peer_call(peer, GenServer, :call, [rl, {:check_rate, "v6"}]) == {:ok, 99}
+
+    assert {:noproc, _} = catch_exit(peer_call(peer, GenServer, :call, [{:nope, cnode.node}, :x, 5_000]))
+    assert peer_call(peer, CNodeTest.Remote, :monitor_terminate, [counter]) == {:down, counter, :shutdown}
+    assert await_log_line(cnode, ~r/connected to .*\(\[::1\]:\d+\)/) =~ "[::1]:"
+  end
+
+  @tag cnode: false
+  test "over IPv6, --connect joins an Elixir node with -proto_dist inet6_tcp, which then calls it" do
+    {_, peer_node} = peer = start_peer!(host: "::1", args: ["-proto_dist", "inet6_tcp"])
+    cnode = start_cnode!(host: "::1", args: ["--proto-dist", "inet6_tcp", "--connect", Atom.to_string(peer_node)])
+
+    wait_until(
+      fn -> cnode.node in peer_call(peer, Node, :list, []) end,
+      20_000,
+      "#{cnode.node} in Node.list() of #{peer_node}\n" <> log_tail(cnode)
+    )
+
+    assert peer_call(peer, GenServer, :call, [{:counter, cnode.node}, :increment]) == 1
+  end
+
   defp frame(iodata), do: [<<IO.iodata_length(iodata)::16>>, iodata]
 end

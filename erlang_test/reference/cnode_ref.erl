@@ -34,6 +34,8 @@ parse(["--connect", V | T], O = #{connect := C}) -> parse(T, O#{connect => C ++ 
 parse(["--net-ticktime", V | T], O) -> parse(T, O#{ticktime => int(V)});
 parse(["--handshake-timeout-ms", V | T], O) -> parse(T, O#{setup_ms => int(V)});
 parse(["--counter-initial", V | T], O) -> parse(T, O#{initial => int(V)});
+%% The script gave erl -proto_dist already: the distribution's protocol is chosen at boot.
+parse(["--proto-dist", V | T], O) when V =:= "inet_tcp"; V =:= "inet6_tcp" -> parse(T, O);
 parse([F, _ | T], O) when F =:= "--data-dir"; F =:= "--max-requests";
                           F =:= "--window-ms"; F =:= "--log-level" -> parse(T, O);
 parse([F | _], _) -> throw({usage, "bad flag " ++ F}).

@@ -98,12 +98,13 @@ defmodule CNodeTest do
 
   Options: `:args` (more flags), `:cookie` (default the run's), `:name`, `:data_dir`
   (default `<run dir>/data/<name>`, created; a given one is passed on as it is), `:bin`
-  (default `cnode_bin/0`, e.g. `san_bin/0`). The same `:name` again gives a new node
-  process on the same data dir and log.
+  (default `cnode_bin/0`, e.g. `san_bin/0`), `:host` (the part after `@`, default
+  127.0.0.1; `"::1"` with `--proto-dist inet6_tcp`). The same `:name` again gives a new
+  node process on the same data dir and log.
   """
   def launch_cnode(opts \\ []) do
     name = Keyword.get_lazy(opts, :name, fn -> unique_name("c") end)
-    node = :"#{name}@#{@host}"
+    node = :"#{name}@#{Keyword.get(opts, :host, @host)}"
     log = Path.join(run_dir(), "#{name}.log")
 
     data_dir =
@@ -285,7 +286,8 @@ defmodule CNodeTest do
   ## BEAM peers
 
   @doc """
-  Starts a BEAM peer on 127.0.0.1 with the run's cookie (or `:cookie`), Elixir and the
+  Starts a BEAM peer on 127.0.0.1 (or `:host`, e.g. `"::1"` with
+  `args: ["-proto_dist", "inet6_tcp"]`) with the run's cookie (or `:cookie`), Elixir and the
   support modules on its code path, and more erl flags in `:args` (strings). It is controlled over
   stdio, not over distribution, so the peer has no connection to this node unless a test
   makes one (a peer with a wrong cookie, or a small net_ticktime, stays controllable).
@@ -305,7 +307,7 @@ defmodule CNodeTest do
     {:ok, pid, node} =
       :peer.start(%{
         name: to_charlist(name),
-        host: to_charlist(@host),
+        host: to_charlist(Keyword.get(opts, :host, @host)),
         longnames: true,
         connection: :standard_io,
         args: args
@@ -542,6 +544,21 @@ defmodule CNodeTest.Remote do
       {:nodedown, ^node} = down -> collect_nodedowns(node, [down | acc])
       {:nodeup, _} -> collect_nodedowns(node, acc)
       {:nodedown, _other} -> collect_nodedowns(node, acc)
+    end
+  end
+
+  @doc """
+  Monitors `server` (a pid or `{name, node}`), stops it with `:sys.terminate/2` and returns
+  the `:DOWN` it got as `{:down, who, reason}`, or `:no_down` after 10 s.
+  """
+  def monitor_terminate(server) do
+    ref = Process.monitor(server)
+    :ok = :sys.terminate(server, :shutdown)
+
+    receive do
+      {:DOWN, ^ref, :process, who, reason} -> {:down, who, reason}
+    after
+      10_000 -> :no_down
     end
   end
 end
