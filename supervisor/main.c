@@ -10,6 +10,11 @@
  * top supervisor exits 1, and so does losing the name: when epmd restarts the
  * node registers again, and if another node took the name meanwhile it stops
  * the same way. Bad flags exit 2.
+ *
+ * --proto-dist inet_tls runs every distribution connection over TLS, with the
+ * --tls-* options named after the ssl options of erl's -ssl_dist_optfile
+ * (cnode/tls.h); a TLS configuration that cannot work (a missing file, a key
+ * that does not match, an expired certificate) is one line and exit 1.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +29,7 @@
 #include "cnode/error.h"
 #include "cnode/log.h"
 #include "cnode/node.h"
+#include "cnode/tls.h"
 #include "genserver/statefile.h"
 #include "supervisor/app.h"
 
@@ -38,7 +44,21 @@ typedef struct options {
     int nconnect;
     int help;
     char cookie[256];
+    int proto_tls;                  /* --proto-dist inet_tls */
+    int tls_flags;                  /* a --tls-* flag was given */
+    cn_tls_config tls;
 } options;
+
+/* Flags without a one-letter code. */
+enum {
+    OPT_PROTO_DIST = 256,
+    OPT_TLS_CERTFILE,
+    OPT_TLS_KEYFILE,
+    OPT_TLS_CACERTFILE,
+    OPT_TLS_VERIFY,
+    OPT_TLS_FAIL,
+    OPT_TLS_NO_FAIL,
+};
 
 static void usage(FILE *f)
 {
@@ -47,7 +67,10 @@ static void usage(FILE *f)
             "             [--connect NODE]... [--max-requests N] [--window-ms MS]\n"
             "             [--log-level debug|info|warning|error] [--net-ticktime S]\n"
             "             [--handshake-timeout-ms MS] [--counter-initial N] [--coalesce-us US]\n"
-            "             [--busy-poll-us US]\n");
+            "             [--busy-poll-us US] [--proto-dist inet_tcp|inet_tls]\n"
+            "             [--tls-certfile F] [--tls-keyfile F] [--tls-cacertfile F]\n"
+            "             [--tls-verify verify_peer|verify_none]\n"
+            "             [--tls-fail-if-no-peer-cert | --no-tls-fail-if-no-peer-cert]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -101,6 +124,42 @@ static int set_port(options *o, const char *s)
     return rc;
 }
 
+static int set_proto_dist(options *o, const char *s)
+{
+    if (strcmp(s, "inet_tcp") == 0 || strcmp(s, "inet_tls") == 0) {
+        o->proto_tls = strcmp(s, "inet_tls") == 0;
+        return 0;
+    }
+    fprintf(stderr, "cnode: --proto-dist takes inet_tcp or inet_tls, not '%s'\n", s);
+    return -EINVAL;
+}
+
+static int set_tls_verify(options *o, const char *s)
+{
+    o->tls_flags = 1;
+    if (strcmp(s, "verify_peer") == 0 || strcmp(s, "verify_none") == 0) {
+        o->tls.verify_none = strcmp(s, "verify_none") == 0;
+        return 0;
+    }
+    fprintf(stderr, "cnode: --tls-verify takes verify_peer or verify_none, not '%s'\n", s);
+    return -EINVAL;
+}
+
+/* A --tls-* flag that names a file or switches fail_if_no_peer_cert. */
+static int set_tls(options *o, int ch, const char *arg)
+{
+    o->tls_flags = 1;
+    if (ch == OPT_TLS_CERTFILE)
+        o->tls.certfile = arg;
+    else if (ch == OPT_TLS_KEYFILE)
+        o->tls.keyfile = arg;
+    else if (ch == OPT_TLS_CACERTFILE)
+        o->tls.cacertfile = arg;
+    else
+        o->tls.no_fail_if_no_peer_cert = ch == OPT_TLS_NO_FAIL;
+    return 0;
+}
+
 /* One flag of getopt_long's: 0, or -EINVAL after one line on stderr. A dispatch switch. */
 static int set_option(options *o, int ch, const char *arg)
 {
@@ -120,6 +179,10 @@ static int set_option(options *o, int ch, const char *arg)
     case 'u': return parse_unsigned("--coalesce-us", arg, 0, 1000, &node->coalesce_us);
     case 'b': return parse_unsigned("--busy-poll-us", arg, 0, 1000, &node->busy_poll_us);
     case 'h': o->help = 1; return 0;
+    case OPT_PROTO_DIST: return set_proto_dist(o, arg);
+    case OPT_TLS_VERIFY: return set_tls_verify(o, arg);
+    case OPT_TLS_CERTFILE: case OPT_TLS_KEYFILE: case OPT_TLS_CACERTFILE:
+    case OPT_TLS_FAIL: case OPT_TLS_NO_FAIL: return set_tls(o, ch, arg);
     default: return -EINVAL;
     }
 }
@@ -135,6 +198,13 @@ static int parse_args(int argc, char **argv, options *o)
         {"net-ticktime", required_argument, 0, 't'}, {"handshake-timeout-ms", required_argument, 0, 'H'},
         {"counter-initial", required_argument, 0, 'i'}, {"coalesce-us", required_argument, 0, 'u'},
         {"busy-poll-us", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'},
+        {"proto-dist", required_argument, 0, OPT_PROTO_DIST},
+        {"tls-certfile", required_argument, 0, OPT_TLS_CERTFILE},
+        {"tls-keyfile", required_argument, 0, OPT_TLS_KEYFILE},
+        {"tls-cacertfile", required_argument, 0, OPT_TLS_CACERTFILE},
+        {"tls-verify", required_argument, 0, OPT_TLS_VERIFY},
+        {"tls-fail-if-no-peer-cert", no_argument, 0, OPT_TLS_FAIL},
+        {"no-tls-fail-if-no-peer-cert", no_argument, 0, OPT_TLS_NO_FAIL},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -222,9 +292,35 @@ static int read_cookie(char *out, size_t size)
     return 0;
 }
 
+/*
+ * TLS options only with TLS; with it, the files are loaded and checked now, so
+ * a configuration that cannot work is one line at start-up, not a refusal of
+ * every peer later. 0, or < 0 after that line.
+ */
+static int check_tls(options *o)
+{
+    if (!o->proto_tls) {
+        if (o->tls_flags)
+            fprintf(stderr, "cnode: the --tls-* flags need --proto-dist inet_tls\n");
+        return o->tls_flags ? -EINVAL : 0;
+    }
+    char why[512];
+    cn_tls_ctx *ctx;
+    int rc = cn_tls_ctx_new(&o->tls, &ctx, why, sizeof why);
+    if (rc < 0) {
+        fprintf(stderr, "cnode: TLS: %s\n", why);
+        return rc;
+    }
+    cn_tls_ctx_free(ctx);
+    o->app.node.tls = &o->tls;
+    return 0;
+}
+
 /* The cookie (from ~/.erlang.cookie unless given), the data dir and the servers' config. 0 or < 0. */
 static int complete_config(options *o)
 {
+    if (check_tls(o) < 0)
+        return -EINVAL;
     if (o->app.node.cookie == NULL) {
         int rc = read_cookie(o->cookie, sizeof o->cookie);
         if (rc < 0)
