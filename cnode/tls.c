@@ -53,6 +53,7 @@ struct cn_tls_session {
     char *host;                 /* the host the server's certificate must name, or NULL */
     int seen_first;             /* the peer's first byte has been looked at */
     int plaintext;              /* ... and it was not a TLS handshake record */
+    char subject[128];          /* the peer's certificate's subject, once seen */
     char err[256];
 };
 
@@ -204,10 +205,14 @@ static int names_host(X509 *cert, const char *host)
  */
 static int verify_cb(int ok, X509_STORE_CTX *store)
 {
-    if (!ok || X509_STORE_CTX_get_error_depth(store) != 0)
-        return ok;
     SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
     cn_tls_session *s = SSL_get_app_data(ssl);
+    /* The subject names a refused peer in the log: OpenSSL keeps no certificate it refused. */
+    X509 *leaf = X509_STORE_CTX_get0_cert(store);
+    if (s != NULL && leaf != NULL && s->subject[0] == '\0')
+        X509_NAME_oneline(X509_get_subject_name(leaf), s->subject, sizeof s->subject);
+    if (!ok || X509_STORE_CTX_get_error_depth(store) != 0)
+        return ok;
     if (s == NULL || s->host == NULL || names_host(X509_STORE_CTX_get_current_cert(store), s->host))
         return 1;
     X509_STORE_CTX_set_error(store, X509_V_ERR_HOSTNAME_MISMATCH);
@@ -270,11 +275,9 @@ void cn_tls_session_put(cn_tls_session *s, const char *data, size_t len)
 /* The session failed: why, in s->err, with the peer's certificate subject when known. */
 static int fail(cn_tls_session *s)
 {
-    char r[160] = "", subject[128] = "";
+    char r[160] = "";
+    const char *subject = s->subject;
     long vr = SSL_get_verify_result(s->ssl);
-    X509 *peer = SSL_get0_peer_certificate(s->ssl);
-    if (peer != NULL)
-        X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof subject);
     if (s->plaintext)
         snprintf(r, sizeof r, "the peer sent plaintext, not TLS (a node without -proto_dist inet_tls?)");
     else if (vr != X509_V_OK)
