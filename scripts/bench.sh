@@ -10,7 +10,8 @@
 # Knobs (environment; defaults full / quick): BENCH_CELL_S seconds per call cell (6 / 1),
 # BENCH_WARM_S warm-up per cell (0.5 / 0.2), BENCH_CAST_S cast time (4 / 1), BENCH_CASTERS
 # caster processes per cast cell (1,4), BENCH_CONCURRENCY callers per call cell (1,8,64),
-# BENCH_IDS check_rate ids round-robin (100000),
+# BENCH_IDS check_rate ids round-robin (100000), BENCH_TLS (1: the TLS row after the main run;
+# 0: none), BENCH_TLS_CONCURRENCY callers per TLS cell (1,64),
 # BENCH_MEM_CLIENTS (1000000 / 100000), BENCH_MEM_CALLERS (64), BENCH_MAX_REQUESTS
 # (1000000), BENCH_WINDOW_MS (600000: longer than the run, so no cleanup pass falls
 # inside a cell or the memory fill), BENCH_PEER_ERL / BENCH_CALLER_ERL (erl flags of the
@@ -22,7 +23,9 @@
 # a job and stopped by its pid at the end, also on failure or Ctrl-C; the BEAM nodes also
 # halt by themselves after BENCH_MAX_S. Logs: build/test-logs/bench-<run id>/.
 # Outputs: build/bench/ bench.md (the printed tables), bench.json, bench.csv, memory.csv,
-# plot.dat, bench.png (gnuplot), bench.log (this script's output).
+# plot.dat, bench.png (gnuplot), bench.log (this script's output), tls.md and tls.json (the TLS
+# row: a second C node, BEAM peer and caller, all three with TLS distribution and mutual
+# certificate verification, certificates made in the run's log folder with openssl).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -33,7 +36,7 @@ cd "$LIB_ROOT"
 
 OUT="$LIB_ROOT/build/bench"
 mkdir -p "$OUT"
-rm -f "$OUT"/bench.md "$OUT"/bench.json "$OUT"/bench.csv "$OUT"/memory.csv "$OUT"/plot.dat \
+rm -f "$OUT"/tls.md "$OUT"/tls.json "$OUT"/bench.md "$OUT"/bench.json "$OUT"/bench.csv "$OUT"/memory.csv "$OUT"/plot.dat \
       "$OUT"/plot.title "$OUT"/bench.png
 exec > >(tee "$OUT/bench.log")
 TEE_PID=$!
@@ -48,6 +51,7 @@ fi
 : "${BENCH_CASTERS:=1,4}" "${BENCH_CONCURRENCY:=1,8,64}" "${BENCH_IDS:=100000}"
 : "${BENCH_MEM_CALLERS:=64}" "${BENCH_MAX_REQUESTS:=1000000}" "${BENCH_WINDOW_MS:=600000}"
 : "${BENCH_PEER_ERL:=}" "${BENCH_CALLER_ERL:=}" "${BENCH_CNODE_ARGS:=}"
+: "${BENCH_TLS:=1}" "${BENCH_TLS_CONCURRENCY:=1,64}"
 export BENCH_QUICK BENCH_CELL_S BENCH_WARM_S BENCH_CAST_S BENCH_MEM_CLIENTS BENCH_MAX_S \
        BENCH_CASTERS BENCH_CONCURRENCY BENCH_IDS BENCH_MEM_CALLERS BENCH_MAX_REQUESTS \
        BENCH_WINDOW_MS
@@ -177,6 +181,55 @@ t_stop=$(date +%s)
 stop_node "$CNODE_PID" 30
 cnode_status=$STOP_STATUS
 CNODE_PID=
+
+# make_tls_certs DIR: a CA and one certificate for all three nodes, naming 127.0.0.1 as an
+# IP address and as a DNS name (OTP's client compares the text), and the nodes' optfile.
+make_tls_certs() {
+    local d=$1 ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+    mkdir -p "$d"
+    echo "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1" >"$d/ext.cnf"
+    openssl req -x509 $ec -keyout "$d/ca.key" -out "$d/ca.pem" -subj /CN=bench-ca -days 2 2>/dev/null
+    openssl req $ec -keyout "$d/node.key" -out "$d/node.csr" -subj /CN=bench-node 2>/dev/null
+    openssl x509 -req -in "$d/node.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+        -out "$d/node.pem" -days 2 -extfile "$d/ext.cnf" 2>/dev/null
+    local o="{certfile, \"$d/node.pem\"}, {keyfile, \"$d/node.key\"}, {cacertfile, \"$d/ca.pem\"}, {verify, verify_peer}"
+    echo "[{server, [$o, {fail_if_no_peer_cert, true}]}, {client, [$o]}]." >"$d/dist.conf"
+}
+
+# The TLS row: the same servers again, every node over TLS, one target at a time.
+if [ "$rc" -eq 0 ] && [ "$BENCH_TLS" = 1 ]; then
+    tls_dir="$RUN_DIR/tls"
+    make_tls_certs "$tls_dir"
+    tls_erl="-proto_dist inet_tls -ssl_dist_optfile $tls_dir/dist.conf"
+    tcnode_name="bench_tc_$RUN_ID@127.0.0.1"
+    rm -rf "${DATA_TMP:?}"/*
+    "$CNODE_BIN" --name "$tcnode_name" --cookie "$COOKIE" --data-dir "$DATA_TMP" "${cnode_flags[@]}" \
+        --proto-dist inet_tls --tls-certfile "$tls_dir/node.pem" --tls-keyfile "$tls_dir/node.key" \
+        --tls-cacertfile "$tls_dir/ca.pem" </dev/null >"$RUN_DIR/tls_cnode.out" 2>"$RUN_DIR/tls_cnode.log" &
+    CNODE_PID=$!
+    tpeer_name="bench_tpeer_$RUN_ID@127.0.0.1"
+    elixir --name "$tpeer_name" --cookie "$COOKIE" -pa "$EBIN" --erl "$tls_erl ${BENCH_PEER_ERL}" \
+        erlang_test/bench/peer.exs "$BENCH_MAX_REQUESTS" "$BENCH_WINDOW_MS" "$((BENCH_MAX_S + 60))" \
+        </dev/null >"$RUN_DIR/tls_peer.out" 2>"$RUN_DIR/tls_peer.log" &
+    PEER_PID=$!
+    wait_ready "$RUN_DIR/tls_cnode.out" "$CNODE_PID" "the TLS C node" >/dev/null
+    tpeer_ready=$(wait_ready "$RUN_DIR/tls_peer.out" "$PEER_PID" "the TLS BEAM peer")
+    echo
+    BENCH_TLS=1 BENCH_CONCURRENCY="$BENCH_TLS_CONCURRENCY" \
+    BENCH_CNODE="$tcnode_name" BENCH_CNODE_OSPID="$CNODE_PID" \
+    BENCH_PEER="$tpeer_name" BENCH_PEER_OSPID="${tpeer_ready##* }" \
+    BENCH_CLK_TCK="$(getconf CLK_TCK)" BENCH_OUT="$OUT" \
+        elixir --name "bench_tcaller_$RUN_ID@127.0.0.1" --cookie "$COOKIE" --erl "$tls_erl ${BENCH_CALLER_ERL}" \
+        erlang_test/bench/bench.exs </dev/null &
+    CALLER_PID=$!
+    wait "$CALLER_PID" || rc=$?
+    CALLER_PID=
+    stop_node "$PEER_PID" 10
+    PEER_PID=
+    stop_node "$CNODE_PID" 30
+    [ "$STOP_STATUS" -eq 0 ] || echo "bench: the TLS C node exited with status $STOP_STATUS on SIGTERM" >&2
+    CNODE_PID=
+fi
 echo
 echo "C node: exit status $cnode_status on SIGTERM after $(($(date +%s) - t_stop)) s (terminate saves the state); BEAM peer: $peer_status"
 problems=$(grep -cE '^[0-9:.]+ +(warning|error) ' "$CNODE_LOG" || true)
@@ -186,7 +239,9 @@ if [ "$problems" -gt 0 ]; then
 else
     echo "C node log: no warning or error lines (${CNODE_LOG#"$LIB_ROOT"/})"
 fi
-for f in bench.md bench.json bench.csv memory.csv plot.dat; do
+tls_outputs=
+[ "$BENCH_TLS" = 1 ] && tls_outputs="tls.md tls.json"
+for f in bench.md bench.json bench.csv memory.csv plot.dat $tls_outputs; do
     if [ "$rc" -eq 0 ] && [ ! -s "$OUT/$f" ]; then
         echo "bench: $OUT/$f is missing" >&2
         rc=1
