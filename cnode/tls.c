@@ -260,8 +260,12 @@ void cn_tls_session_put(cn_tls_session *s, const char *data, size_t len)
 {
     if (!s->seen_first && len > 0) {
         s->seen_first = 1;
-        /* Every TLS stream starts with a handshake record (content type 22). */
-        s->plaintext = (unsigned char)data[0] != 22;
+        /*
+         * A TLS stream starts with a record of content type 20 to 23 (a handshake,
+         * or an alert that refuses ours); plain distribution starts with a length.
+         */
+        unsigned char type = (unsigned char)data[0];
+        s->plaintext = type < 20 || type > 23;
     }
     while (len > 0) {
         int n = len > INT32_MAX ? INT32_MAX : (int)len;

@@ -576,6 +576,15 @@ static void a_plaintext_peer_is_refused(void **state)
     assert_int_equal(cn_tls_session_handshake(p.s), CN_ETLS);
     assert_non_null(strstr(cn_tls_session_error(p.s), "plaintext"));
     pair_free(&p);
+    /* A server that answers a client's hello with an alert speaks TLS: it is no plaintext peer. */
+    pair_new(&p, "client", "server", NULL);
+    assert_int_equal(cn_tls_session_handshake(p.c), 0);
+    static const char alert[] = {21, 3, 3, 0, 2, 2, 40};
+    cn_tls_session_put(p.c, alert, sizeof alert);
+    assert_int_equal(cn_tls_session_handshake(p.c), CN_ETLS);
+    assert_null(strstr(cn_tls_session_error(p.c), "plaintext"));
+    assert_non_null(strstr(cn_tls_session_error(p.c), "handshake failure"));
+    pair_free(&p);
 }
 
 /* The client checks the host it dialed against the server's certificate. */
