@@ -30,6 +30,7 @@
 #include "cnode/log.h"
 #include "cnode/node.h"
 #include "cnode/tls.h"
+#include "cnode/tls_optfile.h"
 #include "genserver/statefile.h"
 #include "supervisor/app.h"
 
@@ -46,6 +47,9 @@ typedef struct options {
     char cookie[256];
     int proto_tls;                  /* --proto-dist inet_tls */
     int tls_flags;                  /* a --tls-* flag was given */
+    int tls_verify_set, tls_fail_set; /* ... and these: the optfile does not override them */
+    const char *optfile;            /* --ssl-dist-optfile */
+    cn_tls_optfile opt;
     cn_tls_config tls;
 } options;
 
@@ -58,6 +62,7 @@ enum {
     OPT_TLS_VERIFY,
     OPT_TLS_FAIL,
     OPT_TLS_NO_FAIL,
+    OPT_SSL_DIST_OPTFILE,
 };
 
 static void usage(FILE *f)
@@ -70,7 +75,8 @@ static void usage(FILE *f)
             "             [--busy-poll-us US] [--proto-dist inet_tcp|inet_tls]\n"
             "             [--tls-certfile F] [--tls-keyfile F] [--tls-cacertfile F]\n"
             "             [--tls-verify verify_peer|verify_none]\n"
-            "             [--tls-fail-if-no-peer-cert | --no-tls-fail-if-no-peer-cert]\n");
+            "             [--tls-fail-if-no-peer-cert | --no-tls-fail-if-no-peer-cert]\n"
+            "             [--ssl-dist-optfile F]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -136,7 +142,7 @@ static int set_proto_dist(options *o, const char *s)
 
 static int set_tls_verify(options *o, const char *s)
 {
-    o->tls_flags = 1;
+    o->tls_flags = o->tls_verify_set = 1;
     if (strcmp(s, "verify_peer") == 0 || strcmp(s, "verify_none") == 0) {
         o->tls.verify_none = strcmp(s, "verify_none") == 0;
         return 0;
@@ -155,8 +161,12 @@ static int set_tls(options *o, int ch, const char *arg)
         o->tls.keyfile = arg;
     else if (ch == OPT_TLS_CACERTFILE)
         o->tls.cacertfile = arg;
-    else
+    else if (ch == OPT_SSL_DIST_OPTFILE)
+        o->optfile = arg;
+    else {
+        o->tls_fail_set = 1;
         o->tls.no_fail_if_no_peer_cert = ch == OPT_TLS_NO_FAIL;
+    }
     return 0;
 }
 
@@ -182,7 +192,7 @@ static int set_option(options *o, int ch, const char *arg)
     case OPT_PROTO_DIST: return set_proto_dist(o, arg);
     case OPT_TLS_VERIFY: return set_tls_verify(o, arg);
     case OPT_TLS_CERTFILE: case OPT_TLS_KEYFILE: case OPT_TLS_CACERTFILE:
-    case OPT_TLS_FAIL: case OPT_TLS_NO_FAIL: return set_tls(o, ch, arg);
+    case OPT_TLS_FAIL: case OPT_TLS_NO_FAIL: case OPT_SSL_DIST_OPTFILE: return set_tls(o, ch, arg);
     default: return -EINVAL;
     }
 }
@@ -205,6 +215,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"tls-verify", required_argument, 0, OPT_TLS_VERIFY},
         {"tls-fail-if-no-peer-cert", no_argument, 0, OPT_TLS_FAIL},
         {"no-tls-fail-if-no-peer-cert", no_argument, 0, OPT_TLS_NO_FAIL},
+        {"ssl-dist-optfile", required_argument, 0, OPT_SSL_DIST_OPTFILE},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -305,6 +316,14 @@ static int check_tls(options *o)
         return o->tls_flags ? -EINVAL : 0;
     }
     char why[512];
+    /* erl's optfile fills what the --tls-* flags leave unset. */
+    if (o->optfile != NULL) {
+        if (cn_tls_optfile_read(o->optfile, &o->opt, why, sizeof why) < 0) {
+            fprintf(stderr, "cnode: --ssl-dist-optfile %s\n", why);
+            return CN_ETLS;
+        }
+        cn_tls_optfile_apply(&o->opt, &o->tls, o->tls_verify_set, o->tls_fail_set);
+    }
     cn_tls_ctx *ctx;
     int rc = cn_tls_ctx_new(&o->tls, &ctx, why, sizeof why);
     if (rc < 0) {

@@ -26,7 +26,7 @@
          plaintext_peer_refused/1, rogue_ca_peer_refused/1, expired_peer_refused/1,
          certless_peer_refused/1, wrong_cookie_peer_refused/1, certless_peer_allowed_when_told/1,
          dialed_peer_must_name_its_host/1, dialed_rogue_peer_refused/1,
-         bad_configuration_exits_at_start/1]).
+         bad_configuration_exits_at_start/1, one_optfile_for_both/1]).
 %% Run on the peers.
 -export([remote_call/3, remote_monitor_down/1, remote_wait_connected/2]).
 
@@ -36,7 +36,8 @@ suite() ->
     [{timetrap, {minutes, 3}}].
 
 all() ->
-    [{group, accept}, {group, connect}, {group, refusals}, bad_configuration_exits_at_start].
+    [{group, accept}, {group, connect}, {group, refusals}, bad_configuration_exits_at_start,
+     one_optfile_for_both].
 
 groups() ->
     Cases = [calls, casts, noproc_for_unknown_name, monitor_gets_down],
@@ -367,6 +368,22 @@ start_server_peer(Config, Cert, Ca) ->
             "-ssl_dist_optfile", File],
     boot_peer(Config, Name, Args).
 
+%% ---- erl's optfile ----
+
+%% The C node reads the very -ssl_dist_optfile a BEAM peer runs with, and they talk.
+one_optfile_for_both(Config) ->
+    File = optfile(Config, "shared", "client", "ca", undefined),
+    CNode = cnode_ct_lib:start(["--proto-dist", "inet_tls", "--ssl-dist-optfile", File,
+                                "--log-level", "debug"]),
+    held(Config, {cnode, CNode}),
+    Name = lists:flatten(io_lib:format("ct_tls~b_~s", [erlang:unique_integer([positive]),
+                                                       os:getenv("CNODE_TEST_RUN_ID")])),
+    {Peer, _} = boot_peer(Config, Name, ["-setcookie", atom_to_list(erlang:get_cookie()),
+                                         "-pa", filename:dirname(code:which(?MODULE)),
+                                         "-proto_dist", "inet_tls", "-ssl_dist_optfile", File]),
+    ?assertEqual(1, call([{peer, Peer} | Config], {counter, maps:get(node, CNode)}, increment)),
+    await_log(CNode, "\\[tls\\] TLSv1\\.2 with 127\\.0\\.0\\.1:").
+
 %% ---- Start-up checks ----
 
 bad_configuration_exits_at_start(Config) ->
@@ -379,7 +396,9 @@ bad_configuration_exits_at_start(Config) ->
              {Tls("expired.pem", "expired.key", "ca.pem"), "has expired"},
              {Tls("server.pem", "server.key", "ext.cnf"), "cannot load the CA file"},
              {Tls("ext.cnf", "server.key", "ca.pem"), "cannot load the certificate file"},
-             {["--tls-certfile", cert(Config, "server.pem")], "need --proto-dist inet_tls"}],
+             {["--tls-certfile", cert(Config, "server.pem")], "need --proto-dist inet_tls"},
+             {["--proto-dist", "inet_tls", "--ssl-dist-optfile", cert(Config, "ext.cnf")],
+              "expected the term's final '.'"}],
     [begin
          {exited, Status, CNode} = cnode_ct_lib:launch(Args, #{}),
          ?assertNotEqual(0, Status),
