@@ -252,7 +252,7 @@ if [ "$rc" -eq 0 ] && command -v gnuplot >/dev/null 2>&1 && [ ! -s "$OUT/bench.p
     rc=1
 fi
 if [ "$rc" -eq 0 ]; then
-    echo "outputs: ${OUT#"$LIB_ROOT"/}/{bench.md,bench.json,bench.csv,memory.csv,bench.png}; total $(($(date +%s) - started)) s"
+    echo "outputs: ${OUT#"$LIB_ROOT"/}/{bench.md,bench.json,bench.csv,memory.csv,bench.png${tls_outputs:+,tls.md,tls.json}}; total $(($(date +%s) - started)) s"
 else
     echo "bench: the caller node failed (status $rc) after $(($(date +%s) - started)) s" >&2
 fi
