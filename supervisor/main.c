@@ -240,6 +240,10 @@ static int parse_args(int argc, char **argv, options *o)
         fprintf(stderr, "cnode: unexpected argument '%s'\n", argv[optind]);
         return -EINVAL;
     }
+    if (o->tls_flags && !o->proto_tls) {
+        fprintf(stderr, "cnode: the --tls-* flags and --ssl-dist-optfile need --proto-dist inet_tls\n");
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -304,17 +308,14 @@ static int read_cookie(char *out, size_t size)
 }
 
 /*
- * TLS options only with TLS; with it, the files are loaded and checked now, so
+ * With TLS, the files are loaded and checked now, so
  * a configuration that cannot work is one line at start-up, not a refusal of
  * every peer later. 0, or < 0 after that line.
  */
 static int check_tls(options *o)
 {
-    if (!o->proto_tls) {
-        if (o->tls_flags)
-            fprintf(stderr, "cnode: the --tls-* flags need --proto-dist inet_tls\n");
-        return o->tls_flags ? -EINVAL : 0;
-    }
+    if (!o->proto_tls)
+        return 0;
     char why[512];
     /* erl's optfile fills what the --tls-* flags leave unset. */
     if (o->optfile != NULL) {
