@@ -163,6 +163,7 @@ void cn_conn_start_handshake(cn_conn *c, const char *expect_peer)
         .expect_peer = expect_peer,
         /* We only dial a node we have no live connection to, so a stale one on its side may go. */
         .alive_continue = 1,
+        .len4 = c->tp->hs_len4,
     };
     /* cn_node_new checked our name and cookie, so the handshake takes them. */
     int rc = cn_hs_init(&c->hs, &cfg);

@@ -21,7 +21,8 @@
     X(EAGAIN_HS, -4011, "handshake needs more bytes")                      \
     X(ESTOPPED, -4012, "server stopped in init")                            \
     X(EIGNORED, -4013, "server init returned ignore")                       \
-    X(EBUSY, -4014, "still open: close it first")
+    X(EBUSY, -4014, "still open: close it first")                           \
+    X(ETLS, -4015, "TLS failure")
 
 enum {
 #define CN_ERR_ENUM(name, value, text) CN_##name = (value),

@@ -81,10 +81,13 @@ static void put_bytes(struct msg *m, const void *p, size_t n)
  * bytes, so the buffer always takes it (running out of memory ends the program,
  * cnode/mem.h). Returns 0, as the other send functions' callers expect.
  */
-static int send_msg(cn_buf *out, const struct msg *m)
+static int send_msg(const cn_hs *hs, cn_buf *out, const struct msg *m)
 {
-    cn_buf_reserve(out, m->n + 2);
-    cn_buf_put_u16(out, (uint16_t)m->n);
+    cn_buf_reserve(out, m->n + 4);
+    if (hs->cfg.len4)
+        cn_buf_put_u32(out, (uint32_t)m->n);
+    else
+        cn_buf_put_u16(out, (uint16_t)m->n);
     cn_buf_append(out, m->b, m->n);
     return 0;
 }
@@ -192,7 +195,7 @@ static int send_status(cn_hs *hs, cn_buf *out, const char *status)
         return fail(hs, -EINVAL, "status text longer than %d bytes", MAX_STATUS);
     put8(&m, 's');
     put_bytes(&m, status, n);
-    return send_msg(out, &m);
+    return send_msg(hs, out, &m);
 }
 
 static int send_challenge(cn_hs *hs, cn_buf *out)
@@ -208,7 +211,7 @@ static int send_challenge(cn_hs *hs, cn_buf *out)
     put32(&m, hs->cfg.our_creation);
     put16(&m, (uint16_t)nlen);
     put_bytes(&m, hs->cfg.our_name, nlen);
-    return send_msg(out, &m);
+    return send_msg(hs, out, &m);
 }
 
 /* Sends the challenge reply or ack: optional challenge, then the digest of theirs. */
@@ -222,7 +225,7 @@ static int send_digest(cn_hs *hs, cn_buf *out, char tag, uint32_t theirs)
     if (tag == 'r')
         put32(&m, hs->our_challenge);
     put_bytes(&m, d, sizeof d);
-    return send_msg(out, &m);
+    return send_msg(hs, out, &m);
 }
 
 /* Checks a digest the peer computed over our challenge; constant time. */
@@ -467,7 +470,7 @@ int cn_hs_start(cn_hs *hs, cn_buf *out)
     put32(&m, hs->cfg.our_creation);
     put16(&m, (uint16_t)nlen);
     put_bytes(&m, hs->cfg.our_name, nlen);
-    int rc = send_msg(out, &m);
+    int rc = send_msg(hs, out, &m);
     if (rc < 0)
         return rc;
     hs->state = HS_CON_STATUS;
@@ -481,17 +484,18 @@ int cn_hs_feed(cn_hs *hs, const char *data, size_t len, cn_buf *out)
     while (hs->state != HS_DONE) {
         if (hs->state == HS_FAILED)
             return hs->err;
-        if (len - used < 2)
+        size_t plen = hs->cfg.len4 ? 4 : 2;
+        if (len - used < plen)
             break;
-        size_t mlen = cn_get_u16(data + used);
+        size_t mlen = plen == 4 ? cn_get_u32(data + used) : cn_get_u16(data + used);
         if (mlen == 0 || mlen > CN_HS_MAX_MSG)
             return fail(hs, CN_EPROTO, "handshake message of %zu bytes", mlen);
-        if (len - used - 2 < mlen)
+        if (len - used - plen < mlen)
             break;
-        int rc = step(hs, (const unsigned char *)data + used + 2, mlen, out);
+        int rc = step(hs, (const unsigned char *)data + used + plen, mlen, out);
         if (rc < 0)
             return hs->state == HS_FAILED ? rc : fail(hs, rc, "%s", cn_strerror(rc));
-        used += 2 + mlen;
+        used += plen + mlen;
     }
     /* At most a handful of messages of at most CN_HS_MAX_MSG bytes fit before done. */
     return (int)used;

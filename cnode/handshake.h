@@ -22,9 +22,10 @@
  *     recv complement 'c' (only after an old 'n' name)
  *     recv challenge_reply 'r', send challenge_ack 'a'            -> done
  *
- * Every handshake message on the wire carries a 2-byte big-endian length prefix;
- * the machine reads and writes those prefixes itself. After the handshake the
- * connection switches to 4-byte frames, which are not this module's business.
+ * Every handshake message on the wire carries a 2-byte big-endian length prefix
+ * (4 bytes over TLS, see len4); the machine reads and writes those prefixes
+ * itself. After the handshake the connection switches to 4-byte frames, which
+ * are not this module's business.
  *
  * The old 'n' send_name (version u16, flags u32, name) is accepted because OTP 23
  * and 24 nodes that do not use epmd may send it. Such a peer gets the same 'N'
@@ -90,6 +91,12 @@ typedef struct cn_hs_config {
      * fails with CN_ENOTALIVE.
      */
     int alive_continue;
+    /*
+     * Nonzero: 4-byte length prefixes instead of 2. OTP's TLS distribution
+     * (inet_tls_dist) opens its sockets with {packet, 4} and never switches, so
+     * its handshake messages carry 4-byte lengths.
+     */
+    int len4;
 } cn_hs_config;
 
 /*

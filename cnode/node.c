@@ -66,6 +66,14 @@ int cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_node **out)
         free(node);
         return -EINVAL;
     }
+    if (cfg->tls != NULL) {
+        char why[512];
+        if (cn_tls_ctx_new(cfg->tls, &node->tls, why, sizeof why) < 0) {
+            CN_ERROR("tls", "%s", why);
+            free(node);
+            return CN_ETLS;
+        }
+    }
     node->loop = loop;
     configure(node, cfg);
     cn__proc_init(node);
@@ -270,6 +278,7 @@ int cn_node_free(cn_node *node)
     assert(node->all_conns == NULL && node->targets == NULL && node->open_handles == 0);
     cn__proc_free_all(node);
     cn_buf_free(&node->scratch);
+    cn_tls_ctx_free(node->tls);
     free(node);
     return 0;
 }

@@ -13,6 +13,8 @@
 #include <uv.h>
 #include <ei.h>
 
+#include "cnode/tls.h"
+
 typedef struct cn_node cn_node;
 typedef struct cn_proc cn_proc;
 typedef struct cn_conn cn_conn;
@@ -35,6 +37,12 @@ typedef struct cn_node_config {
     unsigned handshake_timeout_ms;  /* 0 means 7000, as erl's net_setuptime */
     size_t max_write_queue;         /* bytes queued for one peer before it is dropped; 0: 64 MiB */
     int no_epmd;                    /* tests: neither start nor register with epmd */
+    /*
+     * NULL: distribution over plain TCP (inet_tcp). Else over TLS (inet_tls),
+     * every connection, accepted and dialed, with these options (tls.h);
+     * borrowed, read by cn_node_new only.
+     */
+    const cn_tls_config *tls;
     /*
      * After a loop turn that served 8 or more requests, pause this many
      * microseconds (at most 1000) before polling again, so busy peers' requests

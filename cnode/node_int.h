@@ -16,6 +16,7 @@
  *   target.c     --connect targets: epmd lookup, address, dial, backoff
  *   sched.c      end-of-turn work: run queue, flush, zombies, busy poll, coalescing
  *   tcp.c        the TCP transport on libuv (cnode/transport.h)
+ *   tls.c        TLS between tcp.c and conn.c, when the node has a TLS context
  *   route.c      where a message, link or exit signal to a pid goes: a local
  *                process or a connection; what a lost connection takes with it
  *   dist_recv.c  a frame's control tuple decoded and dispatched
@@ -45,6 +46,7 @@
 #include "cnode/handshake.h"
 #include "cnode/node.h"
 #include "cnode/proc.h"
+#include "cnode/tls.h"
 #include "cnode/transport.h"
 
 typedef struct cn_link cn_link;
@@ -185,6 +187,7 @@ struct cn_node {
     unsigned handshake_timeout_ms;
     size_t max_write_queue;
     int no_epmd;
+    cn_tls_ctx *tls;                /* owned; NULL: plain TCP (inet_tcp), else TLS (inet_tls) */
     int started;
     int closing;
     unsigned coalesce_us;
@@ -300,6 +303,30 @@ void cn__tcp_connect(cn_node *node, const struct sockaddr *addr, const char *dia
                      cn__conn_lost_cb lost_cb, void *arg);
 /* End of turn: connections that spent their read budget read again. */
 void cn__tcp_resume(cn_node *node);
+/* For tls.c: writes ciphertext; the end is reported by cn__tls_conn_written, maybe before it returns. */
+int cn__tcp_write_raw(struct cn__tcp_conn *t, const char *data, size_t len);
+/* For tls.c: writes what the socket takes at once (an alert, close_notify), and forgets the rest. */
+void cn__tcp_try_write(struct cn__tcp_conn *t, const char *data, size_t len);
+
+/*
+ * tls.c: one connection's TLS layer, made by tcp.c for c and its TCP stream t
+ * (client: we dialed) and freed with t (cn__tls_conn_free). tcp.c hands it
+ * what it reads (into the room of cn__tls_conn_read_buf, then read_done) and
+ * the ends of its writes; it hands the connection the plaintext, and reports
+ * a failure with cn_conn_ended after a log line naming the peer's address.
+ */
+typedef struct cn__tls_conn cn__tls_conn;
+cn__tls_conn *cn__tls_conn_new(cn_conn *c, struct cn__tcp_conn *t, int client);
+void cn__tls_conn_free(cn__tls_conn *l);
+/* The client's TCP stream is up: its first TLS message goes; the distribution handshake waits for TLS. */
+void cn__tls_conn_start(cn__tls_conn *l);
+void cn__tls_conn_read_buf(cn__tls_conn *l, char **base, size_t *len);
+void cn__tls_conn_read_done(cn__tls_conn *l, size_t n);
+/* The connection's write (transport.h): encrypted and written, cn_conn_written once it is. */
+int cn__tls_conn_write(cn__tls_conn *l, const char *data, size_t len);
+void cn__tls_conn_written(cn__tls_conn *l, int status);
+/* The connection closes: close_notify if it can go at once; nothing more is reported but an owed write. */
+void cn__tls_conn_close(cn__tls_conn *l);
 
 /* conn.c */
 void cn__conn_set_owner(cn_conn *c, const char *dialed, cn__conn_lost_cb cb, void *arg);

@@ -11,8 +11,16 @@
  * waited as long. A connection that has handed the node READ_BUDGET bytes in a
  * loop turn stops reading until the end of the turn (cn__tcp_resume).
  *
+ * TLS (a node with a TLS context): the stream's bytes pass through a TLS
+ * layer (tls.c) both ways. Reads land in the layer's ciphertext buffer, the
+ * connection's writes go to the layer, and the layer writes its ciphertext
+ * with cn__tcp_write_raw; the connection uses tls_transport instead of
+ * tcp_transport. Everything else (dialing, accepting, budgets, closing) is
+ * the same.
+ *
  * Memory: each connection has one tcp_conn, made here and freed when its
- * handle has closed, after which the connection is told (cn_conn_closed).
+ * handle has closed, after which the connection is told (cn_conn_closed). Its
+ * TLS layer, if any, is freed with it.
  */
 #include <assert.h>
 #include <stdio.h>
@@ -41,12 +49,14 @@ typedef struct cn__tcp_conn {
     size_t turn_bytes;
     int paused;                     /* on node->tcp_paused, not reading */
     struct cn__tcp_conn *paused_next, *paused_prev;
+    cn__tls_conn *tls;              /* NULL: plain TCP */
 } tcp_conn;
 
 static void tcp_closed(uv_handle_t *h)
 {
     tcp_conn *t = h->data;
     cn_conn *c = t->conn;
+    cn__tls_conn_free(t->tls);
     free(t);
     if (c != NULL)
         cn_conn_closed(c);
@@ -55,6 +65,8 @@ static void tcp_closed(uv_handle_t *h)
 static void tcp_close(cn_conn *c)
 {
     tcp_conn *t = cn_conn_transport_data(c);
+    if (t->tls)
+        cn__tls_conn_close(t->tls);
     if (t->paused) {
         DL_DELETE2(c->node->tcp_paused, t, paused_prev, paused_next);
         t->paused = 0;
@@ -63,21 +75,29 @@ static void tcp_close(cn_conn *c)
     uv_close((uv_handle_t *)&t->tcp, tcp_closed);
 }
 
+/* A write finished: the connection's, or the TLS layer's that carried it. */
+static void written(tcp_conn *t, int status)
+{
+    if (t->tls)
+        cn__tls_conn_written(t->tls, status);
+    else
+        cn_conn_written(t->conn, status);
+}
+
 static void tcp_on_write(uv_write_t *req, int status)
 {
     tcp_conn *t = req->data;
     /* A write the close cancelled is over as far as the connection is concerned. */
-    cn_conn_written(t->conn, status == UV_ECANCELED ? 0 : status);
+    written(t, status == UV_ECANCELED ? 0 : status);
 }
 
 /* A direct write first: most batches fit in the socket buffer and need no request. */
-static int tcp_write(cn_conn *c, const char *data, size_t len)
+int cn__tcp_write_raw(tcp_conn *t, const char *data, size_t len)
 {
-    tcp_conn *t = cn_conn_transport_data(c);
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
     int n = uv_try_write((uv_stream_t *)&t->tcp, &b, 1);
     if (n == (int)len) {
-        cn_conn_written(c, 0);
+        written(t, 0);
         return 0;
     }
     if (n < 0 && n != UV_EAGAIN)
@@ -89,7 +109,27 @@ static int tcp_write(cn_conn *c, const char *data, size_t len)
     return uv_write(&t->wreq, (uv_stream_t *)&t->tcp, &b, 1, tcp_on_write);
 }
 
-static const cn_transport tcp_transport = {tcp_write, tcp_close};
+void cn__tcp_try_write(tcp_conn *t, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    if (len > 0)
+        (void)uv_try_write((uv_stream_t *)&t->tcp, &b, 1);
+}
+
+static int tcp_write(cn_conn *c, const char *data, size_t len)
+{
+    return cn__tcp_write_raw(cn_conn_transport_data(c), data, len);
+}
+
+static int tls_write(cn_conn *c, const char *data, size_t len)
+{
+    tcp_conn *t = cn_conn_transport_data(c);
+    return cn__tls_conn_write(t->tls, data, len);
+}
+
+static const cn_transport tcp_transport = {tcp_write, tcp_close, 0};
+/* OTP's TLS distribution frames its handshake with 4-byte lengths (transport.h). */
+static const cn_transport tls_transport = {tls_write, tcp_close, 1};
 
 static void tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -97,7 +137,10 @@ static void tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     tcp_conn *t = h->data;
     char *base;
     size_t len;
-    cn_conn_read_buf(t->conn, READ_CHUNK, &base, &len);
+    if (t->tls)
+        cn__tls_conn_read_buf(t->tls, &base, &len);
+    else
+        cn_conn_read_buf(t->conn, READ_CHUNK, &base, &len);
     *buf = uv_buf_init(base, (unsigned)len);
 }
 
@@ -124,7 +167,10 @@ static void tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     (void)buf;
     tcp_conn *t = s->data;
     if (nread > 0) {
-        cn_conn_read_done(t->conn, (size_t)nread);
+        if (t->tls)
+            cn__tls_conn_read_done(t->tls, (size_t)nread);
+        else
+            cn_conn_read_done(t->conn, (size_t)nread);
         spend(t, (size_t)nread);
     } else if (nread < 0) {
         cn_conn_ended(t->conn, nread == UV_EOF ? 0 : (int)nread);
@@ -181,8 +227,10 @@ int cn__tcp_accept(cn_node *node, uv_stream_t *server)
         uv_close((uv_handle_t *)&t->tcp, tcp_closed);
         return rc;
     }
-    t->conn = cn_conn_new(node, &tcp_transport, 0);
+    t->conn = cn_conn_new(node, node->tls ? &tls_transport : &tcp_transport, 0);
     cn_conn_set_transport_data(t->conn, t);
+    if (node->tls)
+        t->tls = cn__tls_conn_new(t->conn, t, 0);
     describe_peer(t);
     rc = tcp_start(t);
     if (rc < 0) {
@@ -203,16 +251,22 @@ static void tcp_connected(uv_connect_t *req, int status)
         cn_conn_ended(t->conn, rc);
         return;
     }
-    cn__conn_connected(t->conn);
+    /* Over TLS, the distribution handshake waits for the TLS handshake (tls.c). */
+    if (t->tls)
+        cn__tls_conn_start(t->tls);
+    else
+        cn__conn_connected(t->conn);
 }
 
 void cn__tcp_connect(cn_node *node, const struct sockaddr *addr, const char *dialed,
                      cn__conn_lost_cb lost_cb, void *arg)
 {
     tcp_conn *t = tcp_new(node);
-    t->conn = cn_conn_new(node, &tcp_transport, 1);
+    t->conn = cn_conn_new(node, node->tls ? &tls_transport : &tcp_transport, 1);
     cn_conn_set_transport_data(t->conn, t);
     cn__conn_set_owner(t->conn, dialed, lost_cb, arg);
+    if (node->tls)
+        t->tls = cn__tls_conn_new(t->conn, t, 1);
     char where[CN_ADDR_STRLEN];
     cn_addr_format(addr, where, sizeof where);
     cn_conn_set_addr(t->conn, where);

@@ -3,7 +3,7 @@
  *
  * The node's own TCP transport (tcp.c) implements this on libuv. Anything else
  * that can carry a byte stream can too: the unit tests use an in-memory fake,
- * and TLS distribution would be a third. A transport feeds what it reads to
+ * and TLS distribution (tls.c over tcp.c) is a third. A transport feeds what it reads to
  * cn_conn_feed (or reads in place with cn_conn_read_buf/cn_conn_read_done),
  * reports finished writes with cn_conn_written, a stream that ended with
  * cn_conn_ended and, when asked to close, releases its resources and calls
@@ -26,6 +26,11 @@ typedef struct cn_transport {
     int (*write)(cn_conn *c, const char *data, size_t len);
     /* Stops reading and writing; must end, now or later, with cn_conn_closed(c). */
     void (*close)(cn_conn *c);
+    /*
+     * Nonzero: the distribution handshake's messages carry 4-byte lengths, as
+     * over OTP's TLS distribution; zero: 2 bytes, as over TCP (handshake.h).
+     */
+    int hs_len4;
 } cn_transport;
 
 /*

@@ -6,11 +6,14 @@
 #               node per mode) against Redis with appendfsync no|everysec|always, :increment
 #               against INCR and check_rate against a sorted-set limiter script
 #               (erlang_test/bench/durability.exs). About three minutes.
+#   tls:        the C node and the BEAM peer again, every node (caller too) over TLS
+#               distribution with mutual certificate verification, certificates made in the
+#               run's log folder with openssl (erlang_test/bench/bench.exs with BENCH_TLS=1).
 # BENCH_QUICK=1 is a smoke run of both of well under two minutes with the same outputs.
 #
 #   scripts/bench.sh                          the full run (what `make bench` runs after building)
 #   BENCH_QUICK=1 scripts/bench.sh            the smoke run
-#   BENCH_SECTIONS=durability scripts/bench.sh   one section (calls, durability, or both: calls,durability)
+#   BENCH_SECTIONS=durability scripts/bench.sh   some sections (calls, durability, tls; comma-separated)
 #   CNODE_BIN=path scripts/bench.sh           another binary (default build/cnode)
 #
 # Knobs of the calls section (environment; defaults full / quick): BENCH_CELL_S seconds per
@@ -21,7 +24,9 @@
 # (1000000), BENCH_WINDOW_MS (600000: longer than the run, so no cleanup pass falls
 # inside a cell or the memory fill), BENCH_PEER_ERL / BENCH_CALLER_ERL (erl flags of the
 # BEAM peer / the callers; default none: the VM's defaults, 2 schedulers here),
-# BENCH_CNODE_ARGS (extra C node flags, both sections).
+# BENCH_CNODE_ARGS (extra C node flags, every section).
+#
+# Knobs of the tls section: BENCH_TLS_CONCURRENCY callers per TLS cell (1,64).
 #
 # Knobs of the durability section: BENCH_DUR_CELL_S seconds per cell (BENCH_CELL_S: 6 / 1;
 # 24 cells, so the section takes about 24 x (BENCH_DUR_CELL_S + BENCH_DUR_WARM_S) plus start-up),
@@ -38,8 +43,8 @@
 # a job and stopped by its pid at the end, also on failure or Ctrl-C; the BEAM nodes also
 # halt by themselves after BENCH_MAX_S. Logs: build/test-logs/bench-<run id>/.
 # Outputs: build/bench/ bench.md (the printed tables), bench.json, bench.csv, memory.csv,
-# plot.dat, bench.png (gnuplot), durability.md, durability.csv, durability.json, bench.log
-# (this script's output).
+# plot.dat, bench.png (gnuplot), durability.md, durability.csv, durability.json, tls.md,
+# tls.json, bench.log (this script's output).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -48,13 +53,13 @@ started=$(date +%s)
 lib_init bench
 cd "$LIB_ROOT"
 
-: "${BENCH_SECTIONS:=calls,durability}"
+: "${BENCH_SECTIONS:=calls,durability,tls}"
 # section NAME: true when NAME is one of BENCH_SECTIONS.
 section() {
     case ",$BENCH_SECTIONS," in *",$1,"*) return 0 ;; *) return 1 ;; esac
 }
-if ! section calls && ! section durability; then
-    echo "bench: BENCH_SECTIONS='$BENCH_SECTIONS' names no section (calls, durability)" >&2
+if ! section calls && ! section durability && ! section tls; then
+    echo "bench: BENCH_SECTIONS='$BENCH_SECTIONS' names no section (calls, durability, tls)" >&2
     exit 2
 fi
 
@@ -65,6 +70,8 @@ CALLS_OUT=(bench.md bench.json bench.csv memory.csv plot.dat)
 DUR_OUT=(durability.md durability.json durability.csv)
 section calls && rm -f "${CALLS_OUT[@]/#/$OUT/}" "$OUT"/plot.title "$OUT"/bench.png
 section durability && rm -f "${DUR_OUT[@]/#/$OUT/}"
+TLS_OUT=(tls.md tls.json)
+section tls && rm -f "${TLS_OUT[@]/#/$OUT/}"
 exec > >(tee "$OUT/bench.log")
 TEE_PID=$!
 
@@ -81,6 +88,7 @@ fi
 : "${BENCH_DUR_CELL_S:=$BENCH_CELL_S}" "${BENCH_DUR_WARM_S:=$BENCH_WARM_S}" "${BENCH_DUR_CALLERS:=1,64}"
 : "${BENCH_DUR_MODES:=terminate,crash,power}" "${BENCH_DUR_MAX_REQUESTS:=100}" "${BENCH_DUR_WINDOW_MS:=60000}"
 : "${REDIS_SERVER:=redis-server}"
+: "${BENCH_TLS_CONCURRENCY:=1,64}"
 export BENCH_QUICK BENCH_CELL_S BENCH_WARM_S BENCH_CAST_S BENCH_MEM_CLIENTS BENCH_MAX_S \
        BENCH_CASTERS BENCH_CONCURRENCY BENCH_IDS BENCH_MEM_CALLERS BENCH_MAX_REQUESTS \
        BENCH_WINDOW_MS BENCH_DUR_CELL_S BENCH_DUR_WARM_S BENCH_DUR_CALLERS \
@@ -404,12 +412,81 @@ durability_section() {
     fi
 }
 
+## The tls section: the same servers again, every node over TLS, one target at a time.
+
+# make_tls_certs DIR: a CA and one certificate for all three nodes, naming 127.0.0.1 as an
+# IP address and as a DNS name (OTP's client compares the text), and the nodes' optfile.
+make_tls_certs() {
+    local d=$1 ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+    mkdir -p "$d"
+    echo "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1" >"$d/ext.cnf"
+    # shellcheck disable=SC2086 # $ec is a list of openssl flags
+    openssl req -x509 $ec -keyout "$d/ca.key" -out "$d/ca.pem" -subj /CN=bench-ca -days 2 2>/dev/null
+    # shellcheck disable=SC2086
+    openssl req $ec -keyout "$d/node.key" -out "$d/node.csr" -subj /CN=bench-node 2>/dev/null
+    openssl x509 -req -in "$d/node.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+        -out "$d/node.pem" -days 2 -extfile "$d/ext.cnf" 2>/dev/null
+    local o="{certfile, \"$d/node.pem\"}, {keyfile, \"$d/node.key\"}, {cacertfile, \"$d/ca.pem\"}, {verify, verify_peer}"
+    echo "[{server, [$o, {fail_if_no_peer_cert, true}]}, {client, [$o]}]." >"$d/dist.conf"
+}
+
+tls_section() {
+    local tls_dir tls_erl tcnode_name tpeer_name tpeer_ready crc=0 f
+    local -a cnode_flags
+    tls_dir="$RUN_DIR/tls"
+    make_tls_certs "$tls_dir"
+    tls_erl="-proto_dist inet_tls -ssl_dist_optfile $tls_dir/dist.conf"
+    tcnode_name="bench_tc_$RUN_ID@127.0.0.1"
+    cnode_flags=(--max-requests "$BENCH_MAX_REQUESTS" --window-ms "$BENCH_WINDOW_MS")
+    [ ${#cnode_extra[@]} -gt 0 ] && cnode_flags+=("${cnode_extra[@]}")
+    rm -rf "${DATA_TMP:?}"/*
+    "$CNODE_BIN" --name "$tcnode_name" --cookie "$COOKIE" --data-dir "$DATA_TMP" "${cnode_flags[@]}" \
+        --proto-dist inet_tls --tls-certfile "$tls_dir/node.pem" --tls-keyfile "$tls_dir/node.key" \
+        --tls-cacertfile "$tls_dir/ca.pem" </dev/null >"$RUN_DIR/tls_cnode.out" 2>"$RUN_DIR/tls_cnode.log" &
+    CNODE_PID=$!
+    tpeer_name="bench_tpeer_$RUN_ID@127.0.0.1"
+    elixir --name "$tpeer_name" --cookie "$COOKIE" -pa "$EBIN" --erl "$tls_erl ${BENCH_PEER_ERL}" \
+        erlang_test/bench/peer.exs "$BENCH_MAX_REQUESTS" "$BENCH_WINDOW_MS" "$((BENCH_MAX_S + 60))" \
+        </dev/null >"$RUN_DIR/tls_peer.out" 2>"$RUN_DIR/tls_peer.log" &
+    PEER_PID=$!
+    wait_ready "$RUN_DIR/tls_cnode.out" "$CNODE_PID" "the TLS C node" >/dev/null
+    tpeer_ready=$(wait_ready "$RUN_DIR/tls_peer.out" "$PEER_PID" "the TLS BEAM peer")
+    echo
+    BENCH_TLS=1 BENCH_CONCURRENCY="$BENCH_TLS_CONCURRENCY" \
+    BENCH_CNODE="$tcnode_name" BENCH_CNODE_OSPID="$CNODE_PID" \
+    BENCH_PEER="$tpeer_name" BENCH_PEER_OSPID="${tpeer_ready##* }" \
+    BENCH_CLK_TCK="$(getconf CLK_TCK)" BENCH_OUT="$OUT" \
+        elixir --name "bench_tcaller_$RUN_ID@127.0.0.1" --cookie "$COOKIE" -pa "$EBIN" \
+        --erl "$tls_erl ${BENCH_CALLER_ERL}" erlang_test/bench/bench.exs </dev/null &
+    CALLER_PID=$!
+    wait "$CALLER_PID" || crc=$?
+    CALLER_PID=
+    stop_node "$PEER_PID" 10
+    PEER_PID=
+    stop_node "$CNODE_PID" 30
+    [ "$STOP_STATUS" -eq 0 ] || echo "bench: the TLS C node exited with status $STOP_STATUS on SIGTERM" >&2
+    CNODE_PID=
+    log_problems "$RUN_DIR/tls_cnode.log" "TLS C node"
+    for f in "${TLS_OUT[@]}"; do
+        if [ "$crc" -eq 0 ] && [ ! -s "$OUT/$f" ]; then
+            echo "bench: $OUT/$f is missing" >&2
+            crc=1
+        fi
+    done
+    if [ "$crc" -ne 0 ]; then
+        echo "bench: the tls section failed (status $crc)" >&2
+        rc=$crc
+    fi
+}
+
 if section calls; then calls_section; fi
 if section durability; then durability_section; fi
+if section tls; then tls_section; fi
 
 outputs=()
 section calls && outputs+=("${CALLS_OUT[@]}" bench.png)
 section durability && outputs+=("${DUR_OUT[@]}")
+section tls && outputs+=("${TLS_OUT[@]}")
 if [ "$rc" -eq 0 ]; then
     echo "outputs: ${OUT#"$LIB_ROOT"/}/{$(IFS=,; echo "${outputs[*]}")}; total $(($(date +%s) - started)) s"
 else

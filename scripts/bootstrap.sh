@@ -7,6 +7,9 @@ set -euo pipefail
 packages=(erlang-dev erlang-nox erlang-common-test elixir rebar3 libuv1-dev
           libcmocka-dev libssl-dev uthash-dev libxxhash-dev pkg-config make gcc
           clang-14 libclang-rt-14-dev)
+# TLS distribution: OpenSSL's library (libssl-dev above), the openssl command that makes
+# the test certificates, and the BEAM's own ssl for the TLS peers (tls_SUITE).
+packages+=(openssl erlang-ssl)
 # The OTP matrix (make test-otp) builds OTP 27 from source and unpacks Debian packages.
 packages+=(g++ perl libncurses-dev xz-utils dpkg)
 # make bench: gnuplot draws bench.png; redis-server is what the durability section compares

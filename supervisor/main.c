@@ -14,6 +14,11 @@
  * With --heart the process becomes a watchdog (supervisor/heart.h) once the
  * flags, cookie and data dir are checked, and the node runs in a child it
  * restarts; the child reports to it from its loop (supervisor/heart_beat.h).
+ *
+ * --proto-dist inet_tls runs every distribution connection over TLS, with the
+ * --tls-* options named after the ssl options of erl's -ssl_dist_optfile
+ * (cnode/tls.h); a TLS configuration that cannot work (a missing file, a key
+ * that does not match, an expired certificate) is one line and exit 1.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +34,8 @@
 #include "cnode/error.h"
 #include "cnode/log.h"
 #include "cnode/node.h"
+#include "cnode/tls.h"
+#include "cnode/tls_optfile.h"
 #include "genserver/statefile.h"
 #include "supervisor/app.h"
 #include "supervisor/heart.h"
@@ -46,9 +53,26 @@ typedef struct options {
     int help;
     int heart;
     long long heart_timeout_s; /* 0: not given */
-    int tls;                        /* --proto-dist inet_tls or inet6_tls */
     char cookie[256];
+    int proto_tls;                  /* --proto-dist inet_tls */
+    int tls_flags;                  /* a --tls-* flag was given */
+    int tls_verify_set, tls_fail_set; /* ... and these: the optfile does not override them */
+    const char *optfile;            /* --ssl-dist-optfile */
+    cn_tls_optfile opt;
+    cn_tls_config tls;
 } options;
+
+/* Flags without a one-letter code. */
+enum {
+    OPT_PROTO_DIST = 256,
+    OPT_TLS_CERTFILE,
+    OPT_TLS_KEYFILE,
+    OPT_TLS_CACERTFILE,
+    OPT_TLS_VERIFY,
+    OPT_TLS_FAIL,
+    OPT_TLS_NO_FAIL,
+    OPT_SSL_DIST_OPTFILE,
+};
 
 static void usage(FILE *f)
 {
@@ -58,7 +82,11 @@ static void usage(FILE *f)
             "             [--log-level debug|info|warning|error] [--net-ticktime S]\n"
             "             [--handshake-timeout-ms MS] [--counter-initial N] [--coalesce-us US]\n"
             "             [--busy-poll-us US] [--heart [--heart-timeout S]]\n"
-            "             [--proto-dist inet_tcp|inet6_tcp|inet_tls|inet6_tls]\n");
+            "             [--proto-dist inet_tcp|inet6_tcp|inet_tls|inet6_tls]\n"
+            "             [--tls-certfile F] [--tls-keyfile F] [--tls-cacertfile F]\n"
+            "             [--tls-verify verify_peer|verify_none]\n"
+            "             [--tls-fail-if-no-peer-cert | --no-tls-fail-if-no-peer-cert]\n"
+            "             [--ssl-dist-optfile F]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -128,7 +156,7 @@ static int set_proto_dist(options *o, const char *s)
     for (size_t i = 0; i < sizeof protos / sizeof protos[0]; i++) {
         if (strcmp(s, protos[i].name) == 0) {
             o->app.node.family = protos[i].family;
-            o->tls = protos[i].tls;
+            o->proto_tls = protos[i].tls;
             return 0;
         }
     }
@@ -136,14 +164,34 @@ static int set_proto_dist(options *o, const char *s)
     return -EINVAL;
 }
 
-/* TLS distribution is not part of this binary yet: a TLS --proto-dist is refused. */
-static int check_proto_dist(const options *o)
+static int set_tls_verify(options *o, const char *s)
 {
-    if (!o->tls)
+    o->tls_flags = o->tls_verify_set = 1;
+    if (strcmp(s, "verify_peer") == 0 || strcmp(s, "verify_none") == 0) {
+        o->tls.verify_none = strcmp(s, "verify_none") == 0;
         return 0;
-    fprintf(stderr, "cnode: --proto-dist %s: TLS distribution is not built into this binary\n",
-            o->app.node.family == AF_INET6 ? "inet6_tls" : "inet_tls");
+    }
+    fprintf(stderr, "cnode: --tls-verify takes verify_peer or verify_none, not '%s'\n", s);
     return -EINVAL;
+}
+
+/* A --tls-* flag that names a file or switches fail_if_no_peer_cert. */
+static int set_tls(options *o, int ch, const char *arg)
+{
+    o->tls_flags = 1;
+    if (ch == OPT_TLS_CERTFILE)
+        o->tls.certfile = arg;
+    else if (ch == OPT_TLS_KEYFILE)
+        o->tls.keyfile = arg;
+    else if (ch == OPT_TLS_CACERTFILE)
+        o->tls.cacertfile = arg;
+    else if (ch == OPT_SSL_DIST_OPTFILE)
+        o->optfile = arg;
+    else {
+        o->tls_fail_set = 1;
+        o->tls.no_fail_if_no_peer_cert = ch == OPT_TLS_NO_FAIL;
+    }
+    return 0;
 }
 
 /* One flag of getopt_long's: 0, or -EINVAL after one line on stderr. A dispatch switch. */
@@ -166,8 +214,11 @@ static int set_option(options *o, int ch, const char *arg)
     case 'b': return parse_unsigned("--busy-poll-us", arg, 0, 1000, &node->busy_poll_us);
     case 'X': o->heart = 1; return 0;
     case 'T': return parse_long("--heart-timeout", arg, 1, 86400, &o->heart_timeout_s);
-    case 'P': return set_proto_dist(o, arg);
     case 'h': o->help = 1; return 0;
+    case OPT_PROTO_DIST: return set_proto_dist(o, arg);
+    case OPT_TLS_VERIFY: return set_tls_verify(o, arg);
+    case OPT_TLS_CERTFILE: case OPT_TLS_KEYFILE: case OPT_TLS_CACERTFILE:
+    case OPT_TLS_FAIL: case OPT_TLS_NO_FAIL: case OPT_SSL_DIST_OPTFILE: return set_tls(o, ch, arg);
     default: return -EINVAL;
     }
 }
@@ -184,7 +235,14 @@ static int parse_args(int argc, char **argv, options *o)
         {"counter-initial", required_argument, 0, 'i'}, {"coalesce-us", required_argument, 0, 'u'},
         {"busy-poll-us", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'},
         {"heart", no_argument, 0, 'X'}, {"heart-timeout", required_argument, 0, 'T'},
-        {"proto-dist", required_argument, 0, 'P'},
+        {"proto-dist", required_argument, 0, OPT_PROTO_DIST},
+        {"tls-certfile", required_argument, 0, OPT_TLS_CERTFILE},
+        {"tls-keyfile", required_argument, 0, OPT_TLS_KEYFILE},
+        {"tls-cacertfile", required_argument, 0, OPT_TLS_CACERTFILE},
+        {"tls-verify", required_argument, 0, OPT_TLS_VERIFY},
+        {"tls-fail-if-no-peer-cert", no_argument, 0, OPT_TLS_FAIL},
+        {"no-tls-fail-if-no-peer-cert", no_argument, 0, OPT_TLS_NO_FAIL},
+        {"ssl-dist-optfile", required_argument, 0, OPT_SSL_DIST_OPTFILE},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -212,6 +270,10 @@ static int parse_args(int argc, char **argv, options *o)
     }
     if (o->heart_timeout_s && !o->heart) {
         fprintf(stderr, "cnode: --heart-timeout needs --heart\n");
+        return -EINVAL;
+    }
+    if (o->tls_flags && !o->proto_tls) {
+        fprintf(stderr, "cnode: the --tls-* flags and --ssl-dist-optfile need --proto-dist inet_tls or inet6_tls\n");
         return -EINVAL;
     }
     return 0;
@@ -277,9 +339,40 @@ static int read_cookie(char *out, size_t size)
     return 0;
 }
 
+/*
+ * With TLS, the files are loaded and checked now, so
+ * a configuration that cannot work is one line at start-up, not a refusal of
+ * every peer later. 0, or < 0 after that line.
+ */
+static int check_tls(options *o)
+{
+    if (!o->proto_tls)
+        return 0;
+    char why[512];
+    /* erl's optfile fills what the --tls-* flags leave unset. */
+    if (o->optfile != NULL) {
+        if (cn_tls_optfile_read(o->optfile, &o->opt, why, sizeof why) < 0) {
+            fprintf(stderr, "cnode: --ssl-dist-optfile %s\n", why);
+            return CN_ETLS;
+        }
+        cn_tls_optfile_apply(&o->opt, &o->tls, o->tls_verify_set, o->tls_fail_set);
+    }
+    cn_tls_ctx *ctx;
+    int rc = cn_tls_ctx_new(&o->tls, &ctx, why, sizeof why);
+    if (rc < 0) {
+        fprintf(stderr, "cnode: TLS: %s\n", why);
+        return rc;
+    }
+    cn_tls_ctx_free(ctx);
+    o->app.node.tls = &o->tls;
+    return 0;
+}
+
 /* The cookie (from ~/.erlang.cookie unless given), the data dir and the servers' config. 0 or < 0. */
 static int complete_config(options *o)
 {
+    if (check_tls(o) < 0)
+        return -EINVAL;
     if (o->app.node.cookie == NULL) {
         int rc = read_cookie(o->cookie, sizeof o->cookie);
         if (rc < 0)
@@ -400,7 +493,7 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (check_name(o.app.node.name) < 0 || check_proto_dist(&o) < 0)
+    if (check_name(o.app.node.name) < 0)
         return 2;
     if (complete_config(&o) < 0)
         return 1;

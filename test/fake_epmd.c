@@ -15,7 +15,7 @@ struct fe_client {
     fake_epmd *f;
     unsigned char buf[512];
     size_t got;
-    unsigned char reply[6];
+    unsigned char reply[32];
     int open;
     fe_client *next;
 };
@@ -69,7 +69,19 @@ static void act(fe_client *c)
     unsigned char r[6] = {118, a == FE_OK ? 0 : 1, (unsigned char)(creation >> 24), (unsigned char)(creation >> 16),
                           (unsigned char)(creation >> 8), (unsigned char)creation};
     memcpy(c->reply, r, sizeof r);
-    uv_buf_t b = uv_buf_init((char *)c->reply, sizeof c->reply);
+    uv_buf_t b = uv_buf_init((char *)c->reply, sizeof r);
+    assert_int_equal(uv_write(&c->w, (uv_stream_t *)&c->tcp, &b, 1, NULL), 0);
+}
+
+/* PORT2_RESP for any name: node_port, a normal node on TCP, versions 6..5, name "peer". */
+static void port_please(fe_client *c)
+{
+    uint16_t port = c->f->node_port;
+    unsigned char r[] = {119, port == 0, (unsigned char)(port >> 8), (unsigned char)port, 77, 0, 0, 6, 0, 5,
+                         0, 4, 'p', 'e', 'e', 'r', 0, 0};
+    size_t n = port == 0 ? 2 : sizeof r;
+    memcpy(c->reply, r, n);
+    uv_buf_t b = uv_buf_init((char *)c->reply, (unsigned)n);
     assert_int_equal(uv_write(&c->w, (uv_stream_t *)&c->tcp, &b, 1, NULL), 0);
 }
 
@@ -85,10 +97,13 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     while (c->open && c->got >= 2 && c->got >= 2 + (size_t)cn_get_u16(c->buf)) {
         size_t len = 2 + (size_t)cn_get_u16(c->buf);
         int alive2 = len > 2 && c->buf[2] == 120;
+        int port2 = len > 2 && c->buf[2] == 122;
         memmove(c->buf, c->buf + len, c->got - len);
         c->got -= len;
         if (alive2)
             act(c);
+        else if (port2)
+            port_please(c);
     }
 }
 

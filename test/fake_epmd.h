@@ -3,7 +3,9 @@
  * restart: a TCP server in the test's loop that answers the n-th ALIVE2_REQ it
  * receives as script[n] says (the last entry repeats) and, as epmd does, keeps
  * a registration's connection open until the test drops it, which to the
- * registered side looks like epmd dying.
+ * registered side looks like epmd dying. It answers every PORT_PLEASE2_REQ
+ * with node_port (set it after fe_start), so a node's --connect targets find
+ * a peer in the same test.
  *
  * Ownership: the test owns the fake_epmd struct; it must stay valid until the
  * loop has run after fe_close (the server's and the clients' close callbacks).
@@ -37,6 +39,7 @@ typedef struct fake_epmd {
     fe_client *clients;
     char saved_port[16];                    /* ERL_EPMD_PORT before fe_start */
     int had_port;
+    uint16_t node_port;                     /* PORT2_RESP's port; 0: "not registered" */
 } fake_epmd;
 
 /* Listens on a free port of 127.0.0.1 and points ERL_EPMD_PORT at it. script is borrowed. */

@@ -64,7 +64,7 @@ static void fake_close(cn_conn *c)
     cn_conn_closed(c);
 }
 
-static const cn_transport fake_transport = {fake_write, fake_close};
+static const cn_transport fake_transport = {fake_write, fake_close, 0};
 
 /* ---- The node, a sink, and peers ---- */
 

@@ -192,7 +192,7 @@ static void third_close(cn_conn *c)
     cn_conn_closed(c);
 }
 
-static const cn_transport third_transport = {third_write, third_close};
+static const cn_transport third_transport = {third_write, third_close, 0};
 
 static uint32_t third_random(void *ctx)
 {

@@ -364,6 +364,10 @@ defmodule Bench do
   ## The run
 
   def main do
+    if System.get_env("BENCH_TLS", "0") == "1", do: tls_main(), else: plain_main()
+  end
+
+  defp plain_main do
     cfg = config()
     File.mkdir_p!(cfg.out)
     mach = machine()
@@ -427,6 +431,65 @@ defmodule Bench do
       end
 
     report(cfg, mach, cells, casts, memory)
+  end
+
+  # The TLS row (BENCH_TLS=1): the same call cells, with the C node, the BEAM peer and this
+  # caller all started with TLS distribution (scripts/bench.sh makes the certificates), so
+  # the servers' CPU per call includes their TLS. Writes tls.md and tls.json.
+  defp tls_main do
+    cfg = config()
+    File.mkdir_p!(cfg.out)
+    log("TLS distribution: C node #{cfg.cnode}, BEAM peer #{cfg.peer}, caller #{node()}, all -proto_dist inet_tls")
+    ids = List.to_tuple(for i <- 0..(cfg.ids - 1), do: @id_prefix <> Integer.to_string(i))
+    :persistent_term.put({Bench, :ids}, ids)
+
+    for target <- [:cnode, :beam] do
+      node = node_of(cfg, target)
+      true = Node.connect(node) || abort("cannot connect to #{node} over TLS")
+      0 = GenServer.call(server(cfg, target, :counter), :get_value, @call_timeout)
+    end
+
+    cells =
+      for op <- [:increment, :check_rate], conc <- cfg.concurrency, target <- [:cnode, :beam] do
+        cell = call_cell(cfg, target, op, conc, cfg.cell_s)
+
+        log(
+          "TLS #{pad(op, 10)} x#{pad(conc, 3)} #{pad(target, 5)}: #{pad(cell.ops_per_s, 7)} calls/s, " <>
+            "p99 #{cell.p99_us} µs, server #{cell.server_cpu_us_per_op} µs CPU/call, " <>
+            "caller #{cell.caller_cpu_us_per_op} µs CPU/call"
+        )
+
+        cell
+      end
+
+    rows =
+      for op <- [:increment, :check_rate], conc <- cfg.concurrency do
+        c = find(cells, :cnode, op, conc)
+        b = find(cells, :beam, op, conc)
+
+        [
+          "| `#{inspect(op)}` calls/s, #{conc} caller(s) | #{fmt(c.ops_per_s)} | #{fmt(b.ops_per_s)} | **#{fmt(ratio(c.ops_per_s, b.ops_per_s))}** |",
+          "| p99 µs, #{conc} caller(s), `#{inspect(op)}` | #{c.p99_us} | #{b.p99_us} | #{fmt(ratio(c.p99_us, b.p99_us))} |",
+          "| server CPU µs per call, #{conc} caller(s), `#{inspect(op)}` | #{fmt(c.server_cpu_us_per_op)} | " <>
+            "#{fmt(b.server_cpu_us_per_op)} | **#{fmt(ratio(c.server_cpu_us_per_op, b.server_cpu_us_per_op))}** |"
+        ]
+      end
+
+    md =
+      Enum.join(
+        [
+          "## make bench: TLS distribution (inet_tls, mutual verification, every node)",
+          "",
+          "| figure over TLS | C node | BEAM peer | C/BEAM |",
+          "|---|---:|---:|---:|"
+          | List.flatten(rows)
+        ],
+        "\n"
+      ) <> "\n"
+
+    IO.puts("\n" <> md)
+    File.write!(Path.join(cfg.out, "tls.md"), md)
+    File.write!(Path.join(cfg.out, "tls.json"), Bench.Json.encode(%{tls_calls: cells}) <> "\n")
   end
 
   defp log(line), do: IO.puts("[#{Time.utc_now() |> Time.truncate(:second)}] " <> line)

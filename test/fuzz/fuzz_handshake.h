@@ -7,6 +7,7 @@
  *   bits 1-2   accepting: the status we give (ok, ok_simultaneous, alive, nok)
  *   bit 3      connecting: answer an "alive" status with true
  *   bit 4      connecting: insist that the peer is FH_PEER
+ *   bit 5      4-byte length prefixes, as over TLS distribution (cn_hs_config.len4)
  */
 #ifndef TEST_FUZZ_HANDSHAKE_H
 #define TEST_FUZZ_HANDSHAKE_H
@@ -48,6 +49,7 @@ static inline void fh_config(const uint8_t *cfg_byte, cn_hs_config *hc)
     hc->status_ctx = (void *)cfg_byte;
     hc->alive_continue = (*cfg_byte >> 3) & 1;
     hc->expect_peer = (*cfg_byte >> 4) & 1 ? FH_PEER : NULL;
+    hc->len4 = (*cfg_byte >> 5) & 1;
 }
 
 #endif

@@ -74,6 +74,7 @@ static void record_handshake(const char *name, uint8_t cfg_byte, uint8_t seed, u
     theirs.our_creation = 777;
     theirs.random32 = peer_random;
     theirs.alive_continue = 1;
+    theirs.len4 = ours.len4;
     cn_hs us, peer;
     cn_buf to_us, to_peer, stream;
     cn_buf_init(&to_us);
@@ -115,6 +116,9 @@ static void handshake_seeds(void)
     record_handshake("connect_ok_pieces", 0x01, 11, CN_DFLAGS);
     record_handshake("connect_expect_peer", 0x11, 0, CN_DFLAGS);
     record_handshake("connect_alive_continue", 0x09, 0, CN_DFLAGS);
+    /* Over TLS distribution the lengths are 4 bytes. */
+    record_handshake("accept_ok_tls", 0x20, 5, CN_DFLAGS);
+    record_handshake("connect_ok_tls", 0x21, 0, CN_DFLAGS);
     /* A peer that sends MANDATORY_25_DIGEST in place of the OTP 25 set, as OTP 29's flags would be. */
     uint64_t digest_only = (0x6d07df7fbcULL & ~DFLAG_MANDATORY_25) | DFLAG_MANDATORY_25_DIGEST;
     record_handshake("accept_digest_only", 0x00, 0, digest_only);
