@@ -11,6 +11,9 @@
  * node registers again, and if another node took the name meanwhile it stops
  * the same way. Bad flags exit 2.
  *
+ * With --stop-on-stdin-eof the node also stops as on SIGTERM when stdin
+ * reaches its end: run as a BEAM's port, it never outlives its owner.
+ *
  * With --heart the process becomes a watchdog (supervisor/heart.h) once the
  * flags, cookie and data dir are checked, and the node runs in a child it
  * restarts; the child reports to it from its loop (supervisor/heart_beat.h).
@@ -55,7 +58,7 @@ static void usage(FILE *f)
             "             [--connect NODE]... [--max-requests N] [--window-ms MS]\n"
             "             [--log-level debug|info|warning|error] [--net-ticktime S]\n"
             "             [--handshake-timeout-ms MS] [--counter-initial N] [--coalesce-us US]\n"
-            "             [--busy-poll-us US] [--heart [--heart-timeout S]]\n");
+            "             [--busy-poll-us US] [--heart [--heart-timeout S]] [--stop-on-stdin-eof]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -129,6 +132,7 @@ static int set_option(options *o, int ch, const char *arg)
     case 'b': return parse_unsigned("--busy-poll-us", arg, 0, 1000, &node->busy_poll_us);
     case 'X': o->heart = 1; return 0;
     case 'T': return parse_long("--heart-timeout", arg, 1, 86400, &o->heart_timeout_s);
+    case 'E': o->app.stop_on_stdin_eof = 1; return 0;
     case 'h': o->help = 1; return 0;
     default: return -EINVAL;
     }
@@ -146,6 +150,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"counter-initial", required_argument, 0, 'i'}, {"coalesce-us", required_argument, 0, 'u'},
         {"busy-poll-us", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'},
         {"heart", no_argument, 0, 'X'}, {"heart-timeout", required_argument, 0, 'T'},
+        {"stop-on-stdin-eof", no_argument, 0, 'E'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -258,13 +263,6 @@ static int complete_config(options *o)
     return 0;
 }
 
-static void print_ready(sup_app *app)
-{
-    cn_node *node = sup_app_node(app);
-    printf("READY %s %u\n", cn_node_name(node), cn_node_port(node));
-    fflush(stdout);
-}
-
 /* Listens, registers and connects; on failure the app stops with status 1 (2 for a bad --connect). */
 static void start(sup_app *app, const options *o)
 {
@@ -364,7 +362,7 @@ int main(int argc, char **argv)
         return 2;
     if (complete_config(&o) < 0)
         return 1;
-    o.app.ready_cb = print_ready;
+    o.app.ready_cb = sup_app_print_ready;
     int beat_fd = -1, status;
     if (o.heart && become_watchdog(&o, &beat_fd, &status))
         return status;
