@@ -153,6 +153,15 @@ defmodule CNode do
     {:stop, {:cnode_exited, node, status}, %{state | port: nil}}
   end
 
+  # The port's link: :normal after its exit status. Otherwise the port itself failed (a
+  # write error): the node's stdin closes with it and the node stops, so this child does too.
+  def handle_info({:EXIT, port, reason}, %{port: port} = state) when reason != :normal do
+    node = state.cfg.node
+    Logger.error("cnode #{node}: its port closed (#{inspect(reason)})", cnode: node)
+    # No exit status will come through a closed port: nothing left to wait for here.
+    {:stop, {:cnode_port_closed, node, reason}, %{state | port: nil}}
+  end
+
   def handle_info({:EXIT, _port_or_linked, _reason}, state), do: {:noreply, state}
   def handle_info(_other, state), do: {:noreply, state}
 
@@ -340,8 +349,10 @@ defmodule CNode do
     state = %{state | partial: ""}
     node = state.cfg.node
 
+    own_name = Atom.to_string(node)
+
     case CNode.LogLine.parse(line) do
-      {:ready, name, port} when name == node ->
+      {:ready, ^own_name, port} ->
         if state.ready, do: Logger.info("cnode #{node} is READY again (restarted by --heart)", cnode: node)
         %{state | ready: true, dist_port: port}
 

@@ -11,13 +11,14 @@ defmodule CNode.LogLine do
 
   @log ~r/^\d\d:\d\d:\d\d\.\d{3} (debug|info|warning|error) +\[([^\]]*)\] (.*)$/s
 
-  @type t :: {:ready, node(), pos_integer()} | {Logger.level(), String.t(), String.t()}
+  @type t :: {:ready, String.t(), pos_integer()} | {Logger.level(), String.t(), String.t()}
 
   @doc """
-  `{:ready, node, port}`, or `{level, component, message}`.
+  `{:ready, node_name, port}` (the name as a string: no atom is made from output), or
+  `{level, component, message}`.
 
       iex> CNode.LogLine.parse("READY c@127.0.0.1 4242")
-      {:ready, :"c@127.0.0.1", 4242}
+      {:ready, "c@127.0.0.1", 4242}
       iex> CNode.LogLine.parse("21:10:11.964 info    [node] shutting down")
       {:info, "node", "shutting down"}
       iex> CNode.LogLine.parse("cnode: --window-ms needs an integer")
@@ -27,7 +28,7 @@ defmodule CNode.LogLine do
   def parse("READY " <> rest = line) do
     with [name, port] <- String.split(rest, " "),
          {port, ""} <- Integer.parse(port) do
-      {:ready, String.to_atom(name), port}
+      {:ready, name, port}
     else
       _ -> {:error, "output", line}
     end
