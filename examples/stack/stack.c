@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cnode/mem.h>
 #include <genserver/genserver.h>
 #include <supervisor/app.h>
 
@@ -75,10 +76,9 @@ static gs_ret stack_cast(gs_server *s, const gs_term *req, gs_result *res)
     int start = i;
     if (ei_skip_term(req->buf, &i) < 0)
         return GS_UNKNOWN;
-    item *it = malloc(sizeof *it);
-    char *term = malloc((size_t)(i - start));
-    if (it == NULL || term == NULL)
-        abort();                                 /* the library's own policy: out of memory ends the node */
+    /* cn_malloc never returns NULL: out of memory ends the node with one log line, as the BEAM does. */
+    item *it = cn_malloc(sizeof *it);
+    char *term = cn_malloc((size_t)(i - start));
     memcpy(term, req->buf + start, (size_t)(i - start));
     *it = (item){.term = term, .len = i - start, .next = st->top};
     st->top = it;
@@ -119,7 +119,7 @@ static int start_stack(cn_node *node, cn_proc *parent, void *arg, cn_proc **out)
     (void)arg;
     gs_server *gs;
     gs_options opt = {.name = "stack", .parent = parent};
-    int rc = gs_start(node, &stack_callbacks, calloc(1, sizeof(stack)), &opt, &gs);
+    int rc = gs_start(node, &stack_callbacks, cn_calloc(1, sizeof(stack)), &opt, &gs);
     if (rc == 0)
         *out = gs_proc(gs);
     return rc;
