@@ -15,7 +15,7 @@ struct sup_stdin_watch {
     void *data;
 };
 
-static void end(sup_stdin_watch *w)
+static void reach_end(sup_stdin_watch *w)
 {
     if (w->ended)
         return;
@@ -35,13 +35,13 @@ static void on_readable(uv_poll_t *p, int status, int events)
     char buf[512];
     (void)events;
     if (status < 0) {
-        end(w);
+        reach_end(w);
         return;
     }
     ssize_t n = read(0, buf, sizeof buf);
     if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
         return;
-    end(w);
+    reach_end(w);
 }
 
 static void closed(uv_handle_t *h)

@@ -20,7 +20,9 @@ typedef struct sup_stdin_watch sup_stdin_watch;
 typedef void (*sup_stdin_eof_cb)(void *data);
 
 /*
- * Starts watching fd 0. Returns 0 and the watch in *out, or a libuv error
+ * Starts watching fd 0 on loop. The watch is the caller's, freed by
+ * sup_stdin_watch_close; fd 0 is borrowed (libuv makes it nonblocking, which
+ * is why a terminal is no place for it). Returns 0 and the watch in *out, or a libuv error
  * (UV_EPERM when stdin is a regular file or /dev/null, which epoll cannot
  * watch and which no owner holds open), and then nothing was made.
  */
