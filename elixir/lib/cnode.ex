@@ -127,7 +127,7 @@ defmodule CNode do
       {:ok, state}
     else
       {:error, reason, state} ->
-        stop_node(state, state.cfg.stop_timeout)
+        log_stop(state, stop_node(state, state.cfg.stop_timeout))
         {:stop, reason}
 
       {:error, reason} ->
@@ -169,9 +169,16 @@ defmodule CNode do
   def terminate(_reason, %{port: nil}), do: :ok
 
   def terminate(_reason, state) do
+    log_stop(state, stop_node(state, state.cfg.stop_timeout))
+    # The connection is gone with the node; forget it now, so a restart connects afresh.
+    Node.disconnect(state.cfg.node)
+    :ok
+  end
+
+  defp log_stop(state, result) do
     node = state.cfg.node
 
-    case stop_node(state, state.cfg.stop_timeout) do
+    case result do
       {:exited, 0} ->
         Logger.info("cnode #{node} stopped: exit status 0", cnode: node)
 
@@ -184,10 +191,6 @@ defmodule CNode do
           cnode: node
         )
     end
-
-    # The connection is gone with the node; forget it now, so a restart connects afresh.
-    Node.disconnect(node)
-    :ok
   end
 
   ## Starting
