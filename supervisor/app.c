@@ -19,6 +19,7 @@
 #include "genserver/genserver.h"
 #include "genserver/net_kernel.h"
 #include "supervisor/app.h"
+#include "supervisor/stdin_watch.h"
 #include "supervisor/supervisor.h"
 
 /*
@@ -35,6 +36,10 @@ struct sup_app {
     rate_limiter_config limiter;
     void (*ready_cb)(sup_app *app);
     void *data;
+    const sup_child_spec *children;     /* the program's own, or NULL for the built-in ones */
+    size_t nchildren;
+    int stop_on_stdin_eof;
+    sup_stdin_watch *stdin_watch;       /* while it watches, else NULL */
     uv_signal_t sigterm, sigint;
     uv_idle_t closer;       /* closes the node once no process is left */
     unsigned close_turns;
@@ -105,8 +110,9 @@ static int start_tree(sup_app *a)
                        top_exited, a, &a->kernel);
     if (rc < 0)
         return rc;
-    return sup_start(a->node, "cnode_sup", &flags, servers, sizeof servers / sizeof servers[0], NULL,
-                     top_exited, a, &a->root);
+    const sup_child_spec *specs = a->children ? a->children : servers;
+    size_t n = a->children ? a->nchildren : sizeof servers / sizeof servers[0];
+    return sup_start(a->node, "cnode_sup", &flags, specs, n, NULL, top_exited, a, &a->root);
 }
 
 static void on_ready(cn_node *node, int status)
@@ -171,6 +177,13 @@ static void close_when_idle(uv_idle_t *h)
     cn_node_close(a->node, node_closed);
 }
 
+/* The owner at the other end of stdin is gone: stop as SIGTERM does, every server saving. */
+static void stdin_ended(void *data)
+{
+    CN_INFO("node", "stdin closed (the port's owner is gone); stopping");
+    sup_app_stop(data, 0);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     CN_INFO("node", "got %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -192,6 +205,9 @@ int sup_app_new(uv_loop_t *loop, const sup_app_config *cfg, sup_app **out)
     a->limiter = cfg->limiter;
     a->ready_cb = cfg->ready_cb;
     a->data = cfg->data;
+    a->children = cfg->children;
+    a->nchildren = cfg->nchildren;
+    a->stop_on_stdin_eof = cfg->stop_on_stdin_eof;
     cn_node_set_data(node, a);
     uv_signal_init(loop, &a->sigterm);
     uv_signal_init(loop, &a->sigint);
@@ -206,6 +222,14 @@ int sup_app_new(uv_loop_t *loop, const sup_app_config *cfg, sup_app **out)
 
 int sup_app_start(sup_app *a)
 {
+    if (a->stop_on_stdin_eof) {
+        int rc = sup_stdin_watch_start(a->loop, stdin_ended, a, &a->stdin_watch);
+        if (rc < 0) {
+            fprintf(stderr, "cnode: cannot watch stdin for its end (it must be a pipe or a socket): %s\n",
+                    cn_strerror(rc));
+            return rc;
+        }
+    }
     return cn_node_start(a->node, on_ready);
 }
 
@@ -221,6 +245,8 @@ void sup_app_stop(sup_app *a, int status)
         sup_stop(a->root);
     if (a->kernel)
         sup_stop(a->kernel);
+    sup_stdin_watch_close(a->stdin_watch);
+    a->stdin_watch = NULL;
     uv_signal_stop(&a->sigterm);
     uv_signal_stop(&a->sigint);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
@@ -243,3 +269,36 @@ int sup_app_status(const sup_app *a) { return a->status; }
 int sup_app_stopping(const sup_app *a) { return a->stopping; }
 cn_node *sup_app_node(const sup_app *a) { return a->node; }
 void *sup_app_data(const sup_app *a) { return a->data; }
+
+void sup_app_print_ready(sup_app *a)
+{
+    cn_node *node = sup_app_node(a);
+    printf("READY %s %u\n", cn_node_name(node), cn_node_port(node));
+    fflush(stdout);
+}
+
+int sup_app_run(const sup_app_config *cfg)
+{
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t *loop = uv_default_loop();
+    sup_app_config c = *cfg;
+    if (c.ready_cb == NULL)
+        c.ready_cb = sup_app_print_ready;
+    sup_app *a;
+    int rc = sup_app_new(loop, &c, &a);
+    if (rc < 0) {
+        fprintf(stderr, "cnode: cannot make the node (a name NAME@HOST and a cookie are required): %s\n",
+                cn_strerror(rc));
+        return 2;
+    }
+    rc = sup_app_start(a);
+    if (rc < 0) {
+        fprintf(stderr, "cnode: cannot start: %s\n", cn_strerror(rc));
+        sup_app_stop(a, 1);
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    int status = sup_app_status(a);
+    if (sup_app_free(a) == 0)
+        uv_loop_close(loop);
+    return status;
+}

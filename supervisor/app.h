@@ -21,7 +21,14 @@
  * restart, has given the node's name to another node before the node could
  * register again (cn_node_config's status_cb; the app sets it).
  *
- * A program:
+ * A program with its own servers, in a few lines (examples/stack/stack.c):
+ *
+ *     sup_child_spec children[] = {{.id = "stack", .start = start_stack, ...}};
+ *     sup_app_config cfg = {.node = {.name = argv[1], .cookie = argv[2]},
+ *                           .children = children, .nchildren = 1};
+ *     return sup_app_run(&cfg);
+ *
+ * or, step by step:
  *
  *     sup_app *app;
  *     if (sup_app_new(loop, &cfg, &app) < 0) ...       // a bad node name
@@ -38,6 +45,7 @@
 #include "cnode/node.h"
 #include "genserver/counter.h"
 #include "genserver/rate_limiter.h"
+#include "supervisor/supervisor.h"
 
 typedef struct sup_app sup_app;
 
@@ -48,6 +56,20 @@ typedef struct sup_app_config {
     /* Called once the node is registered and the whole tree runs. May be NULL. */
     void (*ready_cb)(sup_app *app);
     void *data;                     /* the user's pointer: sup_app_data */
+    /*
+     * The children of cnode_sup, in start order: a program's own servers
+     * (examples/stack). NULL: the built-in counter and rate_limiter, configured
+     * by counter and limiter above. The array and what its args point to are
+     * borrowed for the app's life.
+     */
+    const sup_child_spec *children;
+    size_t nchildren;
+    /*
+     * Stop, as SIGTERM does (status 0), when stdin reaches its end: for a node
+     * run as a port of a BEAM, whose death closes the pipe (supervisor/stdin_watch.h).
+     * stdin must then be a pipe or a socket, or sup_app_start fails.
+     */
+    int stop_on_stdin_eof;
 } sup_app_config;
 
 /*
@@ -85,5 +107,18 @@ int sup_app_status(const sup_app *app);
 int sup_app_stopping(const sup_app *app);
 cn_node *sup_app_node(const sup_app *app);
 void *sup_app_data(const sup_app *app);
+
+/* Prints "READY <name> <port>" on stdout and flushes it: what build/cnode's starters wait for. */
+void sup_app_print_ready(sup_app *app);
+
+/*
+ * A whole program's node on the default loop: makes the app, starts it, runs
+ * the loop until the app has stopped (SIGTERM, SIGINT, a top supervisor's
+ * death, stdin's end with stop_on_stdin_eof) and frees it. A NULL ready_cb is
+ * sup_app_print_ready. SIGPIPE is ignored. Errors are one line on stderr.
+ * Returns the exit status: 0 after SIGTERM or SIGINT, 1 when the node could
+ * not start or a top supervisor died, 2 for a bad node name.
+ */
+int sup_app_run(const sup_app_config *cfg);
 
 #endif

@@ -11,6 +11,9 @@
  * node registers again, and if another node took the name meanwhile it stops
  * the same way. Bad flags exit 2.
  *
+ * With --stop-on-stdin-eof the node also stops as on SIGTERM when stdin
+ * reaches its end: run as a BEAM's port, it never outlives its owner.
+ *
  * With --heart the process becomes a watchdog (supervisor/heart.h) once the
  * flags, cookie and data dir are checked, and the node runs in a child it
  * restarts; the child reports to it from its loop (supervisor/heart_beat.h).
@@ -86,7 +89,7 @@ static void usage(FILE *f)
             "             [--tls-certfile F] [--tls-keyfile F] [--tls-cacertfile F]\n"
             "             [--tls-verify verify_peer|verify_none]\n"
             "             [--tls-fail-if-no-peer-cert | --no-tls-fail-if-no-peer-cert]\n"
-            "             [--ssl-dist-optfile F]\n");
+            "             [--ssl-dist-optfile F] [--stop-on-stdin-eof]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -214,6 +217,7 @@ static int set_option(options *o, int ch, const char *arg)
     case 'b': return parse_unsigned("--busy-poll-us", arg, 0, 1000, &node->busy_poll_us);
     case 'X': o->heart = 1; return 0;
     case 'T': return parse_long("--heart-timeout", arg, 1, 86400, &o->heart_timeout_s);
+    case 'E': o->app.stop_on_stdin_eof = 1; return 0;
     case 'h': o->help = 1; return 0;
     case OPT_PROTO_DIST: return set_proto_dist(o, arg);
     case OPT_TLS_VERIFY: return set_tls_verify(o, arg);
@@ -243,6 +247,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"tls-fail-if-no-peer-cert", no_argument, 0, OPT_TLS_FAIL},
         {"no-tls-fail-if-no-peer-cert", no_argument, 0, OPT_TLS_NO_FAIL},
         {"ssl-dist-optfile", required_argument, 0, OPT_SSL_DIST_OPTFILE},
+        {"stop-on-stdin-eof", no_argument, 0, 'E'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -391,13 +396,6 @@ static int complete_config(options *o)
     return 0;
 }
 
-static void print_ready(sup_app *app)
-{
-    cn_node *node = sup_app_node(app);
-    printf("READY %s %u\n", cn_node_name(node), cn_node_port(node));
-    fflush(stdout);
-}
-
 /* Listens, registers and connects; on failure the app stops with status 1 (2 for a bad --connect). */
 static void start(sup_app *app, const options *o)
 {
@@ -497,7 +495,7 @@ int main(int argc, char **argv)
         return 2;
     if (complete_config(&o) < 0)
         return 1;
-    o.app.ready_cb = print_ready;
+    o.app.ready_cb = sup_app_print_ready;
     int beat_fd = -1, status;
     if (o.heart && become_watchdog(&o, &beat_fd, &status))
         return status;

@@ -348,10 +348,93 @@ static void a_name_taken_meanwhile_stops_the_node_with_1(void **state)
     assert_true(saved(f, "rate_limiter"));
 }
 
+/* A program's own child under cnode_sup: a counter registered as "mine". */
+static int start_mine(cn_node *node, cn_proc *parent, void *arg, cn_proc **out)
+{
+    gs_server *gs;
+    int rc = counter_start(node, arg, "mine", parent, &gs);
+    if (rc == 0)
+        *out = gs_proc(gs);
+    return rc;
+}
+
+/* An app without epmd, with the program's own children (NULL: the built-in ones). */
+static fx *own_app(const sup_child_spec *children, size_t n, int stop_on_stdin_eof, counter_config *mine)
+{
+    fx *f = calloc(1, sizeof *f);
+    uv_loop_init(&f->loop);
+    snprintf(f->dir, sizeof f->dir, "/tmp/test_app.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    if (mine)
+        mine->data_dir = f->dir;
+    sup_app_config cfg = {
+        .node = {.name = "app@127.0.0.1", .cookie = "c", .no_epmd = 1},
+        .counter = {.initial = 0, .data_dir = f->dir},
+        .limiter = {.max_requests = 100, .window_ms = 60000, .data_dir = f->dir},
+        .ready_cb = on_ready,
+        .data = f,
+        .children = children,
+        .nchildren = n,
+        .stop_on_stdin_eof = stop_on_stdin_eof,
+    };
+    assert_int_equal(sup_app_new(&f->loop, &cfg, &f->app), 0);
+    f->node = sup_app_node(f->app);
+    assert_int_equal(sup_app_start(f->app), 0);
+    assert_int_equal(f->ready, 1);
+    return f;
+}
+
+static void a_program_runs_its_own_children(void **state)
+{
+    (void)state;
+    counter_config mine = {.initial = 7};
+    sup_child_spec children[] = {
+        {.id = "mine", .start = start_mine, .arg = &mine, .restart = SUP_PERMANENT,
+         .shutdown_ms = SUP_WORKER_SHUTDOWN_MS, .type = SUP_WORKER, .module = "Elixir.Mine"},
+    };
+    fx *f = own_app(children, 1, 0, &mine);
+    assert_non_null(cn_proc_whereis(f->node, "mine"));
+    assert_non_null(cn_proc_whereis(f->node, "cnode_sup"));
+    assert_non_null(cn_proc_whereis(f->node, "net_kernel"));
+    assert_null(cn_proc_whereis(f->node, "counter"));
+    assert_null(cn_proc_whereis(f->node, "rate_limiter"));
+    sup_app_stop(f->app, 0);
+    run_to_end(f);
+    assert_int_equal(f->status, 0);
+    assert_true(saved(f, "mine"));
+    teardown((void **)&f);
+}
+
+/* As the BEAM's death closes a port's pipe: the app stops as on SIGTERM, servers saved. */
+static void the_end_of_stdin_stops_the_app_with_0(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    int saved_stdin = dup(0);
+    assert_int_equal(dup2(p[0], 0), 0);
+    close(p[0]);
+    fx *f = own_app(NULL, 0, 1, NULL);
+    f->tester = cn_proc_spawn(f->node, &tester_ops, f);
+    cast_increments(f, 2);
+    cn_proc_exit(f->tester, NULL, 0);
+    turns(f, 4);
+    assert_false(sup_app_stopping(f->app));
+    close(p[1]);
+    run_to_end(f);
+    assert_int_equal(f->status, 0);
+    assert_int_equal(saved_counter(f), 2);
+    assert_int_equal(dup2(saved_stdin, 0), 0);
+    close(saved_stdin);
+    teardown((void **)&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(start_registers_the_tree, setup, teardown),
+        cmocka_unit_test(a_program_runs_its_own_children),
+        cmocka_unit_test(the_end_of_stdin_stops_the_app_with_0),
         cmocka_unit_test_setup_teardown(sigterm_saves_every_server_and_exits_0, setup, teardown),
         cmocka_unit_test_setup_teardown(killed_root_stops_the_node_with_1_after_the_children_saved, setup,
                                         teardown),
