@@ -57,9 +57,22 @@ static cn_alias *alias_find(cn_node *node, const erlang_ref *ref)
     return a;
 }
 
+/*
+ * uthash frees a table whose last entry goes, and allocates it again for the
+ * next: a caller with one call in flight would pay both on every call. An
+ * entry with id 0, which no reference of ours has, keeps the table.
+ */
+static void alias_anchor(cn_node *node)
+{
+    cn_alias *anchor = cn_calloc(1, sizeof *anchor);
+    HASH_ADD(hh, node->aliases, id, sizeof anchor->id, anchor);
+}
+
 static void alias_add(cn_proc *p, const erlang_ref *ref)
 {
     cn_node *node = p->node;
+    if (node->aliases == NULL)
+        alias_anchor(node);
     cn_alias *a = node->free_aliases;
     if (a != NULL) {
         node->free_aliases = a->next;

@@ -5,7 +5,8 @@
  *   cnode-load --target NODE [--cookie C] [--request increment|check_rate|cast]
  *              [--nodes K] [--inflight M] [--rate R] [--duration S] [--warmup S]
  *              [--ids N] [--timeout-ms MS] [--drain-ms MS] [--server-pid PID]
- *              [--name PREFIX] [--host HOST] [--busy-poll-us US] [--label TEXT]
+ *              [--name PREFIX] [--host HOST] [--busy-poll-us US] [--coalesce-us US]
+ *              [--label TEXT]
  */
 #ifndef LD_ARGS_H
 #define LD_ARGS_H
@@ -30,10 +31,14 @@ typedef struct ld_config {
     const char *name;           /* node name prefix: NAME_<i>@HOST; NULL: load<pid> */
     const char *host;
     unsigned busy_poll_us;      /* the generator nodes' own busy polling (0: they sleep) */
+    unsigned coalesce_us;       /* pause after a turn of many replies (0: never), as the C node */
     const char *label;          /* copied into the result line */
 } ld_config;
 
-/* The defaults: closed loop, 1 node, 1 in flight, :increment, 5 s after 1 s of warm-up. */
+/*
+ * The defaults: closed loop, 1 node, 1 in flight, :increment, 5 s after 1 s of
+ * warm-up, no coalescing pause.
+ */
 void ld_config_default(ld_config *cfg);
 /*
  * Parses argv[1..argc) into cfg (strings are borrowed from argv). Returns 0,
