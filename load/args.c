@@ -10,7 +10,7 @@ const char ld_usage[] =
     "                  [--nodes K] [--inflight M] [--rate R] [--duration S] [--warmup S]\n"
     "                  [--ids N] [--timeout-ms MS] [--drain-ms MS] [--server-pid PID]\n"
     "                  [--name PREFIX] [--host HOST] [--busy-poll-us US] [--coalesce-us US]\n"
-    "                  [--label TEXT]\n"
+    "                  [--batch-us US] [--label TEXT]\n"
     "Closed loop (M calls in flight per node) without --rate; open loop at R calls/s\n"
     "in total with it (at most M in flight per node, latency from each call's due time).\n";
 
@@ -26,6 +26,7 @@ void ld_config_default(ld_config *cfg)
     cfg->drain_ms = 2000;
     cfg->host = "127.0.0.1";
     cfg->coalesce_us = 0;
+    cfg->batch_us = 100;
 }
 
 const char *ld_request_name(ld_request r)
@@ -89,6 +90,7 @@ static const uflag uflags[] = {
     {"--drain-ms", 0, 3600000, offsetof(ld_config, drain_ms)},
     {"--busy-poll-us", 0, 1000, offsetof(ld_config, busy_poll_us)},
     {"--coalesce-us", 0, 1000, offsetof(ld_config, coalesce_us)},
+    {"--batch-us", 0, 10000, offsetof(ld_config, batch_us)},
 };
 
 /* One "--flag value" pair into cfg: 0, or -1 for an unknown flag or a bad value. */

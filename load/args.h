@@ -6,7 +6,7 @@
  *              [--nodes K] [--inflight M] [--rate R] [--duration S] [--warmup S]
  *              [--ids N] [--timeout-ms MS] [--drain-ms MS] [--server-pid PID]
  *              [--name PREFIX] [--host HOST] [--busy-poll-us US] [--coalesce-us US]
- *              [--label TEXT]
+ *              [--batch-us US] [--label TEXT]
  */
 #ifndef LD_ARGS_H
 #define LD_ARGS_H
@@ -32,12 +32,13 @@ typedef struct ld_config {
     const char *host;
     unsigned busy_poll_us;      /* the generator nodes' own busy polling (0: they sleep) */
     unsigned coalesce_us;       /* pause after a turn of many replies (0: never), as the C node */
+    unsigned batch_us;          /* open loop: sends at most once per batch_us (0: each at its time) */
     const char *label;          /* copied into the result line */
 } ld_config;
 
 /*
  * The defaults: closed loop, 1 node, 1 in flight, :increment, 5 s after 1 s of
- * warm-up, no coalescing pause.
+ * warm-up, no coalescing pause, open-loop sends batched over 100 us.
  */
 void ld_config_default(ld_config *cfg);
 /*

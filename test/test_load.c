@@ -195,6 +195,8 @@ static void defaults_are_a_closed_loop_of_one(void **state)
     assert_true(c.rate == 0);
     assert_int_equal(c.ids, 1000);
     assert_string_equal(c.host, "127.0.0.1");
+    assert_int_equal(c.coalesce_us, 0);
+    assert_int_equal(c.batch_us, 100);
 }
 
 static void every_flag_is_read(void **state)
@@ -205,7 +207,7 @@ static void every_flag_is_read(void **state)
     assert_int_equal(parse(&c, err, "--target n@h --cookie abc --request check_rate --nodes 64 --inflight 8 "
                                     "--rate 25000.5 --duration 2.5 --warmup 0 --ids 77 --timeout-ms 100 "
                                     "--drain-ms 0 --server-pid 4242 --name ld --host 10.0.0.1 "
-                                    "--busy-poll-us 50 --label x"), 0);
+                                    "--busy-poll-us 50 --coalesce-us 150 --batch-us 0 --label x"), 0);
     assert_string_equal(c.cookie, "abc");
     assert_int_equal(c.request, LD_CHECK_RATE);
     assert_int_equal(c.nodes, 64);
@@ -220,6 +222,8 @@ static void every_flag_is_read(void **state)
     assert_string_equal(c.name, "ld");
     assert_string_equal(c.host, "10.0.0.1");
     assert_int_equal(c.busy_poll_us, 50);
+    assert_int_equal(c.coalesce_us, 150);
+    assert_int_equal(c.batch_us, 0);
     assert_string_equal(c.label, "x");
 }
 

@@ -11,13 +11,12 @@ set output dir.'/capacity.png'
 set multiplot layout 1,2 title "make bench capacity: server pinned to one core, cnode-load on the other (p99 vs throughput)"
 set logscale xy
 set grid xtics ytics mxtics mytics
-set xlabel "achieved calls/s"
 set ylabel "p99 latency, µs"
 set format x "%.0s%c"
 set key top left
 set style data linespoints
 do for [r in "increment check_rate"] {
-    set title r
+    set xlabel "achieved calls/s, ".r
     plot series("cnode", r, 1) title "C node, 1 caller node" lc rgb "#1f77b4" pt 7, \
          series("cnode", r, 64) title "C node, 64 caller nodes" lc rgb "#1f77b4" dt 2 pt 5, \
          series("beam", r, 1) title "BEAM peer, 1 caller node" lc rgb "#ff7f0e" pt 7, \
