@@ -20,6 +20,8 @@
  *                process or a connection; what a lost connection takes with it
  *   dist_recv.c  a frame's control tuple decoded and dispatched
  *   proc.c       processes, names, links, monitors, exit signals, local queue
+ *   alias.c      the caller's side of gen:call: monitors of remote names, and
+ *                the aliases their replies come back to
  *   dist_send.c  control messages encoded into a connection's frames
  *   conn.c       the connection state machine: handshake, framing, batched
  *                writes, ticks

@@ -16,6 +16,7 @@
  * timers have millisecond resolution, far too coarse at 50 000 calls/s); a
  * slot that frees sends the calls that became due meanwhile at once.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,8 @@ typedef struct ld_slot {
     cn_proc *proc;
     erlang_pid pid;
     erlang_ref ref;
+    int head_len;
+    char head[96 + MAXATOMLEN_UTF8];    /* encode_head: version, headers, two short atoms, a pid */
     uint64_t due_ns, sent_ns;
     int busy;
     struct ld_slot *next_free;
@@ -132,15 +135,29 @@ static int encode_request(ld_gen *g, int *i)
            ei_encode_binary(g->buf, i, id, n);
 }
 
+/*
+ * The part of a slot's calls that never changes, up to the reference:
+ * {'$gen_call', {Pid, [alias | . Encoded once per slot: the pid's node name
+ * is most of the bytes, and most of the encoding work of a call.
+ */
+static void encode_head(ld_slot *s)
+{
+    char *b = s->head;
+    int i = 0;
+    int rc = ei_encode_version(b, &i) | ei_encode_tuple_header(b, &i, 3) | ei_encode_atom(b, &i, "$gen_call") |
+             ei_encode_tuple_header(b, &i, 2) | ei_encode_pid(b, &i, &s->pid) | ei_encode_list_header(b, &i, 1) |
+             ei_encode_atom(b, &i, "alias");
+    assert(rc == 0 && (size_t)i <= sizeof s->head);
+    (void)rc;
+    s->head_len = i;
+}
+
 /* {'$gen_call', {Pid, [alias | Ref]}, Request} into g->buf: its length. */
 static int encode_call(ld_gen *g, const ld_slot *s)
 {
-    int i = 0;
-    int rc = ei_encode_version(g->buf, &i) | ei_encode_tuple_header(g->buf, &i, 3) |
-             ei_encode_atom(g->buf, &i, "$gen_call") | ei_encode_tuple_header(g->buf, &i, 2) |
-             ei_encode_pid(g->buf, &i, &s->pid) | ei_encode_list_header(g->buf, &i, 1) |
-             ei_encode_atom(g->buf, &i, "alias") | ei_encode_ref(g->buf, &i, &s->ref) |
-             encode_request(g, &i);
+    memcpy(g->buf, s->head, (size_t)s->head_len);
+    int i = s->head_len;
+    int rc = ei_encode_ref(g->buf, &i, &s->ref) | encode_request(g, &i);
     return rc < 0 ? -1 : i;
 }
 
@@ -169,6 +186,7 @@ static ld_slot *slot_take(ld_node *ln)
         s->ln = ln;
         s->proc = cn_proc_spawn(ln->node, &slot_ops, s);
         cn_proc_pid(s->proc, &s->pid);
+        encode_head(s);
     }
     return s;
 }
