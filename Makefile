@@ -1,7 +1,7 @@
 # Build, run and test the C node. `make run` and `make test` install whatever
 # Debian packages are missing first (scripts/bootstrap.sh); plain `make` only builds.
 #
-#   make                      build/cnode and build/libcnode.a
+#   make                      build/cnode, build/libcnode.a and build/cnode-load (load/)
 #   make run                  start cnode@127.0.0.1 (prints the iex line)
 #   make test                 unit tests plain and sanitized, Common Test, the OTP matrix,
 #                             ExUnit (ct, test-otp and exunit build the sanitized node
@@ -46,9 +46,12 @@ TEST_SRCS := $(wildcard test/test_*.c)
 TEST_BINS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
 TEST_SUPPORT := $(filter-out $(TEST_SRCS),$(wildcard test/*.c))
 TEST_SUPPORT_OBJS := $(TEST_SUPPORT:%.c=$(BUILD)/obj/%.o)
+# The load generator (load/): its engine and pure parts, then its main.
+LOAD_SRCS := $(filter-out load/main.c,$(wildcard load/*.c))
+LOAD_OBJS := $(LOAD_SRCS:%.c=$(BUILD)/obj/%.o)
 
 .PHONY: all deps run test unit unit-san san-cnode interop interop-san ct test-otp exunit bench clean fuzz fuzz-smoke fuzz-build fuzz-corpus
-all: $(BUILD)/cnode $(BUILD)/libcnode.a
+all: $(BUILD)/cnode $(BUILD)/libcnode.a $(BUILD)/cnode-load
 
 # Objects are rebuilt when the compiler flags change, not only when sources do.
 FLAGS_STAMP := $(BUILD)/.flags
@@ -65,11 +68,20 @@ $(BUILD)/libcnode.a: $(LIB_OBJS)
 $(BUILD)/cnode: $(BUILD)/obj/supervisor/main.o $(BUILD)/libcnode.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/cnode-load: $(BUILD)/obj/load/main.o $(LOAD_OBJS) $(BUILD)/libcnode.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/test/%: $(BUILD)/obj/test/%.o $(TEST_SUPPORT_OBJS) $(BUILD)/libcnode.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+# The load generator's tests link its objects before the library they use.
+$(BUILD)/test/test_load: $(BUILD)/obj/test/test_load.o $(LOAD_OBJS) $(TEST_SUPPORT_OBJS) $(BUILD)/libcnode.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
 -include $(LIB_OBJS:.o=.d) $(BUILD)/obj/supervisor/main.d $(TEST_SRCS:test/%.c=$(BUILD)/obj/test/%.d)
+-include $(LOAD_OBJS:.o=.d) $(BUILD)/obj/load/main.d
 
 deps:
 	@scripts/bootstrap.sh

@@ -26,6 +26,7 @@
 
 #include "cnode/error.h"
 #include "cnode/log.h"
+#include "cnode/mem.h"
 #include "cnode/node_int.h"
 #include "cnode/protocol.h"
 #include "cnode/term.h"
@@ -45,6 +46,8 @@ typedef struct ctl {
     size_t payload_len;
     const char *ctl_reason;         /* a reason inside the control tuple (no version byte) */
     size_t ctl_reason_len;
+    const char *who;                /* MONITOR_P_EXIT's FromProc, a pid or a name, kept in place */
+    size_t who_len;
 } ctl;
 
 /* What an element of a control tuple after the operation is, and where it goes. */
@@ -56,7 +59,8 @@ enum field {
     F_PROC,     /* a pid or an atom: m->to or m->to_name (MONITOR_P's ToProc) */
     F_REF,      /* a reference: m->ref */
     F_ID,       /* a non-negative integer of up to 64 bits: m->id */
-    F_REASON    /* any term, kept in place: m->ctl_reason */
+    F_REASON,   /* any term, kept in place: m->ctl_reason */
+    F_WHO       /* any term, kept in place: m->who */
 };
 
 /*
@@ -86,14 +90,14 @@ static const layout layouts[] = {
     [DOP_EXIT2_TT] = {5, 0, {F_FROM, F_TO, F_ANY, F_REASON}},
     [DOP_MONITOR_P] = {4, 0, {F_FROM, F_PROC, F_REF}},
     [DOP_DEMONITOR_P] = {4, 0, {F_FROM, F_PROC, F_REF}},
-    [DOP_MONITOR_P_EXIT] = {5, 0, {F_ANY, F_ANY, F_ANY, F_ANY}},
+    [DOP_MONITOR_P_EXIT] = {5, 0, {F_WHO, F_TO, F_REF, F_REASON}},
     [DOP_SEND_SENDER] = {3, 1, {F_FROM, F_TO}},
     [DOP_SEND_SENDER_TT] = {4, 1, {F_FROM, F_TO, F_ANY}},
     [DOP_PAYLOAD_EXIT] = {3, 1, {F_FROM, F_TO}},
     [DOP_PAYLOAD_EXIT_TT] = {4, 1, {F_FROM, F_TO, F_ANY}},
     [DOP_PAYLOAD_EXIT2] = {3, 1, {F_FROM, F_TO}},
     [DOP_PAYLOAD_EXIT2_TT] = {4, 1, {F_FROM, F_TO, F_ANY}},
-    [DOP_PAYLOAD_MONITOR_P_EXIT] = {4, 1, {F_ANY, F_ANY, F_ANY}},
+    [DOP_PAYLOAD_MONITOR_P_EXIT] = {4, 1, {F_WHO, F_TO, F_REF}},
     [DOP_SPAWN_REQUEST] = {6, 1, {F_ANY, F_ANY, F_ANY, F_ANY, F_ANY}},
     [DOP_SPAWN_REQUEST_TT] = {7, 1, {F_ANY, F_ANY, F_ANY, F_ANY, F_ANY, F_ANY}},
     [DOP_SPAWN_REPLY] = {5, 0, {F_ANY, F_ANY, F_ANY, F_ANY}},
@@ -235,6 +239,7 @@ static int dec_field(int kind, const char *f, size_t end, int *idx, ctl *m)
     case F_REF: return dec_ref(f, end, idx, &m->ref);
     case F_ID: return dec_id(f, end, idx, &m->id);
     case F_REASON: return dec_any(f, end, idx, &m->ctl_reason, &m->ctl_reason_len);
+    case F_WHO: return dec_any(f, end, idx, &m->who, &m->who_len);
     default: return -1;
     }
 }
@@ -357,8 +362,9 @@ static void handle_send(cn_conn *c, const ctl *m)
 
 static void handle_alias_send(cn_conn *c, const ctl *m)
 {
-    (void)m;
-    /* No process here creates aliases, so every alias message is stale. */
+    /* A reply to a call of ours (cnode/alias.c), or a stale one: dropped, as the BEAM drops it. */
+    if (cn__alias_deliver(c->node, &m->ref, m->payload, m->payload_len) == 0)
+        return;
     char peer[CN_LOG_ESC_MAX];
     CN_DEBUG("dist", "alias message from %s dropped: no such alias",
              cn_log_escape_str(peer, sizeof peer, c->peer_name));
@@ -459,7 +465,35 @@ static void handle_exit(cn_conn *c, const ctl *m)
     cn_buf_shrink(&c->node->scratch, CN_BUF_KEEP);
 }
 
-/* Operations that need nothing from us: acks, and signals to processes we never monitor or lead. */
+/*
+ * A monitor of ours (cnode/alias.c) reports its process gone: the watcher gets
+ * {'DOWN', Ref, process, Who, Reason}, Who being {Name, Node} for a monitor by
+ * name, as erlang:monitor delivers it. Nothing for a monitor we do not hold.
+ */
+static void handle_monitor_exit(cn_conn *c, const ctl *m)
+{
+    size_t rlen;
+    const char *reason = exit_reason(c->node, m, &rlen);
+    ei_x_buff x;
+    cn_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 5);
+    ei_x_encode_atom(&x, "DOWN");
+    ei_x_encode_ref(&x, &m->ref);
+    ei_x_encode_atom(&x, "process");
+    unsigned char tag = (unsigned char)m->who[0];
+    int by_name = tag != ERL_NEW_PID_EXT && tag != ERL_PID_EXT;
+    if (by_name)
+        ei_x_encode_tuple_header(&x, 2);
+    ei_x_append_buf(&x, m->who, (int)m->who_len);
+    if (by_name)
+        ei_x_encode_atom_as(&x, c->peer_name, ERLANG_UTF8, ERLANG_UTF8);
+    ei_x_append_buf(&x, reason + 1, (int)rlen - 1);
+    if (cn__alias_down(c->node, &m->ref, x.buff, (size_t)x.index) < 0)
+        CN_DEBUG("dist", "DOWN of a monitor not held here dropped");
+    ei_x_free(&x);
+}
+
+/* Operations that need nothing from us: acks, and group leaders (we lead none). */
 static void ignore(cn_conn *c, const ctl *m)
 {
     (void)c;
@@ -503,8 +537,10 @@ static void dispatch(cn_conn *c, const ctl *m)
     case DOP_EXIT2: case DOP_EXIT2_TT: case DOP_PAYLOAD_EXIT2: case DOP_PAYLOAD_EXIT2_TT:
         handle_exit(c, m);
         return;
-    case DOP_UNLINK_ID_ACK: case DOP_MONITOR_P_EXIT: case DOP_PAYLOAD_MONITOR_P_EXIT:
-    case DOP_GROUP_LEADER:
+    case DOP_MONITOR_P_EXIT: case DOP_PAYLOAD_MONITOR_P_EXIT:
+        handle_monitor_exit(c, m);
+        return;
+    case DOP_UNLINK_ID_ACK: case DOP_GROUP_LEADER:
         ignore(c, m);
         return;
     default:

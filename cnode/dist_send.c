@@ -37,6 +37,7 @@
  *   ALIAS_SEND {33, From, Alias}                     a pid, a ref
  *   ALTACT_SIG_SEND {37, Flags, From, Alias}         a small integer, a pid, a ref
  *   MONITOR_P_EXIT {21, Proc, Watcher, Ref, R}       an atom or pid, a pid, a ref
+ *   MONITOR_P {19, From, Name, Ref}, DEMONITOR_P     a pid, an atom, a ref
  *   EXIT/EXIT2 {3, From, To, R}, LINK {1, From, To}  two pids
  *   UNLINK_ID {35, Id, From, To}                     an integer, two pids
  * (a reason R is counted with the payload that follows). The monitor exit is
@@ -253,5 +254,25 @@ int cn__dist_unlink_id(cn_conn *c, int op, uint64_t id, const erlang_pid *from, 
     ENC(&e, ulonglong, id);
     ENC(&e, pid, from);
     enc_peer_pid(&e, to);
+    return finish(&e, NULL, 0);
+}
+
+/*
+ * MONITOR_P {19, FromPid, ToProc, Ref} or DEMONITOR_P {20, ...}, ToProc the
+ * registered name (UTF-8), as erlang:monitor(process, {Name, Node}) and
+ * erlang:demonitor send them.
+ */
+int cn__dist_monitor_p(cn_conn *c, int op, const erlang_pid *from, const char *name, const erlang_ref *ref)
+{
+    assert(op == DOP_MONITOR_P || op == DOP_DEMONITOR_P);
+    enc e;
+    int rc = begin(&e, c, 0);
+    if (rc < 0)
+        return rc;
+    ENC(&e, tuple_header, 4);
+    ENC(&e, long, op);
+    ENC(&e, pid, from);
+    ENC(&e, atom_as, name, ERLANG_UTF8, ERLANG_UTF8);
+    ENC(&e, ref, ref);
     return finish(&e, NULL, 0);
 }

@@ -214,7 +214,8 @@ const char *cn_proc_msg_origin(const cn_proc *p)
 void cn_node_make_ref(cn_node *node, erlang_ref *out)
 {
     memset(out, 0, sizeof *out);
-    snprintf(out->node, sizeof out->node, "%s", node->name);
+    /* A call makes one: memcpy, not snprintf (the name fits: it came from a char[256]). */
+    memcpy(out->node, node->name, strlen(node->name) + 1);
     out->len = 3;
     node->next_ref++;
     out->n[0] = (unsigned)(node->next_ref & 0x3ffff);

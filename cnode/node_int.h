@@ -21,6 +21,8 @@
  *                process or a connection; what a lost connection takes with it
  *   dist_recv.c  a frame's control tuple decoded and dispatched
  *   proc.c       processes, names, links, monitors, exit signals, local queue
+ *   alias.c      the caller's side of gen:call: monitors of remote names, and
+ *                the aliases their replies come back to
  *   dist_send.c  control messages encoded into a connection's frames
  *   conn.c       the connection state machine: handshake, framing, batched
  *                writes, ticks
@@ -52,6 +54,7 @@
 typedef struct cn_link cn_link;
 typedef struct cn_monitor cn_monitor;
 typedef struct cn_target cn_target;
+typedef struct cn_alias cn_alias;
 
 /* The far end of a link or monitor: a remote pid (conn set) or a local one (conn NULL). */
 typedef struct cn_peer_pid {
@@ -230,6 +233,9 @@ struct cn_node {
     unsigned free_monitor_count;    /* at most MONITOR_SPARE (proc.c): the rest is freed */
     cn_monitor *doomed_monitors;    /* a lost connection's, freed a batch a turn (cn__proc_reclaim) */
     size_t monitors_freed;          /* since the allocator last gave memory back to the system */
+    cn_alias *aliases;              /* active aliases of local processes, by id (alias.c) */
+    cn_alias *free_aliases;         /* recycled, so a call allocates nothing */
+    unsigned free_alias_count;
     cn_local_msg *run_queue;
     cn_buf scratch;                 /* a reason rebuilt with its version byte (dist_recv.c) */
     /*
@@ -369,6 +375,16 @@ int cn__dist_exit(cn_conn *c, int op_plain, const erlang_pid *from, const cn_pee
 int cn__dist_link(cn_conn *c, const erlang_pid *from, const cn_peer_pid *to);
 /* UNLINK_ID (op 35) or UNLINK_ID_ACK (op 36). */
 int cn__dist_unlink_id(cn_conn *c, int op, uint64_t id, const erlang_pid *from, const cn_peer_pid *to);
+
+/* MONITOR_P or DEMONITOR_P (op) from `from` to the process registered as name on c's peer. */
+int cn__dist_monitor_p(cn_conn *c, int op, const erlang_pid *from, const char *name, const erlang_ref *ref);
+
+/* alias.c */
+/* A message to alias ref: to its process; CN_ENOPROC (dropped) when no active alias is ref. */
+int cn__alias_deliver(cn_node *node, const erlang_ref *ref, const char *msg, size_t len);
+/* The DOWN msg of the monitor ref to its process, which also ends the alias; or CN_ENOPROC. */
+int cn__alias_down(cn_node *node, const erlang_ref *ref, const char *msg, size_t len);
+void cn__alias_free_all(cn_node *node);
 
 /* route.c */
 void cn__route_conn_down(cn_conn *c);

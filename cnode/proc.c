@@ -620,6 +620,7 @@ void cn__proc_free_all(cn_node *node)
         free(m);
     node->run_queue = NULL;
     cn__proc_free_zombies(node);
+    cn__alias_free_all(node);
     /* The name table lives inside the processes: clear it before they are freed. */
     HASH_CLEAR(hh_name, node->names);
     cn_proc *p, *ptmp;

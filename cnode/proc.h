@@ -85,6 +85,23 @@ void cn_proc_exit_now(cn_proc *from, cn_proc *to, const char *reason, size_t len
 void cn_proc_exit(cn_proc *p, const char *reason, size_t len);
 
 /*
+ * The caller's side of gen:call (OTP 24+), for a C program that calls remote
+ * servers (cnode/alias.c). cn_proc_monitor_name monitors the process
+ * registered as name on node nodename (MONITOR_P) with a new reference, written
+ * to *ref, that is also an alias of p, as erlang:monitor(process, {Name, Node},
+ * [{alias, demonitor}]) makes one: a message sent to the alias reaches p's
+ * ops->message. Call with the tag [alias | Ref]; the reply {[alias | Ref], R}
+ * comes to the alias. If the server's node reports the monitored process gone
+ * (or never there), p gets {'DOWN', Ref, process, {Name, Node}, Reason} and the
+ * alias ends. A lost connection delivers nothing: use a timeout.
+ * cn_proc_demonitor_name sends DEMONITOR_P and ends the alias, as
+ * erlang:demonitor(Ref, [flush]) after the reply. CN_ENOCONN when there is no
+ * connection to nodename (then nothing is monitored).
+ */
+int cn_proc_monitor_name(cn_proc *p, const char *name, const char *nodename, erlang_ref *ref);
+int cn_proc_demonitor_name(cn_proc *p, const char *name, const char *nodename, const erlang_ref *ref);
+
+/*
  * Encodes an atom as a complete external term (version byte + atom) into buf of at
  * least 260 bytes; returns the length. A convenience for reasons like 'normal'.
  */

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: two sections in one run, each measured from a caller node of its own.
+# `make bench`: three sections in one run, each measured from callers of its own.
 #   calls:      the C node and the same servers in Elixir on a BEAM peer, side by side
 #               (erlang_test/bench/bench.exs). About three minutes.
 #   durability: the C node in each durability mode (--durability terminate|crash|power, one
@@ -9,11 +9,14 @@
 #   tls:        the C node and the BEAM peer again, every node (caller too) over TLS
 #               distribution with mutual certificate verification, certificates made in the
 #               run's log folder with openssl (erlang_test/bench/bench.exs with BENCH_TLS=1).
+#   capacity:   one pinned core of the C node, then of the BEAM peer, under open-loop load
+#               from build/cnode-load on the other core, stepped up to the latency knee
+#               (scripts/bench-capacity.sh, which lists its knobs). About four minutes.
 # BENCH_QUICK=1 is a smoke run of both of well under two minutes with the same outputs.
 #
 #   scripts/bench.sh                          the full run (what `make bench` runs after building)
 #   BENCH_QUICK=1 scripts/bench.sh            the smoke run
-#   BENCH_SECTIONS=durability scripts/bench.sh   some sections (calls, durability, tls; comma-separated)
+#   BENCH_SECTIONS=durability scripts/bench.sh   some sections (calls, durability, tls, capacity; comma-separated)
 #   CNODE_BIN=path scripts/bench.sh           another binary (default build/cnode)
 #
 # Knobs of the calls section (environment; defaults full / quick): BENCH_CELL_S seconds per
@@ -48,18 +51,20 @@
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
+# shellcheck source=scripts/bench-capacity.sh
+. "$(dirname "$0")/bench-capacity.sh"
 
 started=$(date +%s)
 lib_init bench
 cd "$LIB_ROOT"
 
-: "${BENCH_SECTIONS:=calls,durability,tls}"
+: "${BENCH_SECTIONS:=calls,durability,tls,capacity}"
 # section NAME: true when NAME is one of BENCH_SECTIONS.
 section() {
     case ",$BENCH_SECTIONS," in *",$1,"*) return 0 ;; *) return 1 ;; esac
 }
-if ! section calls && ! section durability && ! section tls; then
-    echo "bench: BENCH_SECTIONS='$BENCH_SECTIONS' names no section (calls, durability, tls)" >&2
+if ! section calls && ! section durability && ! section tls && ! section capacity; then
+    echo "bench: BENCH_SECTIONS='$BENCH_SECTIONS' names no section (calls, durability, tls, capacity)" >&2
     exit 2
 fi
 
@@ -72,6 +77,7 @@ section calls && rm -f "${CALLS_OUT[@]/#/$OUT/}" "$OUT"/plot.title "$OUT"/bench.
 section durability && rm -f "${DUR_OUT[@]/#/$OUT/}"
 TLS_OUT=(tls.md tls.json)
 section tls && rm -f "${TLS_OUT[@]/#/$OUT/}"
+section capacity && rm -f "${CAP_OUT[@]/#/$OUT/}" "$OUT"/capacity.png
 exec > >(tee "$OUT/bench.log")
 TEE_PID=$!
 
@@ -129,6 +135,7 @@ bench_cleanup() {
     [ -n "$CALLER_PID" ] && stop_node "$CALLER_PID" 5
     [ -n "$PEER_PID" ] && stop_node "$PEER_PID" 10
     [ -n "$CNODE_PID" ] && stop_node "$CNODE_PID" 30
+    [ -n "$CAP_SERVER_PID" ] && stop_node "$CAP_SERVER_PID" 30
     for pid in "${DUR_CNODE_PIDS[@]}"; do stop_node "$pid" 30; done
     for pid in "${DUR_REDIS_PIDS[@]}"; do stop_node "$pid" 10; done
     rm -rf "$DATA_TMP"
@@ -482,11 +489,13 @@ tls_section() {
 if section calls; then calls_section; fi
 if section durability; then durability_section; fi
 if section tls; then tls_section; fi
+if section capacity; then capacity_section; fi
 
 outputs=()
 section calls && outputs+=("${CALLS_OUT[@]}" bench.png)
 section durability && outputs+=("${DUR_OUT[@]}")
 section tls && outputs+=("${TLS_OUT[@]}")
+section capacity && outputs+=("${CAP_OUT[@]}" capacity.png)
 if [ "$rc" -eq 0 ]; then
     echo "outputs: ${OUT#"$LIB_ROOT"/}/{$(IFS=,; echo "${outputs[*]}")}; total $(($(date +%s) - started)) s"
 else
