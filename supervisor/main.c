@@ -6,7 +6,8 @@
  * application (supervisor/app.h), which makes the node, registers it, starts
  * the supervision tree and prints "READY <name> <port>" on stdout through
  * ready_cb. SIGTERM or SIGINT stops the servers (their terminate saves state),
- * closes every connection, unregisters from epmd and exits 0; the death of a
+ * closes every connection, unregisters from epmd and exits 0 (1 when a final
+ * save failed); the death of a
  * top supervisor exits 1, and so does losing the name: when epmd restarts the
  * node registers again, and if another node took the name meanwhile it stops
  * the same way. Bad flags exit 2.
@@ -24,6 +25,7 @@
 #include "cnode/error.h"
 #include "cnode/log.h"
 #include "cnode/node.h"
+#include "genserver/journal.h"
 #include "genserver/statefile.h"
 #include "supervisor/app.h"
 
@@ -47,7 +49,8 @@ static void usage(FILE *f)
             "             [--connect NODE]... [--max-requests N] [--window-ms MS]\n"
             "             [--log-level debug|info|warning|error] [--net-ticktime S]\n"
             "             [--handshake-timeout-ms MS] [--counter-initial N] [--coalesce-us US]\n"
-            "             [--busy-poll-us US]\n");
+            "             [--busy-poll-us US] [--durability terminate|crash|power]\n"
+            "             [--snapshot-bytes N]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -101,6 +104,26 @@ static int set_port(options *o, const char *s)
     return rc;
 }
 
+static int set_durability(options *o, const char *arg)
+{
+    gs_durability d;
+    if (gs_durability_parse(arg, &d) < 0) {
+        fprintf(stderr, "cnode: --durability takes terminate, crash or power, not '%s'\n", arg);
+        return -EINVAL;
+    }
+    o->app.counter.durability = o->app.limiter.durability = d;
+    return 0;
+}
+
+static int set_snapshot_bytes(options *o, const char *arg)
+{
+    long long v;
+    int rc = parse_long("--snapshot-bytes", arg, 4096, INT64_MAX, &v);
+    if (rc == 0)
+        o->app.counter.snapshot_bytes = o->app.limiter.snapshot_bytes = (uint64_t)v;
+    return rc;
+}
+
 /* One flag of getopt_long's: 0, or -EINVAL after one line on stderr. A dispatch switch. */
 static int set_option(options *o, int ch, const char *arg)
 {
@@ -119,6 +142,8 @@ static int set_option(options *o, int ch, const char *arg)
     case 'i': return parse_long("--counter-initial", arg, INT64_MIN, INT64_MAX, &o->app.counter.initial);
     case 'u': return parse_unsigned("--coalesce-us", arg, 0, 1000, &node->coalesce_us);
     case 'b': return parse_unsigned("--busy-poll-us", arg, 0, 1000, &node->busy_poll_us);
+    case 'D': return set_durability(o, arg);
+    case 'S': return set_snapshot_bytes(o, arg);
     case 'h': o->help = 1; return 0;
     default: return -EINVAL;
     }
@@ -135,11 +160,13 @@ static int parse_args(int argc, char **argv, options *o)
         {"net-ticktime", required_argument, 0, 't'}, {"handshake-timeout-ms", required_argument, 0, 'H'},
         {"counter-initial", required_argument, 0, 'i'}, {"coalesce-us", required_argument, 0, 'u'},
         {"busy-poll-us", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'},
+        {"durability", required_argument, 0, 'D'}, {"snapshot-bytes", required_argument, 0, 'S'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->app.node.coalesce_us = 150;
     o->app.node.busy_poll_us = 200;
+    o->app.counter.durability = o->app.limiter.durability = GS_DURABLE_CRASH;
     o->data_dir = "var/cnode";
     o->max_requests = 100;
     o->window_ms = 60000;
