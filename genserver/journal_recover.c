@@ -197,11 +197,12 @@ static void replay_file(gs_journal *j, int fd, const char *path, const cn_buf *b
 /* What one journal file is to the snapshot. */
 enum { J_CHAIN, J_STALE, J_FOREIGN };
 
-static int classify(const gs_journal *j, const snapshot *s, const cn_buf *b, uint64_t expect, const char **why)
+static int classify(const gs_journal *j, const snapshot *s, const cn_buf *b, uint64_t named, uint64_t expect,
+                    const char **why)
 {
     uint64_t lineage, gen;
-    if (!header_ok(j, b, &lineage, &gen)) {
-        *why = "not a journal of this server (bad header)";
+    if (!header_ok(j, b, &lineage, &gen) || gen != named) {
+        *why = "not a journal of this server (bad header, or not the generation of its name)";
         return J_FOREIGN;
     }
     if (!s->found) {
@@ -236,7 +237,7 @@ static void recover_file(gs_journal *j, const snapshot *s, uint64_t gen, int rep
     cn_buf b;
     cn_buf_init(&b);
     const char *why = "unreadable";
-    int kind = read_file(fd, &b) < 0 ? J_FOREIGN : classify(j, s, &b, *expect, &why);
+    int kind = read_file(fd, &b) < 0 ? J_FOREIGN : classify(j, s, &b, gen, *expect, &why);
     if (kind == J_CHAIN) {
         if (replay)
             replay_file(j, fd, path, &b, applied);
