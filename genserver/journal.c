@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -302,9 +303,20 @@ int gs__journal_snapshot_now(gs_journal *j, int new_journal)
 
 static void child_poll(uv_timer_t *t);
 
-/* In the child: the snapshot from the copy-on-write image, then _exit, touching nothing of the parent's. */
-static void run_child(gs_journal *j, uint64_t gen)
+/*
+ * In the child: the snapshot from the copy-on-write image, then _exit, touching
+ * nothing of the parent's. It closes every inherited descriptor first: a child
+ * holding the node's sockets would keep its connections and its port open
+ * after the node itself died. And it dies with the node: an orphan finishing
+ * its snapshot after the next incarnation had written a newer one would put an
+ * older state back under the file's name.
+ */
+static void run_child(gs_journal *j, uint64_t gen, pid_t parent)
 {
+    close_range(3, ~0u, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(1);
     int rc = gs__journal_write_snapshot(j, gen);
     if (rc < 0)
         CN_ERROR("journal", "%s/%s: snapshot %llu failed: %s", j->dir, j->name, (unsigned long long)gen,
@@ -325,7 +337,7 @@ static void start_snapshot(gs_journal *j)
         gs__journal_refuse(j, fd, "creating a journal");
         return;
     }
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     if (pid < 0) {
         int rc = -errno;
         char path[4096];
@@ -336,7 +348,7 @@ static void start_snapshot(gs_journal *j)
         return;
     }
     if (pid == 0)
-        run_child(j, gen);
+        run_child(j, gen, parent);
     j->next_gen = gen + 1;
     use_journal(j, fd, gen);
     cn_buf_reset(&j->pending);
