@@ -161,9 +161,10 @@ static void on_timeout(uv_timer_t *h)
 static void release(gs_server *s)
 {
     /* The held replies go (or are refused) while the process can still send them. */
-    gs__settle(s);
+    gs__settle(s, 1);
     gs_set_journal(s, NULL);
     cn_buf_free(&s->held);
+    cn_buf_free(&s->waiting);
     gs__sys_release(s);
     if (s->cb->cleanup)
         s->cb->cleanup(s);
@@ -208,8 +209,8 @@ static void log_stop(gs_server *s, const char *reason, size_t len)
 static void run_terminate(gs_server *s, const char *reason, size_t len)
 {
     (void)len;
-    /* What the turn appended is written before terminate's snapshot, and the replies answered. */
-    gs__settle(s);
+    /* What the turn appended is made durable before terminate's snapshot, and the replies answered. */
+    gs__settle(s, 1);
     if (s->cb->terminate) {
         gs_term t = {reason, 1};
         s->cb->terminate(s, &t);
@@ -582,6 +583,7 @@ static gs_server *server_new(cn_node *node, const gs_callbacks *cb, void *user)
 {
     gs_server *s = cn_calloc(1, sizeof *s);
     cn_buf_init(&s->held);
+    cn_buf_init(&s->waiting);
     s->node = node;
     s->cb = cb;
     s->user = user;

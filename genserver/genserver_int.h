@@ -69,7 +69,8 @@ struct gs_server {
     gs_journal *journal;
     cn_node_flush_hook hook;
     int hooked;
-    cn_buf held;
+    cn_buf held;                /* this turn's replies */
+    cn_buf waiting;             /* earlier turns' replies, waiting for a sync (power mode) */
 };
 
 /* ---- genserver.c, for gs_sys.c ---- */
@@ -96,8 +97,12 @@ void gs__drain(gs_server *s);
 
 /* Keeps a reply (copied) until the journal's commit at the end of the turn. */
 void gs__hold_reply(gs_server *s, const gs_from *from, const char *msg, size_t len);
-/* Commits the journal now and sends (or refuses) the held replies. Nothing without a journal. */
-void gs__settle(gs_server *s);
+/*
+ * Commits the journal's turn and queues the turn's replies behind their
+ * commit, sending what is durable. final (a server stopping): everything is
+ * made durable now and every reply leaves. Nothing without a journal.
+ */
+void gs__settle(gs_server *s, int final);
 
 /* ---- gs_sys.c, for genserver.c ---- */
 

@@ -134,7 +134,16 @@ int gs_journal_ready(const gs_journal *j)
 
 int gs_journal_holding(const gs_journal *j)
 {
-    return j->pending.len > 0 && j->failed == 0;
+    return (j->pending.len > 0 || j->written_seq > j->synced_seq) && j->failed == 0;
+}
+
+uint64_t gs_journal_seq(const gs_journal *j) { return j->written_seq; }
+uint64_t gs_journal_synced(const gs_journal *j) { return j->synced_seq; }
+
+void gs_journal_on_sync(gs_journal *j, gs_journal_sync_cb cb, void *arg)
+{
+    j->sync_cb = cb;
+    j->sync_arg = arg;
 }
 
 /*
@@ -175,11 +184,76 @@ static void accept_again(gs_journal *j)
 }
 
 static void maybe_snapshot(gs_journal *j);
+static void kick_sync(gs_journal *j);
+
+static void notify(gs_journal *j, int status)
+{
+    if (j->sync_cb != NULL)
+        j->sync_cb(j->sync_arg, j->synced_seq, status);
+}
+
+/* On the thread pool: the sync, on its own descriptor (the loop may move to a new journal meanwhile). */
+static void sync_work(uv_work_t *w)
+{
+    gs_journal *j = w->data;
+    j->sync_rc = sync_data(j->sync_fd);
+    close(j->sync_fd);
+}
+
+static void free_journal(gs_journal *j);
+
+/* Back in the loop: the commits it covered are durable (or the journal refuses), and the next sync starts. */
+static void sync_done(uv_work_t *w, int status)
+{
+    (void)status;
+    gs_journal *j = w->data;
+    j->sync_busy = 0;
+    if (j->closing) {
+        free_journal(j);
+        return;
+    }
+    /* After a failed fdatasync the kernel may have dropped the pages: only a snapshot is trusted. */
+    if (j->sync_rc < 0)
+        gs__journal_refuse(j, j->sync_rc, "fdatasync of the journal");
+    else if (j->sync_target > j->synced_seq)
+        j->synced_seq = j->sync_target;
+    notify(j, j->failed);
+    kick_sync(j);
+}
+
+static void kick_sync(gs_journal *j)
+{
+    if (j->sync_busy || j->failed != 0 || j->synced_seq == j->written_seq)
+        return;
+    j->sync_fd = dup(j->fd);
+    if (j->sync_fd < 0) {
+        (void)gs_journal_sync_now(j);
+        notify(j, j->failed);
+        return;
+    }
+    j->sync_busy = 1;
+    j->sync_target = j->written_seq;
+    j->work.data = j;
+    uv_queue_work(j->loop, &j->work, sync_work, sync_done);
+}
+
+int gs_journal_sync_now(gs_journal *j)
+{
+    if (j->failed != 0 || j->synced_seq == j->written_seq)
+        return j->failed;
+    int rc = sync_data(j->fd);
+    if (rc < 0) {
+        gs__journal_refuse(j, rc, "fdatasync of the journal");
+        return rc;
+    }
+    j->synced_seq = j->written_seq;
+    return 0;
+}
 
 int gs_journal_commit(gs_journal *j)
 {
     if (j->pending.len == 0 || j->mode == GS_DURABLE_TERMINATE)
-        return j->failed;
+        return j->failed != 0 ? j->failed : j->synced_seq == j->written_seq ? 0 : GS_JOURNAL_SYNCING;
     if (j->failed != 0)
         return j->failed;
     size_t done;
@@ -192,14 +266,14 @@ int gs_journal_commit(gs_journal *j)
         gs__journal_refuse(j, rc, "writing the journal");
         return rc;
     }
-    if (j->mode == GS_DURABLE_POWER && (rc = sync_data(j->fd)) < 0) {
-        /* After a failed fdatasync the kernel may have dropped the pages: only a snapshot is trusted. */
-        gs__journal_refuse(j, rc, "fdatasync of the journal");
-        return rc;
-    }
     cn_buf_shrink(&j->pending, CN_BUF_KEEP);
+    j->written_seq++;
+    if (j->mode == GS_DURABLE_CRASH)
+        j->synced_seq = j->written_seq;
+    else
+        kick_sync(j);
     maybe_snapshot(j);
-    return 0;
+    return j->failed != 0 ? j->failed : j->synced_seq == j->written_seq ? 0 : GS_JOURNAL_SYNCING;
 }
 
 /* ---- Snapshots ---- */
@@ -332,6 +406,9 @@ static void run_child(gs_journal *j, uint64_t gen, pid_t parent)
 static void start_snapshot(gs_journal *j)
 {
     uint64_t gen = j->next_gen;
+    /* What the old journal holds must be durable before the syncs move to the new one. */
+    if (j->mode == GS_DURABLE_POWER && j->fd >= 0 && j->failed == 0 && gs_journal_sync_now(j) < 0)
+        return;
     int fd = create_journal(j, gen);
     if (fd < 0) {
         gs__journal_refuse(j, fd, "creating a journal");
@@ -421,6 +498,7 @@ gs_journal *gs__journal_new(uv_loop_t *loop, const gs_journal_config *cfg, const
     j->ops = ops;
     j->data = data;
     j->fd = -1;
+    j->loop = loop;
     cn_buf_init(&j->pending);
     j->retry = cn_malloc(sizeof *j->retry);
     j->poll = cn_malloc(sizeof *j->poll);
@@ -465,18 +543,29 @@ int gs_journal_close(gs_journal *j, int save)
             CN_ERROR("journal", "%s/%s: the final snapshot failed: %s", j->dir, j->name, cn_strerror(rc));
             hand_over(j, rc);
         }
-    } else if ((rc = gs_journal_commit(j)) < 0) {
+    } else if ((rc = gs_journal_commit(j)) < 0 || (rc = gs_journal_sync_now(j)) < 0) {
         hand_over(j, rc);
     }
     if (j->fd >= 0)
         close(j->fd);
+    j->fd = -1;
+    j->sync_cb = NULL;
     uv_close((uv_handle_t *)j->retry, timer_closed);
     uv_close((uv_handle_t *)j->poll, timer_closed);
+    /* A sync still running holds j: sync_done frees it. */
+    if (j->sync_busy)
+        j->closing = 1;
+    else
+        free_journal(j);
+    return rc;
+}
+
+static void free_journal(gs_journal *j)
+{
     cn_buf_free(&j->pending);
     free(j->dir);
     free(j->name);
     free(j);
-    return rc;
 }
 
 uint64_t gs_journal_generation(const gs_journal *j) { return j->gen; }

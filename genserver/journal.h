@@ -40,9 +40,13 @@
  *
  * Group commit: the server appends records as it changes state
  * (gs_journal_append); genserver.c holds the replies of a server whose journal
- * has records not yet written, and at the end of the loop turn, before the
+ * has records not yet durable, and at the end of the loop turn, before the
  * node flushes its output (cn_node_add_flush_hook), commits them all at once
- * and then releases the replies.
+ * and then releases the replies. In power mode the fdatasync runs on libuv's
+ * thread pool, one at a time, so the loop goes on reading and writing the
+ * next turns' records meanwhile; the replies wait for the sync that covers
+ * their records (gs_journal_on_sync), and each sync covers everything written
+ * before it started: the batch grows with the disk's latency.
  *
  * Snapshots compact the journal in the background: when the current journal
  * passes snapshot_bytes, the server forks; the child writes the snapshot from
@@ -142,15 +146,34 @@ int gs_journal_ready(const gs_journal *j);
 /* Appends one record (1 to GS_JOURNAL_RECORD_MAX bytes, copied) to the turn's. Nothing in terminate mode. */
 void gs_journal_append(gs_journal *j, const void *rec, size_t len);
 
-/* Are there records the replies must wait for (appended, not yet committed, journal accepting)? */
+/* Are there records the replies must wait for (not yet durable, journal accepting)? */
 int gs_journal_holding(const gs_journal *j);
 
 /*
- * Writes the records appended since the last commit (and fdatasyncs them in
- * power mode). 0 when they are as durable as the mode promises; else the
- * journal is refusing from now on and the error is returned.
+ * Writes the records appended since the last commit. 0 when they are as
+ * durable as the mode promises; GS_JOURNAL_SYNCING in power mode, where they
+ * are durable once gs_journal_synced reaches gs_journal_seq (the sync callback
+ * says when); else the journal is refusing from now on and the error is
+ * returned.
  */
+#define GS_JOURNAL_SYNCING 1
 int gs_journal_commit(gs_journal *j);
+
+/* The number of the last commit that wrote records, and of the last one known durable. */
+uint64_t gs_journal_seq(const gs_journal *j);
+uint64_t gs_journal_synced(const gs_journal *j);
+
+/*
+ * Called from the loop when a sync ends: the commits up to synced are
+ * durable; status < 0 means the journal now refuses and no later commit
+ * will become durable (answer their callers so). One callback per journal;
+ * NULL removes it.
+ */
+typedef void (*gs_journal_sync_cb)(void *arg, uint64_t synced, int status);
+void gs_journal_on_sync(gs_journal *j, gs_journal_sync_cb cb, void *arg);
+
+/* Makes everything written durable now, in the loop (power mode; a server stopping). 0 or the error. */
+int gs_journal_sync_now(gs_journal *j);
 
 /*
  * Ends the journal. With save, a final snapshot is written (terminate) and the

@@ -32,6 +32,20 @@ struct gs_journal {
     uint64_t child_gen;
     uv_timer_t *retry;      /* while refusing: try a snapshot every RETRY_MS */
     uv_timer_t *poll;       /* while a child runs: reap it */
+    /*
+     * Power mode's pipelined fdatasync: commits are numbered; written_seq is
+     * the last one written, synced_seq the last one known durable. One sync
+     * runs at a time on libuv's thread pool, on a dup of the journal's fd,
+     * covering everything written before it started (sync_target).
+     */
+    uv_loop_t *loop;
+    uint64_t written_seq, synced_seq, sync_target;
+    int sync_busy;
+    int sync_fd, sync_rc;
+    uv_work_t work;
+    gs_journal_sync_cb sync_cb;
+    void *sync_arg;
+    int closing;            /* closed while a sync ran: freed when it ends */
 };
 
 /* The fault seam (gs_journal_set_fault): 0, or the -errno the operation must fail with. */

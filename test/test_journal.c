@@ -338,18 +338,73 @@ static void a_failed_write_refuses_until_a_snapshot_succeeds(void **state)
     assert_int_equal(f->t.value, 3);
 }
 
+typedef struct synced_log {
+    int calls;
+    uint64_t synced;
+    int status;
+} synced_log;
+
+static void log_sync(void *arg, uint64_t synced, int status)
+{
+    synced_log *l = arg;
+    l->calls++;
+    l->synced = synced;
+    l->status = status;
+}
+
+/* Runs the loop until the sync callback has been called `calls` times, bounded. */
+static void await_syncs(fx *f, synced_log *l, int calls)
+{
+    for (int i = 0; i < 1000 && l->calls < calls; i++)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_true(l->calls >= calls);
+}
+
+/* Power mode: commits are written at once and made durable by one sync at a time, in the background. */
+static void power_mode_syncs_in_the_background_and_in_order(void **state)
+{
+    fx *f = *state;
+    synced_log l = {0};
+    open_j(f, GS_DURABLE_POWER, 0);
+    gs_journal_on_sync(f->j, log_sync, &l);
+    add(f, 1);
+    assert_int_equal(gs_journal_commit(f->j), GS_JOURNAL_SYNCING);
+    assert_int_equal(gs_journal_seq(f->j), 1);
+    assert_true(gs_journal_holding(f->j));
+    /* The second and third commits are written while the first sync runs; one later sync covers both. */
+    add(f, 1);
+    assert_int_equal(gs_journal_commit(f->j), GS_JOURNAL_SYNCING);
+    add(f, 1);
+    assert_int_equal(gs_journal_commit(f->j), GS_JOURNAL_SYNCING);
+    while (gs_journal_synced(f->j) < 3)
+        await_syncs(f, &l, l.calls + 1);
+    assert_true(l.calls <= 3);
+    assert_int_equal(l.status, 0);
+    assert_false(gs_journal_holding(f->j));
+    crash(f);
+    open_j(f, GS_DURABLE_POWER, 0);
+    assert_int_equal(f->t.value, 3);
+}
+
 static void a_failed_fdatasync_in_power_mode_refuses(void **state)
 {
     fx *f = *state;
+    synced_log l = {0};
     open_j(f, GS_DURABLE_POWER, 0);
+    gs_journal_on_sync(f->j, log_sync, &l);
     gs_journal_set_fault(fail_syncs);
     add(f, 1);
-    assert_int_equal(gs_journal_commit(f->j), -EIO);
+    assert_int_equal(gs_journal_commit(f->j), GS_JOURNAL_SYNCING);
+    await_syncs(f, &l, 1);
+    assert_int_equal(l.status, -EIO);
+    assert_int_equal(l.synced, 0);
     assert_int_equal(gs_journal_ready(f->j), -EIO);
     gs_journal_set_fault(NULL);
     await_accepting(f);
     add(f, 1);
-    assert_int_equal(gs_journal_commit(f->j), 0);
+    assert_int_equal(gs_journal_commit(f->j), GS_JOURNAL_SYNCING);
+    assert_int_equal(gs_journal_sync_now(f->j), 0);
+    assert_int_equal(gs_journal_synced(f->j), gs_journal_seq(f->j));
     crash(f);
     open_j(f, GS_DURABLE_POWER, 0);
     assert_int_equal(f->t.value, 2);
@@ -485,6 +540,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_foreign_journal_is_moved_aside_and_not_replayed, setup, teardown),
         cmocka_unit_test_setup_teardown(a_journal_without_its_generation_before_it_is_foreign, setup, teardown),
         cmocka_unit_test_setup_teardown(a_failed_write_refuses_until_a_snapshot_succeeds, setup, teardown),
+        cmocka_unit_test_setup_teardown(power_mode_syncs_in_the_background_and_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(a_failed_fdatasync_in_power_mode_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(a_failed_final_save_fills_the_handover, setup, teardown),
         cmocka_unit_test_setup_teardown(a_start_up_snapshot_that_fails_refuses, setup, teardown),
