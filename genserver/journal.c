@@ -195,46 +195,58 @@ static void notify(gs_journal *j, int status)
 /* On the thread pool: the sync, on its own descriptor (the loop may move to a new journal meanwhile). */
 static void sync_work(uv_work_t *w)
 {
-    gs_journal *j = w->data;
-    j->sync_rc = sync_data(j->sync_fd);
-    close(j->sync_fd);
+    gs__sync *y = w->data;
+    y->rc = sync_data(y->fd);
+    close(y->fd);
 }
 
 static void free_journal(gs_journal *j);
 
-/* Back in the loop: the commits it covered are durable (or the journal refuses), and the next sync starts. */
+/*
+ * Back in the loop: an fdatasync makes durable whatever was written before it
+ * started, so syncs may end in any order; the journal refuses if one failed.
+ */
 static void sync_done(uv_work_t *w, int status)
 {
     (void)status;
-    gs_journal *j = w->data;
-    j->sync_busy = 0;
+    gs__sync *y = w->data;
+    gs_journal *j = y->j;
+    y->busy = 0;
+    j->syncs_busy--;
     if (j->closing) {
-        free_journal(j);
+        if (j->syncs_busy == 0)
+            free_journal(j);
         return;
     }
     /* After a failed fdatasync the kernel may have dropped the pages: only a snapshot is trusted. */
-    if (j->sync_rc < 0)
-        gs__journal_refuse(j, j->sync_rc, "fdatasync of the journal");
-    else if (j->sync_target > j->synced_seq)
-        j->synced_seq = j->sync_target;
+    if (y->rc < 0)
+        gs__journal_refuse(j, y->rc, "fdatasync of the journal");
+    else if (y->target > j->synced_seq)
+        j->synced_seq = y->target;
     notify(j, j->failed);
     kick_sync(j);
 }
 
+/* Starts a sync for what no running one covers, while a slot is free. */
 static void kick_sync(gs_journal *j)
 {
-    if (j->sync_busy || j->failed != 0 || j->synced_seq == j->written_seq)
+    if (j->failed != 0 || j->sync_started >= j->written_seq || j->syncs_busy == GS__SYNCS)
         return;
-    j->sync_fd = dup(j->fd);
-    if (j->sync_fd < 0) {
+    gs__sync *y = j->syncs;
+    while (y->busy)
+        y++;
+    y->fd = dup(j->fd);
+    if (y->fd < 0) {
         (void)gs_journal_sync_now(j);
         notify(j, j->failed);
         return;
     }
-    j->sync_busy = 1;
-    j->sync_target = j->written_seq;
-    j->work.data = j;
-    uv_queue_work(j->loop, &j->work, sync_work, sync_done);
+    y->busy = 1;
+    y->j = j;
+    y->target = j->sync_started = j->written_seq;
+    y->work.data = y;
+    j->syncs_busy++;
+    uv_queue_work(j->loop, &y->work, sync_work, sync_done);
 }
 
 int gs_journal_sync_now(gs_journal *j)
@@ -246,7 +258,7 @@ int gs_journal_sync_now(gs_journal *j)
         gs__journal_refuse(j, rc, "fdatasync of the journal");
         return rc;
     }
-    j->synced_seq = j->written_seq;
+    j->synced_seq = j->sync_started = j->written_seq;
     return 0;
 }
 
@@ -269,7 +281,7 @@ int gs_journal_commit(gs_journal *j)
     cn_buf_shrink(&j->pending, CN_BUF_KEEP);
     j->written_seq++;
     if (j->mode == GS_DURABLE_CRASH)
-        j->synced_seq = j->written_seq;
+        j->synced_seq = j->sync_started = j->written_seq;
     else
         kick_sync(j);
     maybe_snapshot(j);
@@ -552,8 +564,8 @@ int gs_journal_close(gs_journal *j, int save)
     j->sync_cb = NULL;
     uv_close((uv_handle_t *)j->retry, timer_closed);
     uv_close((uv_handle_t *)j->poll, timer_closed);
-    /* A sync still running holds j: sync_done frees it. */
-    if (j->sync_busy)
+    /* A sync still running holds j: the last sync_done frees it. */
+    if (j->syncs_busy > 0)
         j->closing = 1;
     else
         free_journal(j);

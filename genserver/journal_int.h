@@ -12,6 +12,15 @@
 #include "cnode/buf.h"
 #include "genserver/journal.h"
 
+/* One fdatasync on the thread pool. */
+#define GS__SYNCS 4
+typedef struct gs__sync {
+    uv_work_t work;
+    struct gs_journal *j;
+    int busy, fd, rc;
+    uint64_t target;
+} gs__sync;
+
 struct gs_journal {
     char *dir, *name;
     gs_durability mode;
@@ -34,15 +43,15 @@ struct gs_journal {
     uv_timer_t *poll;       /* while a child runs: reap it */
     /*
      * Power mode's pipelined fdatasync: commits are numbered; written_seq is
-     * the last one written, synced_seq the last one known durable. One sync
-     * runs at a time on libuv's thread pool, on a dup of the journal's fd,
-     * covering everything written before it started (sync_target).
+     * the last one written, synced_seq the last one known durable. Up to
+     * GS__SYNCS syncs run on libuv's thread pool, each on a dup of the
+     * journal's fd and covering everything written before it started (its
+     * target), so each turn's commit can start its own while earlier ones run.
      */
     uv_loop_t *loop;
-    uint64_t written_seq, synced_seq, sync_target;
-    int sync_busy;
-    int sync_fd, sync_rc;
-    uv_work_t work;
+    uint64_t written_seq, synced_seq, sync_started;
+    gs__sync syncs[GS__SYNCS];
+    int syncs_busy;
     gs_journal_sync_cb sync_cb;
     void *sync_arg;
     int closing;            /* closed while a sync ran: freed when it ends */
