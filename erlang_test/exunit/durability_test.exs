@@ -182,4 +182,28 @@ defmodule DurabilityTest do
       assert stop_cnode(c2) == 0
     end)
   end
+
+  # A tmpfs cannot be remounted read-only while a file on it is open for writing (EBUSY),
+  # and crash and power modes keep their journal open: terminate mode, which opens files
+  # only to save, is where a runtime remount can be tested. (The journal's EROFS path is
+  # the ENOSPC one above; test/test_journal.c injects EROFS.)
+  @tag @tag_reason
+  test "read-only at runtime (terminate mode): a restart keeps the value, SIGTERM exits 1" do
+    with_tmpfs(fn dir ->
+      data = Path.join(dir, "data")
+      File.mkdir_p!(data)
+      c = start_cnode(args: ["--durability", "terminate"], data_dir: data)
+      increments(c, 5)
+      {_, 0} = System.cmd("mount", ["-o", "remount,ro", dir])
+      old = server_pid(counter(c))
+      GenServer.stop(counter(c))
+      await_new_pid(counter(c), old)
+      # The save in terminate failed (EROFS): the new incarnation has the value, not the disk's.
+      assert GenServer.call(counter(c), :get_value) == 5
+      assert await_log_line(c, ~r/counter: the final snapshot failed/)
+      status = stop_cnode(c)
+      assert status == 1, "exit status #{status} after a failed final save\n" <> log_tail(c)
+      {_, 0} = System.cmd("mount", ["-o", "remount,rw", dir])
+    end)
+  end
 end
