@@ -37,8 +37,8 @@ defmodule DurabilityTest do
     end)
   end
 
-  defp kill_under_load(mode, ms) do
-    args = ["--durability", mode, "--max-requests", "5", "--window-ms", "600000"]
+  defp kill_under_load(mode, ms, extra \\ []) do
+    args = ["--durability", mode, "--max-requests", "5", "--window-ms", "600000"] ++ extra
     c = start_cnode(args: args)
     assert limit_abuser(c) == :limited
     tasks = for _ <- 1..@callers, do: Task.async(fn -> caller_loop(counter(c), 0) end)
@@ -62,6 +62,12 @@ defmodule DurabilityTest do
 
   test "kill -9 under load in power mode loses no acknowledged increment" do
     kill_under_load("power", 1_000)
+  end
+
+  # A snapshot every 4 KiB of journal: the kill lands among forks, new journals and removals.
+  test "kill -9 under load while background snapshots rotate the journal (crash, power)" do
+    kill_under_load("crash", 1_000, ["--snapshot-bytes", "4096"])
+    kill_under_load("power", 1_000, ["--snapshot-bytes", "4096"])
   end
 
   defp journals(c), do: Path.wildcard(Path.join(c.data_dir, "counter.journal.*")) |> Enum.reject(&(&1 =~ "foreign"))
