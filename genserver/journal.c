@@ -443,6 +443,7 @@ static void start_snapshot(gs_journal *j)
     cn_buf_reset(&j->pending);
     j->child = pid;
     j->child_gen = gen;
+    j->child_failed = j->failed != 0;
     uv_timer_start(j->poll, child_poll, CHILD_POLL_MS, CHILD_POLL_MS);
 }
 
@@ -461,7 +462,13 @@ static void child_done(gs_journal *j, int ok)
     }
     CN_DEBUG("journal", "%s/%s: snapshot %llu written", j->dir, j->name, (unsigned long long)gen);
     remove_older(j, gen);
-    accept_again(j);
+    /*
+     * Only a snapshot forked while refusing ends the refusal: one forked before
+     * a write failed does not hold that turn's change, and the journal after it
+     * may hold a torn record that later records must not follow.
+     */
+    if (j->child_failed)
+        accept_again(j);
 }
 
 static void child_poll(uv_timer_t *t)

@@ -39,6 +39,7 @@ struct gs_journal {
     int failed;             /* 0, or the error that makes the journal refuse */
     pid_t child;            /* a background snapshot's process, or 0 */
     uint64_t child_gen;
+    int child_failed;       /* the journal was refusing when the child was forked */
     uv_timer_t *retry;      /* while refusing: try a snapshot every RETRY_MS */
     uv_timer_t *poll;       /* while a child runs: reap it */
     /*

@@ -467,6 +467,41 @@ static void a_background_snapshot_compacts_the_journal(void **state)
     assert_true(f->t.replayed < 500);
 }
 
+/*
+ * A write fails while a background snapshot forked before it runs: that
+ * snapshot's success must not end the refusal (it lacks the failed turn, and
+ * the journal after it may be torn); the retry's snapshot does.
+ */
+static void a_snapshot_forked_before_a_failure_does_not_end_it(void **state)
+{
+    fx *f = *state;
+    open_j(f, GS_DURABLE_CRASH, 4096);
+    int i = 0;
+    while (!gs_journal_snapshotting(f->j) && i++ < 1000) {
+        add(f, 1);
+        assert_int_equal(gs_journal_commit(f->j), 0);
+    }
+    assert_true(gs_journal_snapshotting(f->j));
+    gs_journal_set_fault(fail_writes);
+    add(f, 1);
+    assert_int_equal(gs_journal_commit(f->j), -ENOSPC);
+    for (int k = 0; k < 400 && gs_journal_snapshotting(f->j); k++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    }
+    assert_false(gs_journal_snapshotting(f->j));
+    assert_int_equal(gs_journal_ready(f->j), -ENOSPC);
+    gs_journal_set_fault(NULL);
+    await_accepting(f);
+    int64_t value = f->t.value;
+    add(f, 1);
+    assert_int_equal(gs_journal_commit(f->j), 0);
+    crash(f);
+    open_j(f, GS_DURABLE_CRASH, 4096);
+    assert_int_equal(f->t.value, value + 1);
+}
+
 /* A crash between a snapshot and the removal of the journal it covers: the stale journal goes. */
 static void a_stale_journal_is_removed_not_replayed(void **state)
 {
@@ -545,6 +580,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_failed_final_save_fills_the_handover, setup, teardown),
         cmocka_unit_test_setup_teardown(a_start_up_snapshot_that_fails_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(a_background_snapshot_compacts_the_journal, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_snapshot_forked_before_a_failure_does_not_end_it, setup, teardown),
         cmocka_unit_test_setup_teardown(a_stale_journal_is_removed_not_replayed, setup, teardown),
         cmocka_unit_test_setup_teardown(a_terminate_mode_writes_no_journal, setup, teardown),
         cmocka_unit_test_setup_teardown(replaying_a_million_records, setup, teardown),
