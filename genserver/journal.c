@@ -414,27 +414,30 @@ static void run_child(gs_journal *j, uint64_t gen, pid_t parent)
  * Starts a background snapshot: a new journal for the generation, then fork.
  * The records that were pending are in the child's image, so they are dropped
  * (they were either written already or are what a refusing journal retries).
+ * 0 when the child runs; else a negative error (a journal that cannot be
+ * created also makes the journal refuse).
  */
-static void start_snapshot(gs_journal *j)
+int gs__journal_start_snapshot(gs_journal *j)
 {
     uint64_t gen = j->next_gen;
+    int rc;
     /* What the old journal holds must be durable before the syncs move to the new one. */
-    if (j->mode == GS_DURABLE_POWER && j->fd >= 0 && j->failed == 0 && gs_journal_sync_now(j) < 0)
-        return;
+    if (j->mode == GS_DURABLE_POWER && j->fd >= 0 && j->failed == 0 && (rc = gs_journal_sync_now(j)) < 0)
+        return rc;
     int fd = create_journal(j, gen);
     if (fd < 0) {
         gs__journal_refuse(j, fd, "creating a journal");
-        return;
+        return fd;
     }
     pid_t parent = getpid(), pid = fork();
     if (pid < 0) {
-        int rc = -errno;
+        rc = -errno;
         char path[4096];
         close(fd);
         if (gs__journal_path(j, gen, path, sizeof path) == 0)
             unlink(path);
         CN_ERROR("journal", "%s/%s: cannot fork for a snapshot: %s", j->dir, j->name, cn_strerror(rc));
-        return;
+        return rc;
     }
     if (pid == 0)
         run_child(j, gen, parent);
@@ -445,6 +448,7 @@ static void start_snapshot(gs_journal *j)
     j->child_gen = gen;
     j->child_failed = j->failed != 0;
     uv_timer_start(j->poll, child_poll, CHILD_POLL_MS, CHILD_POLL_MS);
+    return 0;
 }
 
 static void child_done(gs_journal *j, int ok)
@@ -484,14 +488,14 @@ static void child_poll(uv_timer_t *t)
 static void maybe_snapshot(gs_journal *j)
 {
     if (j->child == 0 && j->since_snap >= j->snapshot_bytes)
-        start_snapshot(j);
+        (void)gs__journal_start_snapshot(j);
 }
 
 static void retry(uv_timer_t *t)
 {
     gs_journal *j = t->data;
     if (j->failed != 0 && j->child == 0)
-        start_snapshot(j);
+        (void)gs__journal_start_snapshot(j);
 }
 
 static void start_retry(gs_journal *j)

@@ -253,8 +253,8 @@ static void recover_file(gs_journal *j, const snapshot *s, uint64_t gen, int rep
     }
 }
 
-/* The server's state: the handover, or the snapshot and its journals. */
-static void recover(gs_journal *j, snapshot *s)
+/* The server's state: the handover, or the snapshot and its journals. 1 when it was the handover. */
+static int recover(gs_journal *j, snapshot *s)
 {
     int from_handover = j->handover != NULL && j->handover->full;
     if (from_handover) {
@@ -277,6 +277,26 @@ static void recover(gs_journal *j, snapshot *s)
     j->lineage = s->found ? s->lineage : new_lineage();
     j->oldest_gen = s->found ? s->gen : 1;
     j->next_gen = s->found && expect > s->gen ? expect : (s->found ? s->gen + 1 : 1);
+    return from_handover;
+}
+
+/*
+ * The snapshot of what was recovered, and a fresh journal. It forks, as later
+ * ones do, when the files on disk already hold the state (a snapshot of this
+ * lineage and its chain): the new journal continues that chain. Otherwise (a
+ * fresh start, a legacy file, a handover, whose state the disk does not have)
+ * nothing may be acknowledged before the snapshot is durable, so it is
+ * written here, in the loop.
+ */
+static void first_snapshot(gs_journal *j, int disk_has_it)
+{
+    if (disk_has_it && gs__journal_start_snapshot(j) == 0)
+        return;
+    if (j->failed != 0)
+        return;
+    int rc = gs__journal_snapshot_now(j, 1);
+    if (rc < 0)
+        gs__journal_refuse(j, rc, "the start-up snapshot");
 }
 
 int gs_journal_open(uv_loop_t *loop, const gs_journal_config *cfg, const gs_journal_ops *ops, void *data,
@@ -288,13 +308,10 @@ int gs_journal_open(uv_loop_t *loop, const gs_journal_config *cfg, const gs_jour
     gs_journal *j = gs__journal_new(loop, cfg, ops, data);
     snapshot s;
     read_snapshot(j, &s);
-    recover(j, &s);
+    int from_handover = recover(j, &s);
     cn_buf_free(&s.payload);
-    if (j->mode != GS_DURABLE_TERMINATE) {
-        int rc = gs__journal_snapshot_now(j, 1);
-        if (rc < 0)
-            gs__journal_refuse(j, rc, "the start-up snapshot");
-    }
+    if (j->mode != GS_DURABLE_TERMINATE)
+        first_snapshot(j, s.found && !from_handover);
     *out = j;
     return 0;
 }

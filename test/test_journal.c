@@ -106,6 +106,17 @@ static void open_j(fx *f, gs_durability mode, uint64_t snapshot_bytes)
     assert_int_equal(gs_journal_open(&f->loop, &c, &toy_ops, &f->t, &f->j), 0);
 }
 
+/* Runs the loop until the background snapshot (a start-up one, or a compaction) is done, bounded. */
+static void await_snapshot(fx *f)
+{
+    for (int i = 0; i < 400 && gs_journal_snapshotting(f->j); i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    }
+    assert_false(gs_journal_snapshotting(f->j));
+}
+
 /* A crash: the journal is dropped without a snapshot (what is committed stays on disk). */
 static void crash(fx *f)
 {
@@ -192,7 +203,9 @@ static void a_crash_replays_every_committed_record(void **state)
     open_j(f, GS_DURABLE_CRASH, 0);
     assert_int_equal(f->t.value, 50 * 3 - 50);
     assert_int_equal(f->t.replayed, 100);
-    /* The start-up snapshot covers them: generation 2, and journal 1 is gone. */
+    /* The start-up snapshot (forked: the disk has the state) covers them: generation 2, and journal 1 goes. */
+    assert_true(gs_journal_snapshotting(f->j));
+    await_snapshot(f);
     char path[128];
     journal_path(f, 1, path, sizeof path);
     assert_false(exists(path));
@@ -201,6 +214,24 @@ static void a_crash_replays_every_committed_record(void **state)
     open_j(f, GS_DURABLE_CRASH, 0);
     assert_int_equal(f->t.value, 100);
     assert_int_equal(f->t.replayed, 0);
+}
+
+/* Killed while its start-up snapshot is still being written: the chain on disk has everything. */
+static void a_crash_during_the_start_up_snapshot_loses_nothing(void **state)
+{
+    fx *f = *state;
+    open_j(f, GS_DURABLE_CRASH, 0);
+    add(f, 5);
+    assert_int_equal(gs_journal_commit(f->j), 0);
+    crash(f);
+    open_j(f, GS_DURABLE_CRASH, 0);
+    assert_true(gs_journal_snapshotting(f->j));
+    add(f, 7);
+    assert_int_equal(gs_journal_commit(f->j), 0);
+    crash(f); /* kills the child before it could finish, or just after */
+    open_j(f, GS_DURABLE_CRASH, 0);
+    assert_int_equal(f->t.value, 12);
+    await_snapshot(f);
 }
 
 static void a_torn_tail_is_cut_off(void **state)
@@ -452,12 +483,7 @@ static void a_background_snapshot_compacts_the_journal(void **state)
         assert_int_equal(gs_journal_commit(f->j), 0);
     }
     assert_int_equal(gs_journal_generation(f->j), 2);
-    for (int i = 0; i < 400 && gs_journal_snapshotting(f->j); i++) {
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-    }
-    assert_false(gs_journal_snapshotting(f->j));
+    await_snapshot(f);
     char path[128];
     journal_path(f, 1, path, sizeof path);
     assert_false(exists(path));
@@ -516,6 +542,7 @@ static void a_stale_journal_is_removed_not_replayed(void **state)
     assert_int_equal(link(one, keep), 0);
     open_j(f, GS_DURABLE_CRASH, 0);
     assert_int_equal(f->t.value, 4);
+    await_snapshot(f);
     crash(f);
     assert_int_equal(rename(keep, one), 0);
     open_j(f, GS_DURABLE_CRASH, 0);
@@ -571,6 +598,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(the_file_and_record_format, setup, teardown),
         cmocka_unit_test_setup_teardown(a_crash_replays_every_committed_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_crash_during_the_start_up_snapshot_loses_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(a_torn_tail_is_cut_off, setup, teardown),
         cmocka_unit_test_setup_teardown(a_foreign_journal_is_moved_aside_and_not_replayed, setup, teardown),
         cmocka_unit_test_setup_teardown(a_journal_without_its_generation_before_it_is_foreign, setup, teardown),
