@@ -362,6 +362,16 @@ static void use_journal(gs_journal *j, int fd, uint64_t gen)
     j->since_snap = 0;
 }
 
+int gs__journal_continue(gs_journal *j, uint64_t gen)
+{
+    int fd = create_journal(j, gen);
+    if (fd < 0)
+        return fd;
+    use_journal(j, fd, gen);
+    j->next_gen = gen + 1;
+    return 0;
+}
+
 /*
  * A snapshot in the loop: the journals it covers go, and (unless the server is
  * stopping) a fresh journal starts for it. Used at start-up and in terminate,

@@ -65,6 +65,8 @@ void gs__journal_header(unsigned char *h, uint16_t schema, uint64_t lineage, uin
 int gs__journal_path(const gs_journal *j, uint64_t gen, char *buf, size_t size);
 gs_journal *gs__journal_new(uv_loop_t *loop, const gs_journal_config *cfg, const gs_journal_ops *ops,
                             void *data);
+/* Starts writing journal gen (none may exist), which follows snapshot gen-1's chain or snapshot gen. */
+int gs__journal_continue(gs_journal *j, uint64_t gen);
 /* A background snapshot (fork) at next_gen with a fresh journal: 0 when the child runs. */
 int gs__journal_start_snapshot(gs_journal *j);
 /* A snapshot written in the loop, at next_gen; with new_journal, a fresh journal for it. */

@@ -30,6 +30,7 @@ typedef struct snapshot {
     int found;          /* a snapshot with a lineage prefix */
     int legacy;         /* a file of the legacy schema, without prefix */
     uint64_t lineage, gen;
+    uint64_t chain_next; /* the generation a journal continuing the chain takes */
     cn_buf payload;
 } snapshot;
 
@@ -277,19 +278,27 @@ static int recover(gs_journal *j, snapshot *s)
     j->lineage = s->found ? s->lineage : new_lineage();
     j->oldest_gen = s->found ? s->gen : 1;
     j->next_gen = s->found && expect > s->gen ? expect : (s->found ? s->gen + 1 : 1);
+    s->chain_next = expect;
     return from_handover;
 }
 
 /*
- * The snapshot of what was recovered, and a fresh journal. It forks, as later
- * ones do, when the files on disk already hold the state (a snapshot of this
- * lineage and its chain): the new journal continues that chain. Otherwise (a
- * fresh start, a legacy file, a handover, whose state the disk does not have)
- * nothing may be acknowledged before the snapshot is durable, so it is
- * written here, in the loop.
+ * Where the new incarnation writes. When the files on disk already hold the
+ * state (a snapshot of this lineage and its chain), the new journal continues
+ * the chain: the snapshot's own generation when the chain is empty (nothing to
+ * compact), else the next one, with a snapshot forked as later ones are.
+ * Otherwise (a fresh start, a legacy file, a handover: state the disk does not
+ * have) nothing may be acknowledged before a snapshot is durable, so it is
+ * written here, in the loop, with a fresh journal.
  */
-static void first_snapshot(gs_journal *j, int disk_has_it)
+static void first_snapshot(gs_journal *j, const snapshot *s, int disk_has_it)
 {
+    if (disk_has_it && s->chain_next == s->gen) {
+        int rc = gs__journal_continue(j, s->gen);
+        if (rc < 0)
+            gs__journal_refuse(j, rc, "creating a journal");
+        return;
+    }
     if (disk_has_it && gs__journal_start_snapshot(j) == 0)
         return;
     if (j->failed != 0)
@@ -311,7 +320,7 @@ int gs_journal_open(uv_loop_t *loop, const gs_journal_config *cfg, const gs_jour
     int from_handover = recover(j, &s);
     cn_buf_free(&s.payload);
     if (j->mode != GS_DURABLE_TERMINATE)
-        first_snapshot(j, s.found && !from_handover);
+        first_snapshot(j, &s, s.found && !from_handover);
     *out = j;
     return 0;
 }

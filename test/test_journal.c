@@ -234,6 +234,30 @@ static void a_crash_during_the_start_up_snapshot_loses_nothing(void **state)
     await_snapshot(f);
 }
 
+/*
+ * A clean stop leaves a snapshot and no journal; the next start continues with
+ * a journal of the snapshot's own generation, so a kill right after loses nothing.
+ */
+static void a_kill_after_a_clean_stop_and_a_start_loses_nothing(void **state)
+{
+    fx *f = *state;
+    open_j(f, GS_DURABLE_CRASH, 0);
+    add(f, 2);
+    assert_int_equal(gs_journal_commit(f->j), 0);
+    assert_int_equal(gs_journal_close(f->j, 1), 0);
+    f->j = NULL;
+    open_j(f, GS_DURABLE_CRASH, 0);
+    assert_int_equal(f->t.value, 2);
+    assert_false(gs_journal_snapshotting(f->j));
+    add(f, 1);
+    assert_int_equal(gs_journal_commit(f->j), 0);
+    crash(f);
+    open_j(f, GS_DURABLE_CRASH, 0);
+    assert_int_equal(f->t.value, 3);
+    assert_int_equal(f->t.replayed, 1);
+    await_snapshot(f);
+}
+
 static void a_torn_tail_is_cut_off(void **state)
 {
     fx *f = *state;
@@ -599,6 +623,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(the_file_and_record_format, setup, teardown),
         cmocka_unit_test_setup_teardown(a_crash_replays_every_committed_record, setup, teardown),
         cmocka_unit_test_setup_teardown(a_crash_during_the_start_up_snapshot_loses_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_kill_after_a_clean_stop_and_a_start_loses_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(a_torn_tail_is_cut_off, setup, teardown),
         cmocka_unit_test_setup_teardown(a_foreign_journal_is_moved_aside_and_not_replayed, setup, teardown),
         cmocka_unit_test_setup_teardown(a_journal_without_its_generation_before_it_is_foreign, setup, teardown),
