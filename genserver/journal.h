@@ -130,9 +130,12 @@ typedef struct gs_journal gs_journal;
 /*
  * Recovers the server's state and opens its journal: takes the handover if it
  * is full, else loads the snapshot and replays the chain of journals (both
- * through ops, into data); then, in crash and power modes, writes a snapshot of
- * the recovered state and starts a fresh journal for it. A snapshot that fails
- * here leaves the journal refusing (and retrying), not the server failed.
+ * through ops, into data); then, in crash and power modes, opens the journal
+ * that continues the chain on disk (forking a snapshot to compact it when it
+ * is not empty), or, when the disk lacks the recovered state (a first start,
+ * a legacy file, the handover), writes a snapshot in the loop and a fresh
+ * journal. A snapshot or journal that cannot be written here leaves the
+ * journal refusing (and retrying), not the server failed.
  * cfg's strings are copied; ops and data are borrowed for the journal's life.
  * The caller frees the journal with gs_journal_close. Returns 0; a negative
  * error only for a bad argument (-EINVAL).
