@@ -34,7 +34,7 @@ CC ?= cc
 CPPFLAGS += -I. -I$(EI_INC) -D_GNU_SOURCE
 CFLAGS ?= $(OPT) -g
 CFLAGS += -std=c11 -Wall -Wextra -fno-strict-aliasing -MMD -MP
-LDLIBS += -L$(EI_LIB) -lei -luv -lssl -lcrypto -lpthread -lm
+LDLIBS += -L$(EI_LIB) -lei -luv -lssl -lcrypto -lz -lpthread -lm
 ifneq ($(SANITIZER),)
 CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZER)

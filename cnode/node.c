@@ -204,6 +204,30 @@ uint64_t cn_node_now(const cn_node *node) { return uv_now(node->loop); }
 void cn_node_set_data(cn_node *node, void *data) { node->data = data; }
 void *cn_node_data(const cn_node *node) { return node->data; }
 
+void cn_node_add_flush_hook(cn_node *node, cn_node_flush_hook *hook)
+{
+    DL_APPEND(node->flush_hooks, hook);
+}
+
+void cn_node_remove_flush_hook(cn_node *node, cn_node_flush_hook *hook)
+{
+    DL_DELETE(node->flush_hooks, hook);
+    hook->prev = hook->next = NULL;
+}
+
+/*
+ * A hook that removes itself is safe (the next one is taken first); one added
+ * during the walk is appended after the last, and runs from the next turn on.
+ */
+void cn__node_before_flush(cn_node *node)
+{
+    cn_node_flush_hook *h, *next, *last = node->flush_hooks ? node->flush_hooks->prev : NULL;
+    for (h = node->flush_hooks; h != NULL; h = next) {
+        next = h == last ? NULL : h->next;
+        h->cb(h);
+    }
+}
+
 /* Here rather than in proc.c: the origin is the node's state, set by dist_recv.c. */
 const char *cn_proc_msg_origin(const cn_proc *p)
 {
@@ -261,6 +285,7 @@ void cn_node_close(cn_node *node, void (*done_cb)(cn_node *))
      * first. A write that fails here closes its connection, and whatever that
      * sets off already sees a closing node: no retry, no second close.
      */
+    cn__node_before_flush(node);
     cn__conn_flush_dirty(node);
     cn__targets_close(node);
     cn__conn_close_all(node);

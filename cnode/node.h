@@ -107,6 +107,24 @@ int cn_node_free(cn_node *node);
 void cn_node_set_data(cn_node *node, void *data);
 void *cn_node_data(const cn_node *node);
 
+/*
+ * Work that must be done once per loop turn just before the turn's output is
+ * written: a journal that makes the turn's state changes durable before the
+ * replies acknowledging them leave (group commit). The hook may send messages:
+ * what it queues is written by the same flush. The caller owns the struct and
+ * keeps it alive until cn_node_remove_flush_hook; fields other than cb and data
+ * are the node's. Hooks run in the order they were added, also once when the
+ * node closes (cn_node_close flushes what is queued). A hook may remove itself
+ * (or add others, which run from the next turn) while it runs.
+ */
+typedef struct cn_node_flush_hook {
+    void (*cb)(struct cn_node_flush_hook *hook);
+    void *data;
+    struct cn_node_flush_hook *prev, *next;  /* the node's list (utlist DL) */
+} cn_node_flush_hook;
+void cn_node_add_flush_hook(cn_node *node, cn_node_flush_hook *hook);
+void cn_node_remove_flush_hook(cn_node *node, cn_node_flush_hook *hook);
+
 const char *cn_node_name(const cn_node *node);
 uint32_t cn_node_creation(const cn_node *node);
 uint16_t cn_node_port(const cn_node *node);

@@ -216,6 +216,7 @@ struct cn_node {
     cn_conn *conns;                 /* UP connections by peer name */
     cn_conn *all_conns;
     cn_conn *dirty;                 /* connections with queued output */
+    cn_node_flush_hook *flush_hooks; /* run before each flush of the turn's output */
     struct cn__tcp_conn *tcp_paused; /* TCP connections past this turn's read budget (tcp.c) */
     uint64_t turn;                  /* loop turns ended (sched.c): read budgets count per turn */
     cn_target *targets;
@@ -339,6 +340,8 @@ void cn__conn_set_owner(cn_conn *c, const char *dialed, cn__conn_lost_cb cb, voi
 /* The outgoing connection's transport is connected: the handshake starts. */
 void cn__conn_connected(cn_conn *c);
 void cn__conn_flush_dirty(cn_node *node);
+/* Runs the flush hooks (cn_node_add_flush_hook): called just before cn__conn_flush_dirty. */
+void cn__node_before_flush(cn_node *node);
 void cn__conn_close_all(cn_node *node);
 void cn__conn_tick_all(cn_node *node);
 cn_conn *cn__conn_find(cn_node *node, const char *peer_name);

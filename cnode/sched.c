@@ -3,8 +3,9 @@
  *
  * One loop turn: libuv runs timers, then reads (each read handles every
  * complete frame at once), then our check handle (on_check here), which
- * delivers queued local messages, writes every connection's output in one
- * write, frees the processes that exited during the turn, and a batch of
+ * delivers queued local messages, runs the flush hooks (a journal's group
+ * commit: the turn's records are made durable before the replies that
+ * acknowledge them leave), writes every connection's output in one write, frees the processes that exited during the turn, and a batch of
  * what a lost connection left (cn__proc_reclaim); connections that used up
  * their read budget in the turn read again (cn__tcp_resume). The idle handle
  * is started whenever work is queued (cn__node_wake), so the loop polls
@@ -79,6 +80,7 @@ static void on_check(uv_check_t *h)
 {
     cn_node *node = h->data;
     cn__proc_run_queue(node, RUN_QUEUE_BUDGET);
+    cn__node_before_flush(node);
     cn__conn_flush_dirty(node);
     cn__proc_free_zombies(node);
     int reclaiming = cn__proc_reclaim(node);

@@ -17,9 +17,16 @@
 /*
  * The state file's payload: the value in two's complement, big endian, as 8 bytes
  * when it fits in 64 bits and as 16 bytes past that (files of earlier versions
- * all hold 8). Bump on any other change.
+ * all hold 8). Schema 2 puts the journal's lineage and generation before it
+ * (genserver/journal.h); schema 1 files are still read. Bump on any other change.
  */
-#define COUNTER_SCHEMA 1
+#define COUNTER_SCHEMA 2
+#define COUNTER_LEGACY_SCHEMA 1
+
+/* Journal records: one byte, or 'S' and the value as 16 bytes. */
+#define REC_INC '+'
+#define REC_DEC '-'
+#define REC_SET 'S'
 
 /*
  * The value is a 128-bit integer, so that a counter pushed past 2^63 (by
@@ -35,6 +42,7 @@ typedef struct counter {
     const counter_config *cfg;
     char name[256];
     cval value;
+    gs_journal *journal;    /* with a data directory */
 } counter;
 
 static int fits_64(cval v)
@@ -105,7 +113,73 @@ static const char *value_text(cval v, char *buf, size_t size)
     return q;
 }
 
-/* A saved value wins over the configured initial one: a restart loses nothing. */
+/* The value as 8 bytes when it fits in 64 bits, else 16, two's complement, big endian. */
+static size_t value_image(cval v, unsigned char *out)
+{
+    size_t n = fits_64(v) ? 8 : 16;
+    ucval u = (ucval)v;
+    for (size_t i = 0; i < n; i++)
+        out[n - 1 - i] = (unsigned char)(u >> (8 * i));
+    return n;
+}
+
+static int image_value(const unsigned char *p, size_t len, cval *out)
+{
+    if (len != 8 && len != 16)
+        return CN_ECORRUPT;
+    ucval u = (p[0] & 0x80) ? ~(ucval)0 : 0; /* sign-extended */
+    for (size_t i = 0; i < len; i++)
+        u = u << 8 | p[i];
+    *out = (cval)u;
+    return 0;
+}
+
+static int counter_save(void *data, cn_buf *out)
+{
+    counter *c = data;
+    unsigned char v[16];
+    return cn_buf_append(out, v, value_image(c->value, v));
+}
+
+static int counter_load(void *data, const char *image, size_t len, int legacy)
+{
+    (void)legacy;
+    counter *c = data;
+    char text[48];
+    if (image_value((const unsigned char *)image, len, &c->value) < 0) {
+        CN_WARN("counter", "%s: saved state has %zu bytes, not 8 or 16; starting from %s", c->name, len,
+                value_text(c->value, text, sizeof text));
+        return CN_ECORRUPT;
+    }
+    CN_INFO("counter", "%s: restored value %s", c->name, value_text(c->value, text, sizeof text));
+    return 0;
+}
+
+/* Replays as the calls did: an increment past 128 bits was refused then and is skipped now. */
+static int counter_replay(void *data, const char *rec, size_t len)
+{
+    counter *c = data;
+    if (len == 1 && (rec[0] == REC_INC || rec[0] == REC_DEC)) {
+        cval lim = rec[0] == REC_INC ? CVAL_MAX : CVAL_MIN;
+        if (c->value == lim)
+            return -ERANGE;
+        c->value += rec[0] == REC_INC ? 1 : -1;
+        return 0;
+    }
+    if (len == 17 && rec[0] == REC_SET)
+        return image_value((const unsigned char *)rec + 1, 16, &c->value);
+    return CN_ECORRUPT;
+}
+
+static const gs_journal_ops counter_journal_ops = {
+    .schema = COUNTER_SCHEMA,
+    .legacy_schema = COUNTER_LEGACY_SCHEMA,
+    .save = counter_save,
+    .load = counter_load,
+    .replay = counter_replay,
+};
+
+/* The journal recovers the value (a saved value wins over the configured initial one). */
 static gs_ret counter_init(gs_server *s, const gs_term *arg, gs_result *res)
 {
     (void)arg;
@@ -114,39 +188,42 @@ static gs_ret counter_init(gs_server *s, const gs_term *arg, gs_result *res)
     c->value = c->cfg->initial;
     if (c->cfg->data_dir == NULL)
         return GS_OK;
-    cn_buf b;
-    cn_buf_init(&b);
-    int rc = gs_state_load(c->cfg->data_dir, c->name, COUNTER_SCHEMA, &b);
-    char text[48];
-    if (rc == 0 && (b.len == 8 || b.len == 16)) {
-        const unsigned char *p = (const unsigned char *)b.data;
-        ucval u = (p[0] & 0x80) ? ~(ucval)0 : 0; /* sign-extended */
-        for (size_t i = 0; i < b.len; i++)
-            u = u << 8 | p[i];
-        c->value = (cval)u;
-        CN_INFO("counter", "%s: restored value %s", c->name, value_text(c->value, text, sizeof text));
-    } else if (rc == 0) {
-        CN_WARN("counter", "%s: saved state has %zu bytes, not 8 or 16; starting from %s", c->name, b.len,
-                value_text(c->value, text, sizeof text));
-    }
-    cn_buf_free(&b);
+    gs_journal_config jc = {.dir = c->cfg->data_dir, .name = c->name, .mode = c->cfg->durability,
+                            .snapshot_bytes = c->cfg->snapshot_bytes, .handover = c->cfg->handover};
+    if (gs_journal_open(cn_node_loop(gs_node(s)), &jc, &counter_journal_ops, c, &c->journal) < 0)
+        return GS_STOP;
+    gs_set_journal(s, c->journal);
     return GS_OK;
 }
 
+/* The final snapshot; when it fails the journal hands the value to the next incarnation. */
 static void counter_terminate(gs_server *s, const gs_term *reason)
 {
     (void)reason;
     counter *c = gs_data(s);
-    if (c == NULL || c->cfg->data_dir == NULL)
+    if (c == NULL || c->journal == NULL)
         return;
-    unsigned char v[16];
-    size_t n = fits_64(c->value) ? 8 : 16;
-    ucval u = (ucval)c->value;
-    for (size_t i = 0; i < n; i++)
-        v[n - 1 - i] = (unsigned char)(u >> (8 * i));
-    int rc = gs_state_save(c->cfg->data_dir, c->name, COUNTER_SCHEMA, v, n);
+    gs_set_journal(s, NULL);
+    int rc = gs_journal_close(c->journal, 1);
+    c->journal = NULL;
     if (rc < 0)
         CN_ERROR("counter", "%s: cannot save state in %s: %s", c->name, c->cfg->data_dir, cn_strerror(rc));
+}
+
+static void append_record(counter *c, char kind, cval v)
+{
+    if (c->journal == NULL)
+        return;
+    unsigned char rec[17];
+    rec[0] = (unsigned char)kind;
+    size_t n = 1;
+    if (kind == REC_SET) {
+        ucval u = (ucval)v;
+        for (int i = 0; i < 16; i++)
+            rec[16 - i] = (unsigned char)(u >> (8 * i));
+        n = 17;
+    }
+    gs_journal_append(c->journal, rec, n);
 }
 
 /* value + by: 0, or -ERANGE (value unchanged) when it would leave 128 bits (2^64 times further than int64). */
@@ -171,12 +248,19 @@ static gs_ret counter_call(gs_server *s, const gs_term *req, const gs_from *from
         by = -1;
     else if (!gs_term_is_atom(req, "get_value"))
         return GS_UNKNOWN;
-    if (by != 0 && step(c, by) < 0) {
+    const char *refusal = NULL;
+    if (by != 0 && c->journal != NULL && gs_journal_ready(c->journal) < 0)
+        refusal = GS_NOT_DURABLE;
+    else if (by != 0 && step(c, by) < 0)
+        refusal = "overflow";
+    if (refusal != NULL) {
         ei_x_encode_tuple_header(res->reply, 2);
         ei_x_encode_atom(res->reply, "error");
-        ei_x_encode_atom(res->reply, "overflow");
+        ei_x_encode_atom(res->reply, refusal);
         return GS_REPLY;
     }
+    if (by != 0)
+        append_record(c, by > 0 ? REC_INC : REC_DEC, 0);
     encode_value(res->reply, c->value);
     return GS_REPLY;
 }
@@ -187,13 +271,18 @@ static gs_ret counter_cast(gs_server *s, const gs_term *req, gs_result *res)
     counter *c = gs_data(s);
     if (!gs_term_is_atom(req, "increment"))
         return GS_UNKNOWN;
-    step(c, 1);
+    if (step(c, 1) == 0)
+        append_record(c, REC_INC, 0);
     return GS_NOREPLY;
 }
 
+/* After a kill (no terminate): what is not durable yet goes to the handover. */
 static void counter_cleanup(gs_server *s)
 {
-    free(gs_data(s));
+    counter *c = gs_data(s);
+    if (c != NULL && c->journal != NULL)
+        gs_journal_close(c->journal, 0);
+    free(c);
 }
 
 static int counter_get_state(gs_server *s, ei_x_buff *out)
@@ -211,7 +300,10 @@ static int counter_put_state(gs_server *s, const gs_term *state)
     int rc = decode_value(state->buf, &i, &v);
     if (rc < 0)
         return rc;
+    if (c->journal != NULL && (rc = gs_journal_ready(c->journal)) < 0)
+        return rc;
     c->value = v;
+    append_record(c, REC_SET, v);
     return 0;
 }
 

@@ -10,15 +10,26 @@
  * exactly as an Elixir counter's would. An increment that would leave 128 bits
  * (2^64 times further than 64 bits reach) replies {:error, :overflow} and changes
  * nothing. :sys.replace_state takes any integer that fits.
+ *
+ * With a data directory the value is journaled (genserver/journal.h): every
+ * :increment and :decrement (call or cast) and :sys.replace_state is a record.
+ * While the journal refuses (the disk said no), the calls that would change the
+ * value answer {:error, :not_durable} and change nothing; casts still change
+ * the value in memory (they are never acknowledged), which the next snapshot
+ * saves; :sys.replace_state is refused ({:error, :state_refused}).
  */
 #ifndef GS_COUNTER_H
 #define GS_COUNTER_H
 
 #include "genserver/genserver.h"
+#include "genserver/journal.h"
 
 typedef struct counter_config {
     long long initial;      /* value when no saved state exists */
-    const char *data_dir;   /* where terminate saves the value; NULL: not saved */
+    const char *data_dir;   /* where the snapshot and journal live; NULL: not saved */
+    gs_durability durability;   /* 0 is GS_DURABLE_TERMINATE; the program's default is crash */
+    uint64_t snapshot_bytes;    /* journal bytes between snapshots; 0: the default */
+    gs_handover *handover;      /* state a stopped incarnation could not save; may be NULL */
 } counter_config;
 
 extern const gs_callbacks counter_callbacks;

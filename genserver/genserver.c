@@ -160,6 +160,11 @@ static void on_timeout(uv_timer_t *h)
 
 static void release(gs_server *s)
 {
+    /* The held replies go (or are refused) while the process can still send them. */
+    gs__settle(s, 1);
+    gs_set_journal(s, NULL);
+    cn_buf_free(&s->held);
+    cn_buf_free(&s->waiting);
     gs__sys_release(s);
     if (s->cb->cleanup)
         s->cb->cleanup(s);
@@ -204,6 +209,8 @@ static void log_stop(gs_server *s, const char *reason, size_t len)
 static void run_terminate(gs_server *s, const char *reason, size_t len)
 {
     (void)len;
+    /* What the turn appended is made durable before terminate's snapshot, and the replies answered. */
+    gs__settle(s, 1);
     if (s->cb->terminate) {
         gs_term t = {reason, 1};
         s->cb->terminate(s, &t);
@@ -245,6 +252,15 @@ static void on_exiting(cn_proc *p, cn_exit_cause cause, const char *reason, size
 /* ---- Replies ---- */
 
 int gs__send_reply(gs_server *s, const gs_from *from, const char *msg, size_t len)
+{
+    if (s->journal != NULL && gs_journal_holding(s->journal)) {
+        gs__hold_reply(s, from, msg, len);
+        return 0;
+    }
+    return gs__send_now(s, from, msg, len);
+}
+
+int gs__send_now(gs_server *s, const gs_from *from, const char *msg, size_t len)
 {
     if (from->has_alias)
         return cn_send_alias(s->proc, &from->alias, &from->pid, msg, len);
@@ -566,6 +582,8 @@ static const cn_proc_ops gs_ops = {on_message, on_exiting};
 static gs_server *server_new(cn_node *node, const gs_callbacks *cb, void *user)
 {
     gs_server *s = cn_calloc(1, sizeof *s);
+    cn_buf_init(&s->held);
+    cn_buf_init(&s->waiting);
     s->node = node;
     s->cb = cb;
     s->user = user;

@@ -133,6 +133,17 @@ int64_t gs_send_after(gs_server *s, uint64_t ms, const char *msg, size_t len);
 int gs_cancel_timer(gs_server *s, int64_t id);
 
 /*
+ * Journals the server's state changes (genserver/journal.h): from now on a
+ * reply waits while j has records not yet written, and the journal is
+ * committed once at the end of each loop turn, before the turn's replies
+ * leave (or are refused with {error, not_durable} when the commit fails).
+ * j is borrowed: the server's callbacks own it, and set NULL (or stop the
+ * server) before freeing it. NULL detaches.
+ */
+typedef struct gs_journal gs_journal;
+void gs_set_journal(gs_server *s, gs_journal *j);
+
+/*
  * Stops the server from outside a callback (a supervisor's shutdown, node
  * shutdown): terminate runs with reason, then the process exits with it.
  * reason: an atom name. Inside a callback, return GS_STOP instead.

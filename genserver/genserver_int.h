@@ -11,7 +11,9 @@
 #include <stdint.h>
 #include <ei.h>
 
+#include "cnode/buf.h"
 #include "genserver/genserver.h"
+#include "genserver/journal.h"
 #include "genserver/sys_shape.h"
 
 /* A message held back while the server is suspended, continuing or in a replace_state. */
@@ -63,6 +65,12 @@ struct gs_server {
     char *sys_held;             /* the request held until the stdlib version is known */
     gs_sys_cache sys_callers;   /* which sys each calling node runs */
     unsigned sys_refused;       /* system messages dropped by gs__sys_foreign */
+    /* Group commit (gs_hold.c): the journal, its flush hook, the replies it holds. */
+    gs_journal *journal;
+    cn_node_flush_hook hook;
+    int hooked;
+    cn_buf held;                /* this turn's replies */
+    cn_buf waiting;             /* earlier turns' replies, waiting for a sync (power mode) */
 };
 
 /* ---- genserver.c, for gs_sys.c ---- */
@@ -73,12 +81,28 @@ int gs__atom_at(const char *b, int idx, const char *atom);
 int gs__decode_from(const char *b, int *i, gs_from *from);
 /* Starts {Tag, ...} in s->out for a reply to from; returns the index where the reply goes. */
 int gs__begin_reply(gs_server *s, const gs_from *from);
-/* Sends a complete reply (with version byte) to from's alias or pid. */
+/*
+ * Sends a complete reply (with version byte) to from's alias or pid; held
+ * until the end of the turn while the server's journal has records to commit.
+ */
 int gs__send_reply(gs_server *s, const gs_from *from, const char *msg, size_t len);
+/* Sends a reply now, whatever the journal holds. */
+int gs__send_now(gs_server *s, const gs_from *from, const char *msg, size_t len);
 /* Ends the server from inside: terminate, then the process exits with reason (with version byte). */
 void gs__stop_with(gs_server *s, const char *reason, size_t len);
 /* Handles the held-back messages in order while the server may. */
 void gs__drain(gs_server *s);
+
+/* ---- gs_hold.c, for genserver.c ---- */
+
+/* Keeps a reply (copied) until the journal's commit at the end of the turn. */
+void gs__hold_reply(gs_server *s, const gs_from *from, const char *msg, size_t len);
+/*
+ * Commits the journal's turn and queues the turn's replies behind their
+ * commit, sending what is durable. final (a server stopping): everything is
+ * made durable now and every reply leaves. Nothing without a journal.
+ */
+void gs__settle(gs_server *s, int final);
 
 /* ---- gs_sys.c, for genserver.c ---- */
 

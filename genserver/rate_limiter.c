@@ -18,14 +18,27 @@
 #include "genserver/rl_table.h"
 #include "genserver/statefile.h"
 
-/* The state file's payload is rl_save's image. Bump when that changes. */
-#define RL_SCHEMA 1
+/*
+ * The state file's payload is rl_save's image; schema 2 puts the journal's
+ * lineage and generation before it, schema 1 files are still read. Bump when
+ * the image changes.
+ */
+#define RL_SCHEMA 2
+#define RL_LEGACY_SCHEMA 1
+
+/* A journal record: 'C', the wall-clock ms of the accepted request, the client id's term. */
+#define REC_CHECK 'C'
+#define REC_HEAD 9
 
 typedef struct limiter {
     const rate_limiter_config *cfg;
     char name[256];
+    gs_server *server;
     rl_table *table;
     int sweeping;
+    gs_journal *journal;
+    cn_buf rec;             /* the record being built, kept between calls */
+    int64_t replay_wall, replay_mono, replay_last;  /* the clocks while replaying */
 } limiter;
 
 static int64_t wall_ms(void)
@@ -51,6 +64,7 @@ static gs_ret rl_init(gs_server *s, const gs_term *arg, gs_result *res)
 {
     (void)arg;
     limiter *l = gs_data(s);
+    l->server = s;
     l->table = rl_table_new(l->cfg->max_requests, l->cfg->window_ms);
     if (l->table == NULL) {
         ei_x_encode_atom(res->reason, "bad_config");
@@ -62,25 +76,92 @@ static gs_ret rl_init(gs_server *s, const gs_term *arg, gs_result *res)
     return GS_OK;
 }
 
-/* Loading may take a while for a million clients: calls wait, in order, until it is done. */
+static int rl_jsave(void *data, cn_buf *out)
+{
+    limiter *l = data;
+    return rl_save(l->table, mono_ms(l->server), wall_ms(), out);
+}
+
+static int rl_jload(void *data, const char *image, size_t len, int legacy)
+{
+    (void)legacy;
+    limiter *l = data;
+    int rc = rl_load(l->table, image, len, l->replay_mono, l->replay_wall);
+    if (rc < 0)
+        CN_WARN("rate_limiter", "%s: saved state unreadable (%s); starting fresh", l->name, cn_strerror(rc));
+    else
+        CN_INFO("rate_limiter", "%s: restored %zu clients", l->name, rl_client_count(l->table));
+    return rc;
+}
+
+/*
+ * An accepted request again, at its time on this incarnation's clock (as
+ * rl_load converts): the table needs times that do not go back, and none later
+ * than now.
+ */
+static int rl_jreplay(void *data, const char *rec, size_t len)
+{
+    limiter *l = data;
+    if (len <= REC_HEAD || rec[0] != REC_CHECK)
+        return CN_ECORRUPT;
+    int64_t t = l->replay_mono - (l->replay_wall - (int64_t)cn_get_u64(rec + 1));
+    if (t < l->replay_last)
+        t = l->replay_last;
+    if (t > l->replay_mono)
+        t = l->replay_mono;
+    l->replay_last = t;
+    uint32_t remaining;
+    int rc = rl_check_n(l->table, rec + REC_HEAD, len - REC_HEAD, 0, t, &remaining);
+    return rc < 0 ? rc : 0;
+}
+
+static const gs_journal_ops rl_journal_ops = {
+    .schema = RL_SCHEMA,
+    .legacy_schema = RL_LEGACY_SCHEMA,
+    .save = rl_jsave,
+    .load = rl_jload,
+    .replay = rl_jreplay,
+};
+
+/* Recovery may take a while for a million clients: calls wait, in order, until it is done. */
 static gs_ret rl_continue(gs_server *s, const gs_term *cont, gs_result *res)
 {
-    (void)res;
     limiter *l = gs_data(s);
     if (!gs_term_is_atom(cont, "load"))
         return GS_UNKNOWN;
-    cn_buf b;
-    cn_buf_init(&b);
-    int rc = gs_state_load(l->cfg->data_dir, l->name, RL_SCHEMA, &b);
-    if (rc == 0) {
-        rc = rl_load(l->table, b.data, b.len, mono_ms(s), wall_ms());
-        if (rc < 0)
-            CN_WARN("rate_limiter", "%s: saved state unreadable (%s); starting fresh", l->name, cn_strerror(rc));
-        else
-            CN_INFO("rate_limiter", "%s: restored %zu clients", l->name, rl_client_count(l->table));
+    l->replay_mono = mono_ms(s);
+    l->replay_wall = wall_ms();
+    l->replay_last = INT64_MIN;
+    gs_journal_config jc = {.dir = l->cfg->data_dir, .name = l->name, .mode = l->cfg->durability,
+                            .snapshot_bytes = l->cfg->snapshot_bytes, .handover = l->cfg->handover};
+    if (gs_journal_open(cn_node_loop(gs_node(s)), &jc, &rl_journal_ops, l, &l->journal) < 0) {
+        ei_x_encode_atom(res->reason, "bad_config");
+        return GS_STOP;
     }
-    cn_buf_free(&b);
+    gs_set_journal(s, l->journal);
     return GS_NOREPLY;
+}
+
+/* Journals an accepted request: its wall-clock time and the id term at b[i]. */
+static void journal_check(limiter *l, const char *b, int i)
+{
+    if (l->journal == NULL)
+        return;
+    int e = i;
+    cn_term_skip_trusted(b, &e);
+    cn_buf_reset(&l->rec);
+    cn_buf_put_u8(&l->rec, REC_CHECK);
+    cn_buf_put_u64(&l->rec, (uint64_t)wall_ms());
+    cn_buf_append(&l->rec, b + i, (size_t)(e - i));
+    gs_journal_append(l->journal, l->rec.data, l->rec.len);
+    cn_buf_shrink(&l->rec, CN_BUF_KEEP);
+}
+
+static void encode_error(ei_x_buff *x, const char *what)
+{
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "error");
+    ei_x_encode_atom(x, what);
 }
 
 static gs_ret rl_call(gs_server *s, const gs_term *req, const gs_from *from, gs_result *res)
@@ -95,23 +176,25 @@ static gs_ret rl_call(gs_server *s, const gs_term *req, const gs_from *from, gs_
     if (!gs_term_is_atom(&tag, "check_rate"))
         return GS_UNKNOWN;
     cn_term_skip_trusted(b, &i);
+    if (l->journal != NULL && gs_journal_ready(l->journal) < 0) {
+        encode_error(res->reply, GS_NOT_DURABLE);
+        return GS_REPLY;
+    }
     uint32_t remaining = 0;
     int rc = rl_check(l->table, b, i, mono_ms(s), &remaining);
     if (rc < 0) {
         CN_ERROR("rate_limiter", "%s: check_rate failed: %s", l->name, cn_strerror(rc));
-        ei_x_encode_tuple_header(res->reply, 2);
-        ei_x_encode_atom(res->reply, "error");
-        ei_x_encode_atom(res->reply, rc == -ENOMEM ? "out_of_memory" : "bad_client_id");
+        encode_error(res->reply, rc == -ENOMEM ? "out_of_memory" : "bad_client_id");
         return GS_REPLY;
     }
-    ei_x_encode_tuple_header(res->reply, 2);
-    if (rc == 1) {
-        ei_x_encode_atom(res->reply, "ok");
-        ei_x_encode_ulong(res->reply, remaining);
-    } else {
-        ei_x_encode_atom(res->reply, "error");
-        ei_x_encode_atom(res->reply, "rate_limited");
+    if (rc == 0) {
+        encode_error(res->reply, "rate_limited");
+        return GS_REPLY;
     }
+    journal_check(l, b, i);
+    ei_x_encode_tuple_header(res->reply, 2);
+    ei_x_encode_atom(res->reply, "ok");
+    ei_x_encode_ulong(res->reply, remaining);
     return GS_REPLY;
 }
 
@@ -130,20 +213,18 @@ static gs_ret rl_info(gs_server *s, const gs_term *msg, gs_result *res)
     return GS_NOREPLY;
 }
 
+/* The final snapshot; when it fails the journal hands the windows to the next incarnation. */
 static void rl_terminate(gs_server *s, const gs_term *reason)
 {
     (void)reason;
     limiter *l = gs_data(s);
-    if (l == NULL || l->table == NULL || l->cfg->data_dir == NULL)
+    if (l == NULL || l->journal == NULL)
         return;
-    cn_buf b;
-    cn_buf_init(&b);
-    int rc = rl_save(l->table, mono_ms(s), wall_ms(), &b);
-    if (rc == 0)
-        rc = gs_state_save(l->cfg->data_dir, l->name, RL_SCHEMA, b.data, b.len);
+    gs_set_journal(s, NULL);
+    int rc = gs_journal_close(l->journal, 1);
+    l->journal = NULL;
     if (rc < 0)
         CN_ERROR("rate_limiter", "%s: cannot save state: %s", l->name, cn_strerror(rc));
-    cn_buf_free(&b);
 }
 
 static void rl_cleanup(gs_server *s)
@@ -151,7 +232,10 @@ static void rl_cleanup(gs_server *s)
     limiter *l = gs_data(s);
     if (l == NULL)
         return;
+    if (l->journal != NULL)
+        gs_journal_close(l->journal, 0);
     rl_table_free(l->table);
+    cn_buf_free(&l->rec);
     free(l);
 }
 
@@ -187,6 +271,7 @@ int rate_limiter_start(cn_node *node, const rate_limiter_config *cfg, const char
         return -EINVAL;
     limiter *l = cn_calloc(1, sizeof *l);
     l->cfg = cfg;
+    cn_buf_init(&l->rec);
     snprintf(l->name, sizeof l->name, "%s", name ? name : "rate_limiter");
     gs_options opt = {.name = name, .parent = parent};
     return gs_start(node, &rate_limiter_callbacks, l, &opt, out);

@@ -243,7 +243,8 @@ static int move_aside(const char *dir, const char *name, const char *path, char 
  * differently; the schema is checked last, so that it is only reported for a
  * file that is otherwise intact.
  */
-static int read_checked(int fd, uint16_t schema, cn_buf *out, char *reason, size_t rsize)
+static int read_checked(int fd, uint16_t lo, uint16_t hi, uint16_t *schema, cn_buf *out, char *reason,
+                        size_t rsize)
 {
     struct stat st;
     if (fstat(fd, &st) < 0) {
@@ -305,10 +306,11 @@ static int read_checked(int fd, uint16_t schema, cn_buf *out, char *reason, size
         return CN_ECORRUPT;
     }
     unsigned found = cn_get_u16(hdr + 6);
-    if (found != schema) {
-        snprintf(reason, rsize, "schema version %u, expected %u", found, (unsigned)schema);
+    if (found < lo || found > hi) {
+        snprintf(reason, rsize, "schema version %u, expected %u to %u", found, (unsigned)lo, (unsigned)hi);
         return CN_EVERSION;
     }
+    *schema = (uint16_t)found;
     out->len = (size_t)len;
     return 0;
 }
@@ -333,7 +335,14 @@ static void set_aside(const char *dir, const char *name, const char *path,
 
 int gs_state_load(const char *dir, const char *name, uint16_t schema, cn_buf *out)
 {
-    if (dir == NULL || out == NULL)
+    uint16_t found;
+    return gs_state_load_schemas(dir, name, schema, schema, out, &found);
+}
+
+int gs_state_load_schemas(const char *dir, const char *name, uint16_t lo, uint16_t hi, cn_buf *out,
+                          uint16_t *schema)
+{
+    if (dir == NULL || out == NULL || schema == NULL)
         return -EINVAL;
     cn_buf_reset(out);
     int rc = check_name(name);
@@ -354,11 +363,11 @@ int gs_state_load(const char *dir, const char *name, uint16_t schema, cn_buf *ou
         }
         snprintf(reason, sizeof reason, "cannot open");
     } else {
-        rc = read_checked(fd, schema, out, reason, sizeof reason);
+        rc = read_checked(fd, lo, hi, schema, out, reason, sizeof reason);
         close(fd);
         if (rc == 0) {
             CN_DEBUG(COMP, "loaded %s (%zu bytes, schema %u)", path, out->len,
-                     (unsigned)schema);
+                     (unsigned)*schema);
             return 0;
         }
     }

@@ -81,6 +81,14 @@ int gs_state_save(const char *dir, const char *name, uint16_t schema, const void
 int gs_state_load(const char *dir, const char *name, uint16_t schema, cn_buf *out);
 
 /*
+ * As gs_state_load, but a file of any schema from lo to hi is accepted and
+ * *schema says which it was: a server that changed its payload reads its
+ * older files too. Outside the range is CN_EVERSION, as above.
+ */
+int gs_state_load_schemas(const char *dir, const char *name, uint16_t lo, uint16_t hi, cn_buf *out,
+                          uint16_t *schema);
+
+/*
  * Start-up check of the data directory: creates `dir` and any missing parents
  * (mode 0700, like mkdir -p), then proves it is writable by creating and removing
  * a probe file, so that a bad --data-dir stops the node at once instead of at the

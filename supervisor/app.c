@@ -45,6 +45,12 @@ struct sup_app {
     unsigned close_turns;
     sup_t *kernel;          /* kernel_sup while it runs, else NULL */
     sup_t *root;            /* cnode_sup while it runs, else NULL */
+    /*
+     * The state a server could not save when it stopped, for its next
+     * incarnation (genserver/journal.h): the child argument's, so the restart
+     * path hands it over. Still full when the node stops: the exit status is 1.
+     */
+    gs_handover counter_handover, limiter_handover;
     int status;
     int stopping;
 };
@@ -163,6 +169,16 @@ static void node_closed(cn_node *node)
  * Runs once per loop turn after the stop: closes the node once every process
  * has exited, so that no server is freed by the node without its terminate.
  */
+/* A final save that failed makes the exit status non-zero: the state is not on disk. */
+static void check_saved(sup_app *a)
+{
+    if (!a->counter_handover.full && !a->limiter_handover.full)
+        return;
+    CN_ERROR("node", "the final save of %s failed: its last state is not on disk; exit status 1",
+             a->counter_handover.full ? "the counter" : "the rate limiter");
+    a->status = 1;
+}
+
 static void close_when_idle(uv_idle_t *h)
 {
     sup_app *a = h->data;
@@ -172,6 +188,7 @@ static void close_when_idle(uv_idle_t *h)
         return;
     if (st.processes > 0)
         CN_WARN("node", "%u processes are still running; closing the node anyway", st.processes);
+    check_saved(a);
     uv_idle_stop(h);
     uv_close((uv_handle_t *)h, NULL);
     cn_node_close(a->node, node_closed);
@@ -203,6 +220,8 @@ int sup_app_new(uv_loop_t *loop, const sup_app_config *cfg, sup_app **out)
     a->node = node;
     a->counter = cfg->counter;
     a->limiter = cfg->limiter;
+    a->counter.handover = &a->counter_handover;
+    a->limiter.handover = &a->limiter_handover;
     a->ready_cb = cfg->ready_cb;
     a->data = cfg->data;
     a->children = cfg->children;
@@ -261,6 +280,8 @@ int sup_app_free(sup_app *a)
     int rc = cn_node_free(a->node);
     if (rc < 0)
         return rc;
+    gs_handover_free(&a->counter_handover);
+    gs_handover_free(&a->limiter_handover);
     free(a);
     return 0;
 }

@@ -6,7 +6,8 @@
  * application (supervisor/app.h), which makes the node, registers it, starts
  * the supervision tree and prints "READY <name> <port>" on stdout through
  * ready_cb. SIGTERM or SIGINT stops the servers (their terminate saves state),
- * closes every connection, unregisters from epmd and exits 0; the death of a
+ * closes every connection, unregisters from epmd and exits 0 (1 when a final
+ * save failed); the death of a
  * top supervisor exits 1, and so does losing the name: when epmd restarts the
  * node registers again, and if another node took the name meanwhile it stops
  * the same way. Bad flags exit 2.
@@ -39,6 +40,7 @@
 #include "cnode/node.h"
 #include "cnode/tls.h"
 #include "cnode/tls_optfile.h"
+#include "genserver/journal.h"
 #include "genserver/statefile.h"
 #include "supervisor/app.h"
 #include "supervisor/heart.h"
@@ -89,7 +91,8 @@ static void usage(FILE *f)
             "             [--tls-certfile F] [--tls-keyfile F] [--tls-cacertfile F]\n"
             "             [--tls-verify verify_peer|verify_none]\n"
             "             [--tls-fail-if-no-peer-cert | --no-tls-fail-if-no-peer-cert]\n"
-            "             [--ssl-dist-optfile F] [--stop-on-stdin-eof]\n");
+            "             [--ssl-dist-optfile F] [--stop-on-stdin-eof]\n"
+            "             [--durability terminate|crash|power] [--snapshot-bytes N]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -197,6 +200,26 @@ static int set_tls(options *o, int ch, const char *arg)
     return 0;
 }
 
+static int set_durability(options *o, const char *arg)
+{
+    gs_durability d;
+    if (gs_durability_parse(arg, &d) < 0) {
+        fprintf(stderr, "cnode: --durability takes terminate, crash or power, not '%s'\n", arg);
+        return -EINVAL;
+    }
+    o->app.counter.durability = o->app.limiter.durability = d;
+    return 0;
+}
+
+static int set_snapshot_bytes(options *o, const char *arg)
+{
+    long long v;
+    int rc = parse_long("--snapshot-bytes", arg, 4096, INT64_MAX, &v);
+    if (rc == 0)
+        o->app.counter.snapshot_bytes = o->app.limiter.snapshot_bytes = (uint64_t)v;
+    return rc;
+}
+
 /* One flag of getopt_long's: 0, or -EINVAL after one line on stderr. A dispatch switch. */
 static int set_option(options *o, int ch, const char *arg)
 {
@@ -218,6 +241,8 @@ static int set_option(options *o, int ch, const char *arg)
     case 'X': o->heart = 1; return 0;
     case 'T': return parse_long("--heart-timeout", arg, 1, 86400, &o->heart_timeout_s);
     case 'E': o->app.stop_on_stdin_eof = 1; return 0;
+    case 'D': return set_durability(o, arg);
+    case 'S': return set_snapshot_bytes(o, arg);
     case 'h': o->help = 1; return 0;
     case OPT_PROTO_DIST: return set_proto_dist(o, arg);
     case OPT_TLS_VERIFY: return set_tls_verify(o, arg);
@@ -248,12 +273,14 @@ static int parse_args(int argc, char **argv, options *o)
         {"no-tls-fail-if-no-peer-cert", no_argument, 0, OPT_TLS_NO_FAIL},
         {"ssl-dist-optfile", required_argument, 0, OPT_SSL_DIST_OPTFILE},
         {"stop-on-stdin-eof", no_argument, 0, 'E'},
+        {"durability", required_argument, 0, 'D'}, {"snapshot-bytes", required_argument, 0, 'S'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->app.node.coalesce_us = 150;
     o->app.node.busy_poll_us = 200;
     o->app.node.family = AF_INET;
+    o->app.counter.durability = o->app.limiter.durability = GS_DURABLE_CRASH;
     o->data_dir = "var/cnode";
     o->max_requests = 100;
     o->window_ms = 60000;

@@ -30,8 +30,12 @@
 #include "supervisor/app.h"
 #include "test/fake_epmd.h"
 
-/* The counter's state file: schema 1, the value as 8 bytes big endian (genserver/counter.c). */
-#define COUNTER_SCHEMA 1
+/*
+ * The counter's state file: schema 2, the journal's lineage and generation
+ * (16 bytes, genserver/journal.h), then the value as 8 bytes big endian
+ * (genserver/counter.c).
+ */
+#define COUNTER_SCHEMA 2
 
 typedef struct fx {
     uv_loop_t loop;
@@ -183,9 +187,9 @@ static long long saved_counter(fx *f)
     cn_buf b;
     cn_buf_init(&b);
     assert_int_equal(gs_state_load(f->dir, "counter", COUNTER_SCHEMA, &b), 0);
-    assert_int_equal(b.len, 8);
+    assert_int_equal(b.len, 16 + 8);
     unsigned long long v = 0;
-    for (size_t i = 0; i < 8; i++)
+    for (size_t i = 16; i < 24; i++)
         v = v << 8 | (unsigned char)b.data[i];
     cn_buf_free(&b);
     return (long long)v;

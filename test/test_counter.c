@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <errno.h>
 #include <cmocka.h>
 
 #include "cnode/protocol.h"
@@ -194,6 +195,70 @@ static void a_restart_gets_the_saved_value_back_in_either_width(void **state)
     stop(f);
 }
 
+static int fail_writes(const char *op)
+{
+    return strcmp(op, "write") == 0 ? -ENOSPC : 0;
+}
+
+/* Removes the data dir with its journals, so stop() has nothing left to remove. */
+static void remove_dir(fx *f)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    f->dir[0] = '\0';
+}
+
+/*
+ * The disk says no: the reply held for the failed write is refused, the calls
+ * after it are refused before they change anything, and casts and reads still
+ * work; once a snapshot succeeds increments are acknowledged again.
+ */
+static void a_journal_that_cannot_write_answers_not_durable(void **state)
+{
+    (void)state;
+    fx *f = test_calloc(1, sizeof *f);
+    assert_int_equal(fp_setup(&f->fp, "k", "k", FP_FLAGS_ALIAS), 0);
+    strcpy(f->dir, "/tmp/test_counter.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->cfg.data_dir = f->dir;
+    f->cfg.durability = GS_DURABLE_CRASH;
+    start_counter(f);
+    call(f, "increment");
+    expect_reply_int(f, 1);
+    gs_journal_set_fault(fail_writes);
+    call(f, "increment");
+    expect_reply_text(f, "{error,not_durable}");
+    call(f, "increment");
+    call(f, "decrement");
+    expect_reply_text(f, "{error,not_durable}");
+    expect_reply_text(f, "{error,not_durable}");
+    /* The refused write's increment stays in memory; the later calls changed nothing. */
+    call(f, "get_value");
+    expect_reply_int(f, 2);
+    gs_journal_set_fault(NULL);
+    /* The retry (a snapshot, every second) makes the counter accept again. */
+    for (int i = 0; i < 300; i++) {
+        call(f, "increment");
+        char *text = fp_next_reply_text(&f->fp);
+        int refused = strcmp(text, "{error,not_durable}") == 0;
+        free(text);
+        if (!refused)
+            break;
+        usleep(10000);
+    }
+    call(f, "get_value");
+    expect_reply_int(f, 3);
+    stop_counter(f);
+    /* The value is on disk: the final snapshot. */
+    start_counter(f);
+    call(f, "get_value");
+    expect_reply_int(f, 3);
+    stop_counter(f);
+    remove_dir(f);
+    stop(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +267,7 @@ int main(void)
         cmocka_unit_test(past_int64_max_the_value_is_a_bignum),
         cmocka_unit_test(below_int64_min_too),
         cmocka_unit_test(a_restart_gets_the_saved_value_back_in_either_width),
+        cmocka_unit_test(a_journal_that_cannot_write_answers_not_durable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,7 +31,7 @@ static int setup(void **state)
     fx *f = calloc(1, sizeof *f);
     if (f == NULL || fp_setup(&f->fp, "k", "k", FP_FLAGS_ALIAS) != 0)
         return -1;
-    f->cfg = (rate_limiter_config){100, 60000, NULL, 0};
+    f->cfg = (rate_limiter_config){.max_requests = 100, .window_ms = 60000};
     if (rate_limiter_start(f->fp.node, &f->cfg, NAME, NULL, &f->gs) != 0)
         return -1;
     *state = f;

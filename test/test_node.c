@@ -116,6 +116,61 @@ static void a_light_turn_keeps_the_loop_polling(void **state)
     stop(f);
 }
 
+typedef struct hook_probe {
+    cn_node_flush_hook hook;
+    fx *f;
+    int calls;
+    int got_at_first;       /* messages delivered when the hook first ran */
+    uint64_t frames_at_first;
+    int remove_self;
+} hook_probe;
+
+/* Runs before the turn's output is written: what it sends leaves with the turn's. */
+static void probe_hook(cn_node_flush_hook *h)
+{
+    hook_probe *p = h->data;
+    if (p->calls++ == 0) {
+        p->got_at_first = p->f->got;
+        p->frames_at_first = stats(p->f).frames_out;
+        erlang_pid to;
+        fp_pid(&to, 1);
+        char msg[16];
+        int n = 0;
+        ei_encode_version(msg, &n);
+        ei_encode_atom(msg, &n, "hooked");
+        assert_int_equal(cn_send(p->f->sink, &to, msg, (size_t)n), 0);
+    }
+    if (p->remove_self)
+        cn_node_remove_flush_hook(p->f->fp.node, h);
+}
+
+static void flush_hooks_run_after_the_turns_messages_before_its_output(void **state)
+{
+    (void)state;
+    fx *f = start(0, 0);
+    hook_probe a = {.hook = {.cb = probe_hook}, .f = f, .remove_self = 1};
+    hook_probe b = {.hook = {.cb = probe_hook}, .f = f};
+    a.hook.data = &a;
+    b.hook.data = &b;
+    cn_node_add_flush_hook(f->fp.node, &a.hook);
+    cn_node_add_flush_hook(f->fp.node, &b.hook);
+    send_batch(f, 3);
+    /* Both ran in the turn that delivered the batch, after it; a removed itself. */
+    assert_int_equal(a.calls, 1);
+    assert_true(b.calls >= 1);
+    assert_int_equal(a.got_at_first, 3);
+    assert_int_equal(b.got_at_first, 3);
+    /* Their two sends went out to the peer. */
+    assert_true(stats(f).frames_out >= a.frames_at_first + 2);
+    send_batch(f, 1);
+    assert_int_equal(a.calls, 1);
+    cn_node_remove_flush_hook(f->fp.node, &b.hook);
+    int calls = b.calls;
+    send_batch(f, 1);
+    assert_int_equal(b.calls, calls);
+    stop(f);
+}
+
 static void no_busy_polling_when_it_is_off(void **state)
 {
     (void)state;
@@ -818,6 +873,7 @@ int main(void)
     setenv("UV_THREADPOOL_SIZE", "1", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_light_turn_keeps_the_loop_polling),
+        cmocka_unit_test(flush_hooks_run_after_the_turns_messages_before_its_output),
         cmocka_unit_test(no_busy_polling_when_it_is_off),
         cmocka_unit_test(a_heavy_turn_pauses_instead_of_polling),
         cmocka_unit_test(coalescing_off_means_every_turn_polls),

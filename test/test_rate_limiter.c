@@ -56,7 +56,7 @@ static int teardown(void **state)
 
 static void start(fx *f, uint32_t max_requests, int64_t window_ms, const char *dir, size_t slice)
 {
-    f->cfg = (rate_limiter_config){max_requests, window_ms, dir, slice};
+    f->cfg = (rate_limiter_config){.max_requests = max_requests, .window_ms = window_ms, .data_dir = dir, .sweep_slice = slice};
     f->told = 0;
     assert_int_equal(rate_limiter_start(f->fp.node, &f->cfg, NAME, NULL, &f->gs), 0);
     assert_non_null(cn_proc_whereis(f->fp.node, NAME));
@@ -225,9 +225,9 @@ static void start_refuses_a_bad_config(void **state)
 {
     fx *f = *state;
     gs_server *gs = NULL;
-    rate_limiter_config no_requests = {0, 60000, NULL, 0};
-    rate_limiter_config no_window = {100, 0, NULL, 0};
-    rate_limiter_config negative_window = {100, -5, NULL, 0};
+    rate_limiter_config no_requests = {.max_requests = 0, .window_ms = 60000};
+    rate_limiter_config no_window = {.max_requests = 100, .window_ms = 0};
+    rate_limiter_config negative_window = {.max_requests = 100, .window_ms = -5};
     assert_int_equal(rate_limiter_start(f->fp.node, &no_requests, NAME, NULL, &gs), -EINVAL);
     assert_int_equal(rate_limiter_start(f->fp.node, &no_window, NAME, NULL, &gs), -EINVAL);
     assert_int_equal(rate_limiter_start(f->fp.node, &negative_window, NAME, NULL, &gs), -EINVAL);

@@ -104,12 +104,11 @@ defmodule SupervisionTest do
 
   ## Exit signals
 
-  test "Process.exit(pid, :kill): DOWN :killed, a new pid with the value last saved",
-       %{counter: counter} do
+  # Two increments, a stop (terminate saves 2), one more increment, a kill: the value after it.
+  defp kill_after_a_save_and_an_increment(counter) do
     assert GenServer.call(counter, :increment) == 1
     assert GenServer.call(counter, :increment) == 2
     first = server_pid(counter)
-    # terminate saves 2.
     assert GenServer.stop(counter) == :ok
     pid = await_new_pid(counter, first)
     assert GenServer.call(counter, :increment) == 3
@@ -118,9 +117,21 @@ defmodule SupervisionTest do
     Process.exit(pid, :kill)
     assert_receive {:DOWN, ^ref, :process, ^pid, :killed}, 10_000
 
-    # terminate does not run for :kill: the 3 was never saved.
     new = await_new_pid(counter, pid)
-    assert GenServer.call(new, :get_value) == 2
+    GenServer.call(new, :get_value)
+  end
+
+  # The seed's behaviour: terminate does not run for :kill, so the 3 was never saved.
+  @tag cnode_args: ["--durability", "terminate"]
+  test "Process.exit(pid, :kill) with --durability terminate: a new pid with the value last saved",
+       %{counter: counter} do
+    assert kill_after_a_save_and_an_increment(counter) == 2
+  end
+
+  # The default (crash): the acknowledged 3 was journaled before its reply left.
+  test "Process.exit(pid, :kill) in crash mode: a new pid with every acknowledged increment",
+       %{counter: counter} do
+    assert kill_after_a_save_and_an_increment(counter) == 3
   end
 
   test "Process.exit(pid, :boom): DOWN :boom, terminate saves, the new pid has the latest value",

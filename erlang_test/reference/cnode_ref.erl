@@ -6,7 +6,8 @@
 %%   CNODE_BIN=erlang_test/reference/cnode_ref scripts/ct.sh
 %%
 %% It is not the product and not part of `make test`. Flags it cannot mean the same way
-%% (--data-dir, --max-requests, --window-ms, --log-level) are accepted and ignored;
+%% (--data-dir, --max-requests, --window-ms, --log-level, --durability, --snapshot-bytes)
+%% are accepted and ignored (it keeps no state: the durability tests fail against it);
 %% --handshake-timeout-ms becomes net_setuptime; --counter-initial is the counter's start.
 -module(cnode_ref).
 -behaviour(gen_server).
@@ -37,7 +38,8 @@ parse(["--counter-initial", V | T], O) -> parse(T, O#{initial => int(V)});
 %% The script gave erl -proto_dist already: the distribution's protocol is chosen at boot.
 parse(["--proto-dist", V | T], O) when V =:= "inet_tcp"; V =:= "inet6_tcp" -> parse(T, O);
 parse([F, _ | T], O) when F =:= "--data-dir"; F =:= "--max-requests";
-                          F =:= "--window-ms"; F =:= "--log-level" -> parse(T, O);
+                          F =:= "--window-ms"; F =:= "--log-level";
+                          F =:= "--durability"; F =:= "--snapshot-bytes" -> parse(T, O);
 parse([F | _], _) -> throw({usage, "bad flag " ++ F}).
 
 int(V) ->

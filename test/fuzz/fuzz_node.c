@@ -73,8 +73,8 @@ static const cn_proc_ops trap_ops = {quiet_message, NULL};
 
 static int start_processes(fuzz_node *fn)
 {
-    fn->rl_cfg = (rate_limiter_config){3, 60000, NULL, 0};
-    fn->counter_cfg = (counter_config){0, NULL};
+    fn->rl_cfg = (rate_limiter_config){.max_requests = 3, .window_ms = 60000};
+    fn->counter_cfg = (counter_config){.initial = 0};
     if (rate_limiter_start(fn->node, &fn->rl_cfg, "rate_limiter", NULL, &fn->rl) != 0 ||
         counter_start(fn->node, &fn->counter_cfg, "counter", NULL, &fn->counter) != 0)
         return -1;

@@ -13,12 +13,16 @@
  *                ALTACT_SIG_SEND in each form
  *   term/        client ids and control tuples as single terms
  *   statefile/   state files holding rate-limiter images made by rl_save
+ *   journal/     journal bodies (the records after the header) as a crash leaves
+ *                them: whole records of the counter's kinds, a torn tail; the first
+ *                byte is the harness's (1: fix the CRCs)
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <zlib.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -593,6 +597,36 @@ static void statefile_seeds(void)
     rl_table_free(t);
 }
 
+/* One journal record: length, CRC-32 of the length and the payload, the payload. */
+static void journal_record(cn_buf *b, const char *payload, size_t n)
+{
+    unsigned char h[8];
+    cn_set_u32(h, (uint32_t)n);
+    uLong c = crc32(crc32(0L, Z_NULL, 0), h, 4);
+    cn_set_u32(h + 4, (uint32_t)crc32_z(c, (const unsigned char *)payload, n));
+    cn_buf_append(b, h, sizeof h);
+    cn_buf_append(b, payload, n);
+}
+
+static void journal_seeds(void)
+{
+    cn_buf b;
+    cn_buf_init(&b);
+    write_seed("journal", "empty", "\0", 1);
+    cn_buf_put_u8(&b, 0);
+    journal_record(&b, "+", 1);
+    write_seed("journal", "one_record", b.data, b.len);
+    journal_record(&b, "\xff", 1);
+    char set[17] = {'S'};
+    journal_record(&b, set, sizeof set);
+    cn_buf_append(&b, "\0\0\0\x09\x01", 5);
+    write_seed("journal", "records_and_a_torn_tail", b.data, b.len);
+    cn_buf_reset(&b);
+    cn_buf_append(&b, "\x01\0\0\0\x03\0\0\0\0abc\0\0\0\0\0\0\0\0", 20);
+    write_seed("journal", "bad_crc_fixed_by_the_harness", b.data, b.len);
+    cn_buf_free(&b);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -606,5 +640,6 @@ int main(int argc, char **argv)
     term_seeds();
     dist_seeds();
     statefile_seeds();
+    journal_seeds();
     return 0;
 }

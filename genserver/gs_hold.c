@@ -1,0 +1,157 @@
+/*
+ * Replies held for the journal's group commit (genserver/journal.h).
+ *
+ * A server with a journal (gs_set_journal) does not send a reply while its
+ * journal has records not yet durable: the reply may acknowledge one of them.
+ * The replies are kept here, compactly (the caller's pid and alias in external
+ * format, then the encoded message). At the end of the loop turn, before the
+ * node writes its output, the flush hook commits the journal once; the turn's
+ * replies are then tagged with the commit's number and wait until the journal
+ * says that commit is durable: at once in crash mode, when the pipelined
+ * fdatasync that covers it ends in power mode (on_sync). When the commit or
+ * the sync fails, each gets {Tag, {error, not_durable}} instead: nothing that
+ * could not be made durable is acknowledged. Replies to calls that changed
+ * nothing are held too, so that no caller sees a state the disk does not have
+ * yet, and the replies leave in the order they were made.
+ */
+#include <string.h>
+
+#include "cnode/buf.h"
+#include "cnode/log.h"
+#include "genserver/genserver_int.h"
+
+/* The tag of a reply {Tag, Reply} starts after the version byte and the tuple header (gs__begin_reply). */
+#define TAG_AT 3
+/* Entry: [u32 length of the rest][u64 commit][u8 has_alias][u32 tag_len][pid][alias if any][message]. */
+#define ENTRY_HEAD 17
+#define ALL UINT64_MAX
+
+void gs__hold_reply(gs_server *s, const gs_from *from, const char *msg, size_t len)
+{
+    cn_buf *h = &s->held;
+    size_t start = h->len;
+    cn_buf_put_u32(h, 0);
+    cn_buf_put_u64(h, 0);
+    cn_buf_put_u8(h, (uint8_t)from->has_alias);
+    cn_buf_put_u32(h, (uint32_t)from->tag_len);
+    cn_buf_reserve(h, 2 * (MAXATOMLEN_UTF8 + 32));
+    int i = 0;
+    ei_encode_pid(h->data + h->len, &i, &from->pid);
+    if (from->has_alias)
+        ei_encode_ref(h->data + h->len, &i, &from->alias);
+    h->len += (size_t)i;
+    cn_buf_append(h, msg, len);
+    cn_set_u32(h->data + start, (uint32_t)(h->len - start - 4));
+}
+
+/* {Tag, {error, not_durable}} for a held reply whose message is at msg. */
+static void send_refusal(gs_server *s, const gs_from *from, const char *msg)
+{
+    ei_x_buff *x = &s->out;
+    x->index = 0;
+    ei_x_append_buf(x, msg, TAG_AT + from->tag_len);
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "error");
+    ei_x_encode_atom(x, GS_NOT_DURABLE);
+    gs__send_now(s, from, x->buff, (size_t)x->index);
+}
+
+/* Sends (rc 0) or refuses one entry. */
+static void release_entry(gs_server *s, const char *e, int rc)
+{
+    size_t n = cn_get_u32(e);
+    gs_from from;
+    memset(&from, 0, sizeof from);
+    from.has_alias = (unsigned char)e[12];
+    from.tag_len = (int)cn_get_u32(e + 13);
+    int i = 0;
+    const char *p = e + ENTRY_HEAD;
+    ei_decode_pid(p, &i, &from.pid);
+    if (from.has_alias)
+        ei_decode_ref(p, &i, &from.alias);
+    const char *msg = p + i;
+    size_t mlen = n + 4 - ENTRY_HEAD - (size_t)i;
+    from.tag = msg + TAG_AT;
+    if (rc == 0)
+        gs__send_now(s, &from, msg, mlen);
+    else
+        send_refusal(s, &from, msg);
+}
+
+/* Releases, in order, the entries of b whose commit is at most upto; they leave b. */
+static void release_until(gs_server *s, cn_buf *b, uint64_t upto, int rc)
+{
+    size_t off = 0;
+    while (off < b->len && cn_get_u64(b->data + off + 4) <= upto) {
+        release_entry(s, b->data + off, rc);
+        off += 4 + cn_get_u32(b->data + off);
+    }
+    cn_buf_consume(b, off);
+    cn_buf_shrink(b, CN_BUF_KEEP);
+}
+
+/* The turn's replies wait for commit seq: tagged and queued behind the earlier ones. */
+static void queue_turn(gs_server *s, uint64_t seq)
+{
+    cn_buf *h = &s->held;
+    for (size_t off = 0; off < h->len; off += 4 + cn_get_u32(h->data + off)) {
+        cn_set_u32(h->data + off + 4, (uint32_t)(seq >> 32));
+        cn_set_u32(h->data + off + 8, (uint32_t)seq);
+    }
+    cn_buf_append(&s->waiting, h->data, h->len);
+    cn_buf_reset(h);
+    cn_buf_shrink(h, CN_BUF_KEEP);
+}
+
+/* A sync ended: what it covered goes; when the journal now refuses, the rest is refused. */
+static void on_sync(void *arg, uint64_t synced, int status)
+{
+    gs_server *s = arg;
+    release_until(s, &s->waiting, synced, 0);
+    if (status < 0)
+        release_until(s, &s->waiting, ALL, status);
+}
+
+void gs__settle(gs_server *s, int final)
+{
+    gs_journal *j = s->journal;
+    if (j == NULL)
+        return;
+    int rc = gs_journal_commit(j);
+    if (final && rc >= 0)
+        rc = gs_journal_sync_now(j);
+    if (rc < 0) {
+        /* Refused: this turn's replies now; those waiting for a sync in flight learn from it. */
+        release_until(s, &s->held, ALL, rc);
+        if (final)
+            release_until(s, &s->waiting, ALL, rc);
+        return;
+    }
+    queue_turn(s, gs_journal_seq(j));
+    release_until(s, &s->waiting, gs_journal_synced(j), 0);
+}
+
+static void before_flush(cn_node_flush_hook *hook)
+{
+    gs__settle(hook->data, 0);
+}
+
+void gs_set_journal(gs_server *s, gs_journal *j)
+{
+    if (s->journal != NULL && j != s->journal) {
+        gs__settle(s, 1);
+        gs_journal_on_sync(s->journal, NULL, NULL);
+    }
+    if (j != NULL && !s->hooked) {
+        s->hook.cb = before_flush;
+        s->hook.data = s;
+        cn_node_add_flush_hook(s->node, &s->hook);
+        s->hooked = 1;
+    } else if (j == NULL && s->hooked) {
+        cn_node_remove_flush_hook(s->node, &s->hook);
+        s->hooked = 0;
+    }
+    if (j != NULL)
+        gs_journal_on_sync(j, on_sync, s);
+    s->journal = j;
+}
