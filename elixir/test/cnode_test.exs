@@ -123,23 +123,37 @@ defmodule CNodeTest do
     assert Counter.get_value(node) == 3
   end
 
-  test "durability: passes --durability MODE when given" do
+  test "durability: passes --durability MODE when given, and a kill -9 of the node loses no increment" do
     node = unique_node()
-    {_, probe} = System.cmd(bin(), ["--durability", "crash", "--help"], stderr_to_stdout: true)
+    sup = start_tree(node, durability: :crash)
+    assert Counter.increment(node) == 1
+    assert Counter.increment(node) == 2
+    old_child = child(sup, {CNode, node})
+    %{os_pid: old} = CNode.info(old_child)
 
-    if probe == 0 do
-      start_tree(node, durability: :crash)
-      assert Counter.increment(node) == 1
-    else
-      # A node without the flag yet (it lands from another branch) refuses it by name.
-      log =
-        capture_log(fn ->
-          assert {:error, reason} = start_supervised({CNode, opts(node, durability: :crash)})
-          assert inspect(reason) =~ "cnode_exited_before_ready"
-        end)
+    # In crash mode an acknowledged increment is in the journal before its reply leaves.
+    capture_log(fn ->
+      os_kill(old, "KILL")
 
-      assert log =~ "--durability"
-    end
+      new_child =
+        wait_until(fn -> (c = child(sup, {CNode, node})) && c != old_child && c end, 30_000, "restarted CNode child")
+
+      record_os_pid(CNode.info(new_child).os_pid)
+      value = wait_until(fn -> try_call(fn -> Counter.get_value(node) end) end, 30_000, "call to the new node")
+      assert value == 2
+    end)
+  end
+
+  test "durability: a mode the node does not know stops the child before READY" do
+    node = unique_node()
+
+    log =
+      capture_log(fn ->
+        assert {:error, reason} = start_supervised({CNode, opts(node, durability: :sometimes)})
+        assert inspect(reason) =~ "cnode_exited_before_ready"
+      end)
+
+    assert log =~ "--durability"
   end
 
   test "kill -9 of the BEAM that owns the node leaves no node process behind" do

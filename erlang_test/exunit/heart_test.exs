@@ -5,9 +5,9 @@ defmodule HeartTest do
   killed itself. The C node's OS pid the port holds is the watchdog's; the node is its only
   child (`/proc/<watchdog>/task/<watchdog>/children`). Times are printed, never asserted.
 
-  State across a segfault is the journal's (`--durability crash`): when the binary offers
-  that flag, the segfault test also asserts that the counter kept its value; without it,
-  only that the node is back and serving.
+  State across a segfault is the journal's (`--durability crash`, the default, given
+  explicitly here): the segfault test asserts that the counter kept every acknowledged
+  increment.
   """
   use CNodeTest.Case, async: false
 
@@ -96,18 +96,12 @@ defmodule HeartTest do
     end
   end
 
-  defp durability_flag? do
-    {help, _} = System.cmd(cnode_bin(), ["--help"])
-    String.contains?(help, "--durability")
-  end
-
   defp ms_since(t0), do: System.convert_time_unit(System.monotonic_time() - t0, :native, :microsecond) / 1000
 
   ## Tests
 
   test "kill -SEGV of the node: the watchdog starts it again and it serves GenServer.call" do
-    durable = durability_flag?()
-    cnode = with_real_segv(fn -> start_heart!(if durable, do: ["--durability", "crash"], else: []) end)
+    cnode = with_real_segv(fn -> start_heart!(["--durability", "crash"]) end)
     counter = {:counter, cnode.node}
     for n <- 1..5, do: assert(GenServer.call(counter, :increment) == n)
     old = node_pid(cnode)
@@ -127,12 +121,11 @@ defmodule HeartTest do
     IO.puts(
       "\n    heart: after kill -SEGV the new node was READY in #{Float.round(ready_ms, 1)} ms and " <>
         "answered GenServer.call in #{Float.round(back_ms, 1)} ms " <>
-        "(node pid #{old} -> #{new}#{if durable, do: ", --durability crash", else: ""})"
+        "(node pid #{old} -> #{new}, --durability crash)"
     )
 
-    assert is_integer(value)
-    # Without the journal (no --durability flag on this build), the value is the last saved one.
-    if durable, do: assert(value == 5)
+    # The five increments were acknowledged, so the journal holds them all.
+    assert value == 5
     assert GenServer.call(counter, :increment) == value + 1
     await_log_line(cnode, ~r/\[heart\] .* \(pid #{old}\) was killed by SIGSEGV after \d+ ms; restart 1 in 0 ms/)
   end
