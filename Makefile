@@ -141,7 +141,7 @@ test: deps
 PREFIX ?= /usr/local
 VERSION := 0.1.0
 PUBLIC_HEADERS := cnode/buf.h cnode/error.h cnode/log.h cnode/mem.h cnode/node.h cnode/proc.h cnode/tls.h \
-	genserver/genserver.h genserver/statefile.h genserver/counter.h genserver/rate_limiter.h \
+	genserver/genserver.h genserver/statefile.h genserver/journal.h genserver/counter.h genserver/rate_limiter.h \
 	supervisor/app.h supervisor/supervisor.h supervisor/sup_policy.h
 
 .PHONY: install elixir-test example-test
