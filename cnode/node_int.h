@@ -130,6 +130,25 @@ enum { CN_LMSG_MESSAGE = 0, CN_LMSG_EXIT_LINK = 1, CN_LMSG_EXIT2 = 2 };
  */
 enum cn_conn_state { CN_CONN_CONNECTING, CN_CONN_HANDSHAKE, CN_CONN_UP, CN_CONN_CLOSING };
 
+/*
+ * A piece of a queued write that is not in the write buffer: len bytes of a
+ * blob, sent after the buffer's first `at` bytes (conn.c). The connection holds
+ * the blob until the piece is written.
+ */
+typedef struct cn__seg {
+    size_t at;
+    const char *data;
+    size_t len;
+    cn_blob *blob;
+} cn__seg;
+
+/* The segments of one write buffer, in order of `at`; bytes counts their lengths. */
+typedef struct cn__segs {
+    cn__seg *v;
+    unsigned n, cap;
+    size_t bytes;
+} cn__segs;
+
 /* Told when a connection closes (was_up: it had finished the handshake). */
 typedef void (*cn__conn_lost_cb)(cn_conn *c, void *arg, int was_up);
 
@@ -146,11 +165,19 @@ struct cn_conn {
     uint32_t peer_creation;
     char addr[64];                  /* "ip:port", for logs */
     cn_buf rbuf;                    /* bytes read and not yet cut into frames */
+    cn_blob *big;                   /* a large frame being read, at its announced length */
+    size_t big_have;                /* the bytes of it read so far */
     cn_buf wbuf;                    /* frames queued this turn */
+    cn__segs wsegs;                 /* wbuf's pieces that stay in their blobs */
     cn_buf wflight;                 /* bytes handed to the transport, not yet written */
+    cn__segs fsegs;                 /* wflight's pieces that stay in their blobs */
+    size_t fpos;                    /* wflight is written up to here */
+    unsigned fnext;                 /* and fsegs up to this one */
     int writing;
+    int wsync;                      /* inside tp->write: a completion there is not followed up */
     int framing;                    /* a frame is begun and not ended (at frame_start) */
     size_t frame_start;
+    unsigned frame_seg0;            /* wsegs.n when the frame began */
     int dirty;                      /* on node->dirty */
     cn_conn *dirty_next, *dirty_prev;
     uint64_t last_read, last_write; /* uv_now() of the last traffic, for ticks */
@@ -233,6 +260,7 @@ struct cn_node {
      * dispatch), NULL otherwise: what cn_proc_msg_origin reports.
      */
     const char *delivering_from;
+    cn_blob *delivering_blob;       /* the blob of the large frame being handled (cn_proc_msg_blob) */
 
     cn_node_stats stats;
 };
@@ -315,18 +343,23 @@ cn_conn *cn__conn_find(cn_node *node, const char *peer_name);
  */
 int cn__frame_begin(cn_conn *c, size_t reserve, size_t *start);
 void cn__frame_end(cn_conn *c, size_t start);
+/*
+ * Adds to the begun frame len bytes at data, which lie in blob, as a piece the
+ * write sends from the blob (held until written) instead of copying it.
+ */
+void cn__frame_segment(cn_conn *c, const char *data, size_t len, cn_blob *blob);
 /* Takes back a begun frame (an encoder failed). */
 void cn__frame_abort(cn_conn *c, size_t start);
 
 /* dist_recv.c */
 int cn__dist_recv_frame(cn_conn *c, const char *frame, size_t len);
 
-/* dist_send.c */
-int cn__dist_send(cn_conn *c, const erlang_pid *from, const erlang_pid *to, const char *msg, size_t len);
-int cn__dist_reg_send(cn_conn *c, const erlang_pid *from, const char *name, const char *msg, size_t len);
-int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const char *msg, size_t len);
-int cn__dist_altact_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const char *msg,
-                               size_t len);
+/* dist_send.c: a message is n pieces (cn_piece in node.h), at least one. */
+int cn__dist_send(cn_conn *c, const erlang_pid *from, const erlang_pid *to, const cn_piece *msg, int n);
+int cn__dist_reg_send(cn_conn *c, const erlang_pid *from, const char *name, const cn_piece *msg, int n);
+int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const cn_piece *msg, int n);
+int cn__dist_altact_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const cn_piece *msg,
+                               int n);
 /* MONITOR_P_EXIT for monitor m of the local process tpid (registered as name, or NULL). */
 int cn__dist_monitor_exit(cn_conn *c, const cn_monitor *m, const erlang_pid *tpid, const char *name,
                           const char *reason, size_t len);

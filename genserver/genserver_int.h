@@ -31,6 +31,19 @@ typedef struct gs_timer {
     char data[];
 } gs_timer;
 
+/*
+ * A part of the reply in s->out that is not copied into it: len bytes of the
+ * request's blob that belong at index `at` of s->out (genserver.c, put_echo).
+ */
+typedef struct gs_hole {
+    int at;
+    const char *data;
+    size_t len;
+} gs_hole;
+
+/* A reply echoes at most two parts of its request: the tag, and an unknown call's request. */
+#define GS_HOLES 2
+
 struct gs_server {
     cn_proc *proc;
     cn_node *node;
@@ -50,6 +63,9 @@ struct gs_server {
     erlang_pid parent;
     int has_parent;
     ei_x_buff out, reason, cont;
+    cn_blob *msg_blob;          /* the blob the call being handled lies in (do_call), or NULL */
+    gs_hole holes[GS_HOLES];    /* parts of the reply in s->out left in msg_blob */
+    int nholes;
     /*
      * A system request waiting for the caller's node (gs_sys.c): its rex running a
      * replace_state fun, or telling its stdlib version. While sys_from is set the
@@ -73,7 +89,11 @@ int gs__atom_at(const char *b, int idx, const char *atom);
 int gs__decode_from(const char *b, int *i, gs_from *from);
 /* Starts {Tag, ...} in s->out for a reply to from; returns the index where the reply goes. */
 int gs__begin_reply(gs_server *s, const gs_from *from);
-/* Sends a complete reply (with version byte) to from's alias or pid. */
+/*
+ * Sends a complete reply (with version byte) to from's alias or pid. When msg
+ * is s->out, the parts of the reply left in the request's blob (s->holes) go
+ * with it.
+ */
 int gs__send_reply(gs_server *s, const gs_from *from, const char *msg, size_t len);
 /* Ends the server from inside: terminate, then the process exits with reason (with version byte). */
 void gs__stop_with(gs_server *s, const char *reason, size_t len);
