@@ -14,6 +14,8 @@ static int fake_write(cn_conn *c, const char *data, size_t len)
 {
     fake_peer *fp = cn_conn_transport_data(c);
     fp->writes++;
+    if (len > fp->largest_write)
+        fp->largest_write = len;
     cn_buf_append(&fp->out, data, len);
     cn_conn_written(c, 0);
     return 0;

@@ -1247,6 +1247,82 @@ static void a_large_message_gives_its_memory_back(void **state)
 #endif
 }
 
+/*
+ * A call whose tag is 4 MB, read as TCP reads it (64 KiB a read, in place): no
+ * read is offered more room than it asked for, the frame is read into one
+ * allocation of its size (not a buffer doubling as it fills), and the reply
+ * echoes the tag byte for byte from the request's frame: written as a piece
+ * of its own, not copied into the reply or the write buffer.
+ */
+static void a_large_tag_is_echoed_from_its_frame(void **state)
+{
+    fixture *f = *state;
+    const size_t n = 4u << 20, chunk = 64 * 1024;
+    erlang_pid from;
+    fp_pid(&from, 48);
+    ei_x_buff ctl, msg;
+    fp_ctl_reg_send(&ctl, &from, "counter");
+    ei_x_new_with_version(&msg);
+    ei_x_encode_tuple_header(&msg, 3);
+    ei_x_encode_atom(&msg, "$gen_call");
+    ei_x_encode_tuple_header(&msg, 2);
+    ei_x_encode_pid(&msg, &from);
+    int tag_at = msg.index;
+    char *tag = malloc(n);
+    assert_non_null(tag);
+    for (size_t k = 0; k < n; k++)
+        tag[k] = (char)(k * 7);
+    ei_x_encode_binary(&msg, tag, (long)n);
+    int tag_len = msg.index - tag_at;
+    ei_x_encode_atom(&msg, "get_value");
+    free(tag);
+    cn_buf frame;
+    cn_buf_init(&frame);
+    fp_frame(&frame, &ctl, &msg);
+#ifdef COUNT_ALLOCATIONS
+    unsigned long before = allocations;
+#endif
+    for (size_t off = 0; off < frame.len;) {
+        char *base;
+        size_t room;
+        cn_conn_read_buf(f->fp.conn, chunk, &base, &room);
+        assert_true(room > 0);
+        if (off > 2 * chunk)
+            assert_true(room <= chunk);
+        size_t take = frame.len - off < room ? frame.len - off : room;
+        memcpy(base, frame.data + off, take);
+        cn_conn_read_done(f->fp.conn, take);
+        off += take;
+    }
+#ifdef COUNT_ALLOCATIONS
+    /* The frame's blob, the rbuf shrinking back, the segment list: a handful, not one per read. */
+    assert_true(allocations - before < 8);
+#endif
+    fp_run(&f->fp);
+    assert_false(f->fp.closed);
+    assert_int_equal(f->fp.largest_write, (size_t)tag_len);
+    fp_frame_view v;
+    assert_int_equal(fp_next(&f->fp, &v), 0);
+    assert_int_equal(v.op, DOP_SEND_SENDER);
+    int i = v.msg, ver, arity;
+    assert_int_equal(ei_decode_version(v.buf, &i, &ver), 0);
+    assert_int_equal(ei_decode_tuple_header(v.buf, &i, &arity), 0);
+    assert_int_equal(arity, 2);
+    assert_memory_equal(v.buf + i, msg.buff + tag_at, (size_t)tag_len);
+    i += tag_len;
+    long long value = -1;
+    assert_int_equal(ei_decode_longlong(v.buf, &i, &value), 0);
+    assert_int_equal(value, 0);
+    assert_int_equal((size_t)i, v.len);
+    fp_view_free(&v);
+    cn_buf_free(&frame);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+    /* The connection goes on as before. */
+    call(f, 2, 1, "increment");
+    assert_int_equal(reply_value(f, DOP_ALIAS_SEND), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1279,6 +1355,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(names_sent_to_the_peer_are_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(monitors_give_their_memory_back, setup, teardown),
         cmocka_unit_test_setup_teardown(a_large_message_gives_its_memory_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_large_tag_is_echoed_from_its_frame, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
