@@ -25,7 +25,7 @@
          name_with_newline_is_escaped_in_log/1,
          big_call_tag_memory_returns/1, million_monitors_memory_returns/1,
          reg_send_name_with_nul/1, trailing_bytes_after_payload/1,
-         wrong_cookie_is_refused/1]).
+         wrong_cookie_is_refused/1, alive_name_the_beam_refuses/1]).
 
 suite() ->
     [{timetrap, {minutes, 3}}].
@@ -36,7 +36,7 @@ all() ->
      oversized_client_id, utf8_atom_names, epmd_restart_reregisters, epmd_restart_name_taken,
      name_with_newline_is_escaped_in_log, big_call_tag_memory_returns,
      million_monitors_memory_returns, reg_send_name_with_nul, trailing_bytes_after_payload,
-     wrong_cookie_is_refused].
+     wrong_cookie_is_refused, alive_name_the_beam_refuses].
 
 -define(DOP_LINK, 1).
 -define(DOP_REG_SEND, 6).
@@ -651,3 +651,14 @@ wrong_cookie_is_refused(Config) ->
     timer:sleep(200),
     {ok, Log} = file:read_file(maps:get(log, ?config(cnode, Config))),
     ?assertNotEqual(nomatch, binary:match(Log, <<"refused">>)).
+
+%% A name that dist_util lets through but erts refuses (its alive part must be
+%% [-_A-Za-z0-9]+): a BEAM answers status nok ("Cannot get connection id for node"), and
+%% so does the C node, logging the name escaped.
+alive_name_the_beam_refuses(Config) ->
+    [?assertEqual({ok, <<"nok">>}, raw_dist:handshake_name(port(Config), Name, raw_dist:flags()))
+     || Name <- [<<"a b@127.0.0.1">>, <<"a\nb@127.0.0.1">>, <<"a.b@127.0.0.1">>]],
+    witness(Config, "names erts refuses"),
+    timer:sleep(200),
+    {ok, Log} = file:read_file(maps:get(log, ?config(cnode, Config))),
+    ?assertNotEqual(nomatch, binary:match(Log, <<"cannot get connection id for node 'a\\nb@127.0.0.1'">>)).
