@@ -49,7 +49,7 @@ struct gs_server {
     cn_node *node;
     const gs_callbacks *cb;
     void *user;
-    char name[256];
+    char name[MAXATOMLEN_UTF8];     /* the registered name, UTF-8, or "" */
     int suspended;
     int continuing;
     int stopping;
