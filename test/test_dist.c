@@ -493,19 +493,31 @@ static void garbage_frame_without_pass_through_closes(void **state)
     assert_true(f->fp.closed);
 }
 
-static void unknown_control_message_is_ignored(void **state)
+/*
+ * An operation we have no layout for is an invalid message: erts logs
+ * "Invalid distribution message" and kills the connection, and so do we. The
+ * counter is not touched, and a new connection from the peer is served.
+ */
+static void unknown_control_message_closes_the_connection(void **state)
 {
-    fixture *f = *state;
-    ei_x_buff ctl;
-    ei_x_new_with_version(&ctl);
-    ei_x_encode_tuple_header(&ctl, 2);
-    ei_x_encode_long(&ctl, 99);
-    ei_x_encode_atom(&ctl, "whatever");
-    fp_send(&f->fp, &ctl, NULL);
-    ei_x_free(&ctl);
-    assert_false(f->fp.closed);
-    call(f, 1, 1, "increment");
-    assert_int_equal(reply_value(f, DOP_ALIAS_SEND), 1);
+    (void)state;
+    static const long ops[] = {99, 0, 38, 1000};
+    for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
+        void *st;
+        assert_int_equal(setup(&st), 0);
+        fixture *f = st;
+        call(f, 1, 1, "increment");
+        assert_int_equal(reply_value(f, DOP_ALIAS_SEND), 1);
+        ei_x_buff ctl;
+        ei_x_new_with_version(&ctl);
+        ei_x_encode_tuple_header(&ctl, 2);
+        ei_x_encode_long(&ctl, ops[k]);
+        ei_x_encode_atom(&ctl, "whatever");
+        fp_send(&f->fp, &ctl, NULL);
+        ei_x_free(&ctl);
+        assert_true(f->fp.closed);
+        teardown(&st);
+    }
 }
 
 static void exit2_kill_sends_killed_to_links_and_monitors(void **state)
@@ -1336,7 +1348,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_call_allocates_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(malformed_frame_closes_only_its_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(garbage_frame_without_pass_through_closes, setup, teardown),
-        cmocka_unit_test_setup_teardown(unknown_control_message_is_ignored, setup, teardown),
+        cmocka_unit_test(unknown_control_message_closes_the_connection),
         cmocka_unit_test_setup_teardown(exit2_kill_sends_killed_to_links_and_monitors, setup, teardown),
         cmocka_unit_test_setup_teardown(deeply_nested_exit_reasons_do_not_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(unlink_id_is_acknowledged, setup, teardown),
