@@ -82,6 +82,14 @@ typedef struct cn_monitor_key {
     uint32_t n[5];
 } cn_monitor_key;
 
+/*
+ * The monitor table is split in this many uthash tables by a hash of the key:
+ * uthash doubles a table's buckets by rehashing every entry at once, which for
+ * a peer's half a million monitors held the loop 183 ms; a shard's doubling
+ * moves a 64th of them.
+ */
+#define CN__MONITOR_SHARDS 64
+
 /* A remote process `watcher` monitors local process `target`. */
 struct cn_monitor {
     UT_hash_handle hh;
@@ -247,8 +255,13 @@ struct cn_node {
     uint64_t next_unlink_id;
     cn_proc *zombies;
 
-    cn_monitor *monitors;           /* by (conn, ref), with monitor_anchor always in it */
-    cn_monitor monitor_anchor;      /* uthash frees an empty table: this keeps it, so calls allocate nothing */
+    /*
+     * Monitors by (conn, ref), in CN__MONITOR_SHARDS tables (proc.c), each with
+     * its anchor always in it: uthash frees an empty table, and the anchor
+     * keeps it, so calls allocate nothing.
+     */
+    cn_monitor *monitors[CN__MONITOR_SHARDS];
+    cn_monitor monitor_anchor[CN__MONITOR_SHARDS];
     cn_monitor *free_monitors;      /* recycled, so a call allocates nothing */
     unsigned free_monitor_count;    /* at most MONITOR_SPARE (proc.c): the rest is freed */
     cn_monitor *doomed_monitors;    /* a lost connection's, freed a batch a turn (cn__proc_reclaim) */

@@ -277,22 +277,64 @@ static void monitor_key(cn_monitor_key *k, cn_conn *c, const erlang_ref *ref)
     memcpy(k->n, ref->n, k->len * sizeof k->n[0]);
 }
 
+/* The shard of the monitor table a key is in (CN__MONITOR_SHARDS in node_int.h). */
+static unsigned shard_of(const cn_monitor_key *k)
+{
+    uint32_t h = k->n[0] ^ (k->n[1] * 0x9e3779b1u) ^ (uint32_t)((uintptr_t)k->conn >> 4);
+    h *= 0x85ebca6bu;
+    return (h >> 16) % CN__MONITOR_SHARDS;
+}
+
+static cn_monitor **shard(cn_node *node, const cn_monitor_key *k)
+{
+    return &node->monitors[shard_of(k)];
+}
+
+/* Every shard empty but for its anchor, which no real monitor's key matches (its conn is NULL). */
+static void monitors_init(cn_node *node)
+{
+    for (unsigned i = 0; i < CN__MONITOR_SHARDS; i++) {
+        memset(&node->monitor_anchor[i], 0, sizeof node->monitor_anchor[i]);
+        node->monitors[i] = NULL;
+        HASH_ADD(hh, node->monitors[i], key, sizeof node->monitor_anchor[i].key, &node->monitor_anchor[i]);
+    }
+}
+
+static void monitors_clear(cn_node *node)
+{
+    for (unsigned i = 0; i < CN__MONITOR_SHARDS; i++)
+        HASH_CLEAR(hh, node->monitors[i]);
+}
+
 /*
- * The monitors' hash table rebuilt from the processes' lists (every monitor but
- * the anchor is on its target's). uthash grows a table's buckets and never
+ * The monitors' tables rebuilt from the processes' lists (every monitor but
+ * the anchors is on its target's). uthash grows a table's buckets and never
  * shrinks them, and deleting most of a table's entries one by one costs a
- * cache miss or two each: a rebuild sizes the table for what is left.
+ * cache miss or two each: a rebuild sizes the tables for what is left.
  */
 static void monitors_rebuild(cn_node *node)
 {
-    HASH_CLEAR(hh, node->monitors);
-    HASH_ADD(hh, node->monitors, key, sizeof node->monitor_anchor.key, &node->monitor_anchor);
+    monitors_clear(node);
+    monitors_init(node);
     cn_proc *p, *ptmp;
     HASH_ITER(hh, node->procs, p, ptmp) {
         cn_monitor *m;
         DL_FOREACH2(p->monitors, m, t_next)
-            HASH_ADD(hh, node->monitors, key, sizeof m->key, m);
+            HASH_ADD(hh, *shard(node, &m->key), key, sizeof m->key, m);
     }
+}
+
+/* One shard rebuilt from its own entries, for the size they need now. */
+static void shard_rebuild(cn_node *node, unsigned i)
+{
+    cn_monitor *old = node->monitors[i], *m, *tmp;
+    UT_hash_table *tbl = old->hh.tbl;
+    node->monitors[i] = NULL;
+    /* Each entry moves to the new table; the iteration has read its next entry already. */
+    HASH_ITER(hh, old, m, tmp)
+        HASH_ADD(hh, node->monitors[i], key, sizeof m->key, m);
+    uthash_free(tbl->buckets, tbl->num_buckets * sizeof(struct UT_hash_bucket));
+    uthash_free(tbl, sizeof(UT_hash_table));
 }
 
 /*
@@ -301,11 +343,11 @@ static void monitors_rebuild(cn_node *node)
  * rebuilt, which costs less than the removals that emptied it did. A table of
  * the size calls in flight need never is.
  */
-static void monitors_compact(cn_node *node)
+static void monitors_compact(cn_node *node, unsigned i)
 {
-    unsigned buckets = node->monitors->hh.tbl->num_buckets;
-    if (buckets > 256 && HASH_COUNT(node->monitors) < buckets / 16)
-        monitors_rebuild(node);
+    unsigned buckets = node->monitors[i]->hh.tbl->num_buckets;
+    if (buckets > 256 && HASH_COUNT(node->monitors[i]) < buckets / 16)
+        shard_rebuild(node, i);
 }
 
 /* Takes m off its target's and its connection's lists (not off the table). */
@@ -337,10 +379,11 @@ static void monitor_release(cn_node *node, cn_monitor *m, int later)
 
 static void monitor_drop(cn_node *node, cn_monitor *m)
 {
+    unsigned i = shard_of(&m->key);
     monitor_unlink(node, m);
-    HASH_DEL(node->monitors, m);
+    HASH_DEL(node->monitors[i], m);
     monitor_release(node, m, 0);
-    monitors_compact(node);
+    monitors_compact(node, i);
 }
 
 void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const erlang_pid *watcher,
@@ -351,7 +394,8 @@ void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const 
     cn_monitor_key k;
     monitor_key(&k, c, ref);
     cn_monitor *m = NULL;
-    HASH_FIND(hh, node->monitors, &k, sizeof k, m);
+    cn_monitor **table = shard(node, &k);
+    HASH_FIND(hh, *table, &k, sizeof k, m);
     if (m != NULL)
         return; /* the same reference twice: one monitor */
     if (node->free_monitors) {
@@ -368,7 +412,7 @@ void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const 
     m->watcher = (cn_peer_pid){c, watcher->num, watcher->serial, watcher->creation};
     m->by_name = by_name;
     m->route = route;
-    HASH_ADD(hh, node->monitors, key, sizeof m->key, m);
+    HASH_ADD(hh, *table, key, sizeof m->key, m);
     DL_PREPEND2(target->monitors, m, t_prev, t_next);
     DL_PREPEND2(route->head, m, c_prev, c_next);
     route->count++;
@@ -380,7 +424,7 @@ void cn__monitor_remove(cn_node *node, cn_conn *c, const erlang_ref *ref)
     cn_monitor_key k;
     monitor_key(&k, c, ref);
     cn_monitor *m = NULL;
-    HASH_FIND(hh, node->monitors, &k, sizeof k, m);
+    HASH_FIND(hh, *shard(node, &k), &k, sizeof k, m);
     if (m != NULL)
         monitor_drop(node, m);
 }
@@ -393,19 +437,21 @@ void cn__monitor_remove(cn_node *node, cn_conn *c, const erlang_ref *ref)
  */
 static void monitors_drop_all(cn_node *node, cn_monitor_list *list)
 {
-    size_t others = HASH_COUNT(node->monitors) - 1 - list->count;    /* the anchor is no monitor */
+    size_t others = node->stats.monitors - list->count;
     int rebuild = list->count > others;
     cn_monitor *m;
     while ((m = list->head) != NULL) {
         monitor_unlink(node, m);
         if (!rebuild)
-            HASH_DEL(node->monitors, m);
+            HASH_DEL(*shard(node, &m->key), m);
         monitor_release(node, m, 1);
     }
-    if (rebuild)
+    if (rebuild) {
         monitors_rebuild(node);
-    else
-        monitors_compact(node);
+    } else {
+        for (unsigned i = 0; i < CN__MONITOR_SHARDS; i++)
+            monitors_compact(node, i);
+    }
     cn__node_wake(node);
 }
 
@@ -608,9 +654,7 @@ void cn__proc_free_zombies(cn_node *node)
 void cn__proc_init(cn_node *node)
 {
     node->next_num = 1;
-    /* No real monitor has a NULL connection, so the anchor is never found. */
-    memset(&node->monitor_anchor, 0, sizeof node->monitor_anchor);
-    HASH_ADD(hh, node->monitors, key, sizeof node->monitor_anchor.key, &node->monitor_anchor);
+    monitors_init(node);
 }
 
 void cn__proc_free_all(cn_node *node)
@@ -633,8 +677,8 @@ void cn__proc_free_all(cn_node *node)
         HASH_DELETE(hh, node->procs, p);
         free(p);
     }
-    assert(HASH_COUNT(node->monitors) == 1);
-    HASH_CLEAR(hh, node->monitors);
+    assert(node->stats.monitors == 0);
+    monitors_clear(node);
     cn_monitor *fm;
     while ((fm = node->free_monitors) != NULL) {
         node->free_monitors = fm->t_next;
