@@ -59,7 +59,6 @@
 static void hs_timeout(uv_timer_t *t);
 static void conn_close(cn_conn *c, const char *why);
 static void flush(cn_conn *c);
-static void received(cn_conn *c);
 
 static uint32_t random32(void *ctx)
 {
