@@ -95,7 +95,10 @@ during_start(WNode, Counter) ->
 
 during_loop(Counter, Last, Max, N, Failed) ->
     receive
-        {stop, From} -> From ! {during, self(), Max, N, Failed}
+        {stop, From} ->
+            %% The wait for an answer still to come counts too.
+            Open = erlang:monotonic_time(microsecond) - Last,
+            From ! {during, self(), max(Max, Open), N, Failed}
     after 1 ->
         Ok = try gen_server:call(Counter, get_value, 30000) of
                  V -> is_integer(V)
