@@ -88,6 +88,7 @@ cn_conn *cn_conn_new(cn_node *node, const cn_transport *tp, int outgoing)
     cn_buf_init(&c->rbuf);
     cn_buf_init(&c->wbuf);
     cn_buf_init(&c->wflight);
+    c->monitors = cn_calloc(1, sizeof *c->monitors);
     c->last_read = c->last_write = uv_now(node->loop);
     /* The timer covers the dialing too, as erl's net_setuptime does. */
     uv_timer_init(node->loop, &c->hs_timer);
@@ -658,6 +659,7 @@ static void release(cn_conn *c)
     cn_buf_free(&c->wflight);
     segs_free(&c->wsegs);
     segs_free(&c->fsegs);
+    free(c->monitors);  /* NULL once the connection's loss handed it over (cn__proc_conn_lost) */
     free(c);
     cn__node_maybe_closed(node);
 }

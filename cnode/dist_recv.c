@@ -409,7 +409,7 @@ static void handle_monitor(cn_conn *c, const ctl *m)
                                 &m->ref, reason, rlen);
         return;
     }
-    cn__monitor_add(p, c, &c->monitors, &m->from, &m->ref, m->to_is_name);
+    cn__monitor_add(p, c, c->monitors, &m->from, &m->ref, m->to_is_name);
 }
 
 static void handle_demonitor(cn_conn *c, const ctl *m)

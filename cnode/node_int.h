@@ -73,6 +73,13 @@ struct cn_link {
 typedef struct cn_monitor_list {
     cn_monitor *head;
     size_t count;
+    /*
+     * The connection is gone and these monitors with it; they leave the tables
+     * a batch per loop turn (cn__proc_reclaim), and meanwhile nothing is sent
+     * for them and no lookup finds them. The list is freed with its last one.
+     */
+    int orphan;
+    struct cn_monitor_list *next_orphan;    /* in node->orphans */
 } cn_monitor_list;
 
 /* Monitors are found by (connection, reference); the key is hashed as raw bytes. */
@@ -192,7 +199,7 @@ struct cn_conn {
     UT_hash_handle hh;              /* node->conns, by peer_name, once UP */
     cn_conn *all_next, *all_prev;   /* node->all_conns */
     cn_link *links;                 /* links whose far end is reached through here */
-    cn_monitor_list monitors;       /* monitors whose watcher is reached through here */
+    cn_monitor_list *monitors;      /* monitors whose watcher is reached through here (owned) */
     cn__conn_lost_cb lost_cb;       /* the owner that dialed it, if any */
     void *lost_arg;
     uv_timer_t hs_timer;            /* the handshake must finish before it fires */
@@ -264,6 +271,7 @@ struct cn_node {
     cn_monitor monitor_anchor[CN__MONITOR_SHARDS];
     cn_monitor *free_monitors;      /* recycled, so a call allocates nothing */
     unsigned free_monitor_count;    /* at most MONITOR_SPARE (proc.c): the rest is freed */
+    cn_monitor_list *orphans;       /* lost connections' monitor lists, emptied a batch a turn */
     cn_monitor *doomed_monitors;    /* a lost connection's, freed a batch a turn (cn__proc_reclaim) */
     size_t monitors_freed;          /* since the allocator last gave memory back to the system */
     cn_local_msg *run_queue;
@@ -412,7 +420,8 @@ void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const 
 void cn__monitor_remove(cn_node *node, cn_conn *c, const erlang_ref *ref);
 /*
  * A connection's lists of links and monitors, as the connection goes: the
- * monitors go, and every linked process gets an exit signal 'noconnection'.
+ * monitors go (the list is taken over: from now on the node owns it), and
+ * every linked process gets an exit signal 'noconnection'.
  */
 void cn__proc_conn_lost(cn_node *node, cn_link **links, cn_monitor_list *monitors);
 void cn__proc_enqueue(cn_node *node, uint32_t to, uint32_t from, int kind, const char *data, size_t len);

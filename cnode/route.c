@@ -188,5 +188,6 @@ int cn_proc_exit_pid(cn_proc *p, const erlang_pid *pid, const char *reason, size
 
 void cn__route_conn_down(cn_conn *c)
 {
-    cn__proc_conn_lost(c->node, &c->links, &c->monitors);
+    cn__proc_conn_lost(c->node, &c->links, c->monitors);
+    c->monitors = NULL;
 }

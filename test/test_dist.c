@@ -722,6 +722,51 @@ static void counter_pid(fixture *f, erlang_pid *pid)
 }
 
 /*
+ * A lost connection's monitors leave a batch per loop turn (a peer's million
+ * at once held the loop up to 174 ms). Meanwhile the connection is freed and a
+ * monitored process may exit: it tells no one about them (under AddressSanitizer
+ * this also shows nothing reads the freed connection), and they all go.
+ */
+static void a_lost_connections_monitors_leave_in_batches(void **state)
+{
+    fixture *f = *state;
+    const unsigned n = 20000;
+    erlang_pid from, cpid;
+    fp_pid(&from, 46);
+    counter_pid(f, &cpid);
+    cn_buf b;
+    cn_buf_init(&b);
+    for (unsigned k = 0; k < n; k++) {
+        erlang_ref ref;
+        fp_ref(&ref, k, k >> 16, 46);
+        ei_x_buff ctl;
+        fp_ctl_monitor(&ctl, DOP_MONITOR_P, &from, NULL, &cpid, &ref);
+        fp_frame(&b, &ctl, NULL);
+        ei_x_free(&ctl);
+    }
+    cn_conn_feed(f->fp.conn, b.data, b.len);
+    cn_buf_free(&b);
+    cn_node_stats st;
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.monitors, n);
+    const char bad[] = {0, 0, 0, 1, 'x'};
+    cn_conn_feed(f->fp.conn, bad, sizeof bad);
+    assert_true(f->fp.closed);
+    /* One turn: the connection is freed, a batch of its monitors has gone, not all. */
+    uv_run(&f->fp.loop, UV_RUN_NOWAIT);
+    cn_node_get_stats(f->fp.node, &st);
+    assert_true(st.monitors > 0 && st.monitors < n);
+    assert_int_equal(st.connections, 0);
+    cn_buf_reset(&f->fp.out);
+    gs_stop(f->counter, "shutdown");
+    for (int turn = 0; turn < 16; turn++)
+        uv_run(&f->fp.loop, UV_RUN_NOWAIT);
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.monitors, 0);
+    assert_int_equal(f->fp.out.len, 0);
+}
+
+/*
  * {13, From, To, Token} and {18, From, To, Token}: one element short. The old
  * decoder took the bytes after the frame for the missing reason; here the byte
  * that follows is the start of the next frame's length, 106, which is NIL_EXT:
@@ -1353,6 +1398,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(deeply_nested_exit_reasons_do_not_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(unlink_id_is_acknowledged, setup, teardown),
         cmocka_unit_test_setup_teardown(lost_connection_drops_monitors, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_lost_connections_monitors_leave_in_batches, setup, teardown),
         cmocka_unit_test(wrong_cookie_is_refused),
         cmocka_unit_test(corrupted_frames_never_crash_the_node),
         cmocka_unit_test(exit_tt_with_four_elements_is_malformed),
