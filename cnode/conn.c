@@ -12,15 +12,22 @@
  * Reading: bytes are appended to the connection's buffer (rbuf); a transport
  * that reads in place reads straight into it. Every complete frame in the
  * buffer is handled in place, without a copy, and what is left (a partial
- * frame) moves to the front for the next read. A buffer a large frame grew
- * shrinks back once the frame is handled (RBUF_KEEP).
+ * frame) moves to the front for the next read. A frame larger than BIG_FRAME
+ * is read into a blob of its announced length instead (cnode/blob.h): the
+ * reads, a transport's chunk at a time, fill it in place, so no loop turn
+ * copies or first touches more than a read's worth of it (doubling rbuf would
+ * copy tens of MB in one turn), and whoever echoes a large part of it sends
+ * that part from the blob (cn_proc_msg_blob). rbuf itself stays small.
  *
  * Writing: frames are appended to wbuf during a loop turn; at the end of the turn
  * (sched.c) each connection with output does one write of everything queued.
  * While a write is in flight new frames collect in wbuf, and the two buffers
  * swap when it completes, so buffers are reused and never copied. Every batch
  * passes through wflight, which shrinks back to CN_BUF_KEEP once written, so a
- * large message's room is not kept either.
+ * large message's room is not kept either. A frame may hold segments: large
+ * pieces that stay in their blobs (cn__frame_segment). A batch is then written
+ * as its pieces in order, one transport write each (write_pieces), and each
+ * blob is released once its piece is written.
  *
  * Names, addresses and anything else a peer chose reach the log only through
  * cn_log_escape (esc below).
@@ -43,6 +50,11 @@
  * traffic never reallocates it, and far below what one large frame took.
  */
 #define RBUF_KEEP (256u * 1024)
+/*
+ * A frame larger than this is read into a blob of its own (see the top): it is
+ * as much as rbuf keeps, so rbuf never grows for a large frame.
+ */
+#define BIG_FRAME RBUF_KEEP
 
 static void hs_timeout(uv_timer_t *t);
 static void conn_close(cn_conn *c, const char *why);
@@ -76,6 +88,7 @@ cn_conn *cn_conn_new(cn_node *node, const cn_transport *tp, int outgoing)
     cn_buf_init(&c->rbuf);
     cn_buf_init(&c->wbuf);
     cn_buf_init(&c->wflight);
+    c->monitors = cn_calloc(1, sizeof *c->monitors);
     c->last_read = c->last_write = uv_now(node->loop);
     /* The timer covers the dialing too, as erl's net_setuptime does. */
     uv_timer_init(node->loop, &c->hs_timer);
@@ -229,6 +242,68 @@ static long process_handshake(cn_conn *c)
     return n;
 }
 
+/* Hands one frame up; a malformed one drops the connection. */
+static void handle_frame(cn_conn *c, const char *f, uint32_t flen)
+{
+    c->node->stats.frames_in++;
+    int rc = c->node->conn_events->frame(c, f, flen);
+    if (rc < 0) {
+        char e1[CN_LOG_ESC_MAX];
+        CN_WARN("dist", "malformed frame from %s: %s; dropping the connection", esc(e1, c->peer_name),
+                cn_strerror(rc));
+        if (c->state != CN_CONN_CLOSING)
+            conn_close(c, NULL);
+    }
+}
+
+/* ---- Large frames, read into a blob (see the top) ---- */
+
+/*
+ * The frame of flen bytes at rbuf[off] is large and partial: what has come of
+ * it moves to a blob of its full length, where the reads go from now on.
+ */
+static void big_begin(cn_conn *c, size_t off, uint32_t flen)
+{
+    size_t have = c->rbuf.len - off - 4;
+    assert(have < flen);
+    c->big = cn_blob_new(flen);
+    c->big_have = have;
+    memcpy(cn_blob_data(c->big), c->rbuf.data + off + 4, have);
+    cn_buf_reset(&c->rbuf);
+    cn_buf_shrink(&c->rbuf, RBUF_KEEP);
+}
+
+/* The large frame is complete: handled from its blob, which its readers may keep. */
+static void big_end(cn_conn *c)
+{
+    cn_blob *b = c->big;
+    c->big = NULL;
+    c->node->delivering_blob = b;
+    handle_frame(c, cn_blob_data(b), (uint32_t)cn_blob_len(b));
+    c->node->delivering_blob = NULL;
+    cn_blob_release(b);
+}
+
+/* n more bytes of the large frame are in its blob. */
+static void big_read(cn_conn *c, size_t n)
+{
+    assert(n <= cn_blob_len(c->big) - c->big_have);
+    c->last_read = uv_now(c->node->loop);
+    c->big_have += n;
+    if (c->big_have == cn_blob_len(c->big))
+        big_end(c);
+}
+
+/* Copies what fits of data into the large frame's blob; returns the bytes taken. */
+static size_t big_feed(cn_conn *c, const char *data, size_t len)
+{
+    size_t left = cn_blob_len(c->big) - c->big_have;
+    size_t n = len < left ? len : left;
+    memcpy(cn_blob_data(c->big) + c->big_have, data, n);
+    big_read(c, n);
+    return n;
+}
+
 /* Handles every complete frame in rbuf from off on; keeps a partial one for later. */
 static void process_frames(cn_conn *c, size_t off)
 {
@@ -247,19 +322,15 @@ static void process_frames(cn_conn *c, size_t off)
             conn_close(c, NULL);
             return;
         }
-        if (avail - 4 < flen)
+        if (avail - 4 < flen) {
+            if (flen > BIG_FRAME) {
+                big_begin(c, off, flen);
+                return;
+            }
             break;
-        c->node->stats.frames_in++;
-        int rc = c->node->conn_events->frame(c, c->rbuf.data + off + 4, flen);
-        off += 4 + (size_t)flen;
-        if (rc < 0) {
-            char e1[CN_LOG_ESC_MAX];
-            CN_WARN("dist", "malformed frame from %s: %s; dropping the connection", esc(e1, c->peer_name),
-                    cn_strerror(rc));
-            if (c->state != CN_CONN_CLOSING)
-                conn_close(c, NULL);
-            return;
         }
+        handle_frame(c, c->rbuf.data + off + 4, flen);
+        off += 4 + (size_t)flen;
     }
     if (c->state != CN_CONN_CLOSING) {
         cn_buf_consume(&c->rbuf, off);
@@ -296,25 +367,49 @@ static void assert_reading(const cn_conn *c)
 void cn_conn_feed(cn_conn *c, const char *data, size_t len)
 {
     assert_reading(c);
+    if (c->big != NULL) {
+        while (c->big != NULL && len > 0) {
+            size_t n = big_feed(c, data, len);
+            data += n;
+            len -= n;
+        }
+        if (len == 0 || c->state != CN_CONN_UP)
+            return;
+    }
     int rc = cn_buf_append(&c->rbuf, data, len);
     assert(rc == 0);
     (void)rc;
     received(c);
 }
 
+/*
+ * At most want bytes: a read hands the node no more than the transport's
+ * chunk, so neither a large frame's pages nor a flood of small frames (a read
+ * of 128 KiB of MONITOR_Ps took up to 55 ms here) take more of a turn than that.
+ */
 void cn_conn_read_buf(cn_conn *c, size_t want, char **base, size_t *len)
 {
     assert_reading(c);
+    if (c->big != NULL) {
+        size_t left = cn_blob_len(c->big) - c->big_have;
+        *base = cn_blob_data(c->big) + c->big_have;
+        *len = left < want ? left : want;
+        return;
+    }
     int rc = cn_buf_reserve(&c->rbuf, want);
     assert(rc == 0);
     (void)rc;
     *base = c->rbuf.data + c->rbuf.len;
-    *len = c->rbuf.cap - c->rbuf.len;
+    *len = want;
 }
 
 void cn_conn_read_done(cn_conn *c, size_t n)
 {
     assert_reading(c);
+    if (c->big != NULL) {
+        big_read(c, n);
+        return;
+    }
     assert(n <= c->rbuf.cap - c->rbuf.len);
     c->rbuf.len += n;
     received(c);
@@ -355,6 +450,100 @@ void cn_conn_ended(cn_conn *c, int status)
     }
 }
 
+/* ---- Segments: pieces of a batch that stay in their blobs ---- */
+
+static void segs_push(cn__segs *s, size_t at, const char *data, size_t len, cn_blob *blob)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 4;
+        s->v = cn_realloc(s->v, s->cap * sizeof *s->v);
+    }
+    s->v[s->n++] = (cn__seg){at, data, len, cn_blob_hold(blob)};
+    s->bytes += len;
+}
+
+/* Releases the segments from the k-th on (the array stays for the next batch). */
+static void segs_drop_from(cn__segs *s, unsigned k)
+{
+    while (s->n > k) {
+        cn__seg *g = &s->v[--s->n];
+        s->bytes -= g->len;
+        cn_blob_release(g->blob);
+    }
+}
+
+static void segs_free(cn__segs *s)
+{
+    segs_drop_from(s, 0);
+    free(s->v);
+    s->v = NULL;
+    s->cap = 0;
+}
+
+/* ---- Writing ---- */
+
+/*
+ * The next piece of the batch in flight: wflight up to the next segment, or
+ * that segment. 0 when the batch is all written.
+ */
+static int next_piece(cn_conn *c, const char **data, size_t *len)
+{
+    const cn__segs *s = &c->fsegs;
+    size_t stop = c->fnext < s->n ? s->v[c->fnext].at : c->wflight.len;
+    if (c->fpos < stop) {
+        *data = c->wflight.data + c->fpos;
+        *len = stop - c->fpos;
+        c->fpos = stop;
+        return 1;
+    }
+    if (c->fnext < s->n) {
+        const cn__seg *g = &s->v[c->fnext++];
+        *data = g->data;
+        *len = g->len;
+        return 1;
+    }
+    return 0;
+}
+
+/* The batch in flight is written or abandoned: its room shrinks back, its blobs go. */
+static void flight_done(cn_conn *c)
+{
+    c->wflight.len = 0;
+    cn_buf_shrink(&c->wflight, CN_BUF_KEEP);
+    segs_drop_from(&c->fsegs, 0);
+}
+
+/*
+ * Writes the batch in flight, a piece at a time (a batch without segments is
+ * one piece). A piece the transport completes at once is followed by the next
+ * here; one it completes later, by cn_conn_written.
+ */
+static void write_pieces(cn_conn *c)
+{
+    const char *data;
+    size_t len;
+    while (next_piece(c, &data, &len)) {
+        c->writing = 1;
+        c->wsync = 1;
+        int rc = c->tp->write(c, data, len);
+        c->wsync = 0;
+        if (rc < 0) {
+            c->writing = 0;
+            flight_done(c);
+            char e1[CN_LOG_ESC_MAX];
+            CN_WARN("conn", "write to %s failed: %s", esc(e1, who(c)), cn_strerror(rc));
+            conn_close(c, NULL);
+            return;
+        }
+        /* Still in flight (cn_conn_written goes on), or it failed and c is closing. */
+        if (c->writing || c->state == CN_CONN_CLOSING)
+            return;
+    }
+    flight_done(c);
+    if (c->wbuf.len > 0)
+        mark_dirty(c);
+}
+
 static void flush(cn_conn *c)
 {
     assert(c->state != CN_CONN_CLOSING);
@@ -362,20 +551,18 @@ static void flush(cn_conn *c)
         return;
     /* Nothing is queued before the handshake starts, and no frame is half built between turns. */
     assert(c->state != CN_CONN_CONNECTING && !c->framing);
+    assert(c->wflight.len == 0 && c->fsegs.n == 0);
     cn_buf tmp = c->wflight;
     c->wflight = c->wbuf;
     c->wbuf = tmp;
-    c->wbuf.len = 0;
-    c->writing = 1;
+    cn__segs stmp = c->fsegs;
+    c->fsegs = c->wsegs;
+    c->wsegs = stmp;
+    c->fpos = 0;
+    c->fnext = 0;
     c->last_write = uv_now(c->node->loop);
     c->node->stats.writes++;
-    int rc = c->tp->write(c, c->wflight.data, c->wflight.len);
-    if (rc < 0) {
-        c->writing = 0;
-        char e1[CN_LOG_ESC_MAX];
-        CN_WARN("conn", "write to %s failed: %s", esc(e1, who(c)), cn_strerror(rc));
-        conn_close(c, NULL);
-    }
+    write_pieces(c);
 }
 
 void cn__conn_flush_dirty(cn_node *node)
@@ -392,19 +579,21 @@ void cn_conn_written(cn_conn *c, int status)
 {
     assert(c->writing);
     c->writing = 0;
-    c->wflight.len = 0;
-    cn_buf_shrink(&c->wflight, CN_BUF_KEEP);
     /* The close cancelled the write, or it finished while the connection was going. */
-    if (c->state == CN_CONN_CLOSING)
+    if (c->state == CN_CONN_CLOSING) {
+        flight_done(c);
         return;
+    }
     if (status < 0) {
+        flight_done(c);
         char e1[CN_LOG_ESC_MAX];
         CN_WARN("conn", "write to %s failed: %s", esc(e1, who(c)), cn_strerror(status));
         conn_close(c, NULL);
         return;
     }
-    if (c->wbuf.len > 0)
-        mark_dirty(c);
+    /* Inside tp->write, write_pieces goes on by itself. */
+    if (!c->wsync)
+        write_pieces(c);
 }
 
 int cn__frame_begin(cn_conn *c, size_t reserve, size_t *start)
@@ -412,10 +601,11 @@ int cn__frame_begin(cn_conn *c, size_t reserve, size_t *start)
     assert(!c->framing);
     if (c->state != CN_CONN_UP)
         return CN_ENOCONN;
-    if (c->wbuf.len + c->wflight.len > c->node->max_write_queue) {
+    size_t queued = c->wbuf.len + c->wflight.len + c->wsegs.bytes + c->fsegs.bytes;
+    if (queued > c->node->max_write_queue) {
         char e1[CN_LOG_ESC_MAX];
         CN_ERROR("conn", "%s is not reading: %zu bytes queued; dropping the connection", esc(e1, c->peer_name),
-                 c->wbuf.len + c->wflight.len);
+                 queued);
         conn_close(c, NULL);
         return CN_EFULL;
     }
@@ -426,9 +616,16 @@ int cn__frame_begin(cn_conn *c, size_t reserve, size_t *start)
     *start = c->wbuf.len;
     c->framing = 1;
     c->frame_start = *start;
+    c->frame_seg0 = c->wsegs.n;
     c->wbuf.len += 4;
     c->wbuf.data[c->wbuf.len++] = (char)CN_PASS_THROUGH;
     return 0;
+}
+
+void cn__frame_segment(cn_conn *c, const char *data, size_t len, cn_blob *blob)
+{
+    assert(c->framing);
+    segs_push(&c->wsegs, c->wbuf.len, data, len, blob);
 }
 
 void cn__frame_end(cn_conn *c, size_t start)
@@ -436,7 +633,11 @@ void cn__frame_end(cn_conn *c, size_t start)
     assert(c->framing && c->frame_start == start);
     assert(c->wbuf.len <= c->wbuf.cap);
     c->framing = 0;
-    cn_set_u32(c->wbuf.data + start, (uint32_t)(c->wbuf.len - start - 4));
+    size_t len = c->wbuf.len - start - 4;
+    for (unsigned k = c->frame_seg0; k < c->wsegs.n; k++)
+        len += c->wsegs.v[k].len;
+    assert(len <= UINT32_MAX);
+    cn_set_u32(c->wbuf.data + start, (uint32_t)len);
     c->node->stats.frames_out++;
     mark_dirty(c);
 }
@@ -446,6 +647,7 @@ void cn__frame_abort(cn_conn *c, size_t start)
     assert(c->framing && c->frame_start == start);
     c->framing = 0;
     c->wbuf.len = start;
+    segs_drop_from(&c->wsegs, c->frame_seg0);
 }
 
 /* The connection is freed when its transport and its timer have both let go. */
@@ -457,8 +659,12 @@ static void release(cn_conn *c)
     cn_node *node = c->node;
     DL_DELETE2(node->all_conns, c, all_prev, all_next);
     cn_buf_free(&c->rbuf);
+    cn_blob_release(c->big);
     cn_buf_free(&c->wbuf);
     cn_buf_free(&c->wflight);
+    segs_free(&c->wsegs);
+    segs_free(&c->fsegs);
+    free(c->monitors);  /* NULL once the connection's loss handed it over (cn__proc_conn_lost) */
     free(c);
     cn__node_maybe_closed(node);
 }
@@ -488,6 +694,9 @@ static void conn_close(cn_conn *c, const char *why)
         c->dirty = 0;
     }
     assert(!c->framing);
+    /* A large frame half read is of no use any more (and big_end has taken a complete one). */
+    cn_blob_release(c->big);
+    c->big = NULL;
     uv_close((uv_handle_t *)&c->hs_timer, timer_closed);
     node->conn_events->lost(c);
     cn__conn_lost_cb cb = c->lost_cb;

@@ -15,7 +15,11 @@
  *   with a payload, where its one payload term ends.
  *
  * Anything else is a malformed frame, and the connection goes, as the BEAM
- * drops a connection that sends it invalid data. Atoms are read as UTF-8 with
+ * drops a connection that sends it invalid data. So does an operation we have
+ * no layout for: erts_net_message() in erts' dist.c answers an unknown
+ * operation with "Invalid distribution message" in the log and kills the
+ * connection (its switch's default case), and a peer only sends an operation
+ * its flags say we understand. Atoms are read as UTF-8 with
  * their length (cn_term_decode_atom): every legal atom is a name we can look up,
  * and a name that is no registered name (one holding a NUL byte included) is
  * simply not found, as on the BEAM. Only what routing needs is decoded: the
@@ -48,6 +52,7 @@ typedef struct ctl {
     size_t ctl_reason_len;
     const char *who;                /* MONITOR_P_EXIT's FromProc, a pid or a name, kept in place */
     size_t who_len;
+    int unknown;                    /* op has no layout: an invalid message */
 } ctl;
 
 /* What an element of a control tuple after the operation is, and where it goes. */
@@ -68,7 +73,7 @@ enum field {
  * checks of erts_net_message): the tuple's arity with the operation, whether a
  * payload term follows, and the elements after the operation. Operations we
  * ignore have their shape checked and their elements walked, nothing more.
- * An operation without a layout here is unknown: ignored, see decode_frame.
+ * An operation without a layout here is unknown: the connection goes (see the top).
  */
 typedef struct layout {
     unsigned char arity;
@@ -410,7 +415,7 @@ static void handle_monitor(cn_conn *c, const ctl *m)
                                 &m->ref, reason, rlen);
         return;
     }
-    cn__monitor_add(p, c, &c->monitors, &m->from, &m->ref, m->to_is_name);
+    cn__monitor_add(p, c, c->monitors, &m->from, &m->ref, m->to_is_name);
 }
 
 static void handle_demonitor(cn_conn *c, const ctl *m)
@@ -500,7 +505,7 @@ static void ignore(cn_conn *c, const ctl *m)
     (void)m;
 }
 
-/* Spawning is not offered (no DFLAG_SPAWN), and operations newer than ours are ignored. */
+/* Spawning is not offered (no DFLAG_SPAWN): a request for it is logged and not answered. */
 static void handle_unknown(cn_conn *c, const ctl *m)
 {
     char peer[CN_LOG_ESC_MAX];
@@ -553,14 +558,13 @@ static void dispatch(cn_conn *c, const ctl *m)
 
 /*
  * After the control tuple (ending at ctl_end): the payload when the operation
- * has one (layout l; NULL for an unknown operation, which may have one), and
- * then nothing: a frame ends where its last term ends.
+ * has one (layout l), and then nothing: a frame ends where its last term ends.
  */
 static int decode_payload(const layout *l, const char *f, size_t len, size_t ctl_end, ctl *m)
 {
     if (ctl_end == len)
-        return l == NULL || !l->payload ? 0 : -1;
-    if (l != NULL && !l->payload)
+        return !l->payload ? 0 : -1;
+    if (!l->payload)
         return -1;
     size_t pend = ctl_end;
     if (cn_term_skip_versioned(f, len, &pend) < 0 || pend != len)
@@ -590,7 +594,11 @@ static int decode_frame(const char *f, size_t len, ctl *m)
         return decode_payload(&with_payload, f, len, ctl_end, m);
     }
     const layout *l = layout_of(m->op);
-    if (l != NULL && decode_fields(l, f, ctl_end, idx, m) < 0)
+    if (l == NULL) {
+        m->unknown = 1;
+        return -1;
+    }
+    if (decode_fields(l, f, ctl_end, idx, m) < 0)
         return -1;
     return decode_payload(l, f, len, ctl_end, m);
 }
@@ -605,8 +613,15 @@ int cn__dist_recv_frame(cn_conn *c, const char *f, size_t len)
     m.payload_len = 0;
     m.ctl_reason = NULL;
     m.ctl_reason_len = 0;
-    if (decode_frame(f, len, &m) < 0)
+    m.unknown = 0;
+    if (decode_frame(f, len, &m) < 0) {
+        if (m.unknown) {
+            char peer[CN_LOG_ESC_MAX];
+            CN_ERROR("dist", "invalid distribution message from %s: unknown control operation %ld",
+                     cn_log_escape_str(peer, sizeof peer, c->peer_name), m.op);
+        }
         return CN_EDECODE;
+    }
     c->node->delivering_from = c->peer_name; /* cn_proc_msg_origin, for what this frame delivers */
     dispatch(c, &m);
     c->node->delivering_from = NULL;

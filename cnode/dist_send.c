@@ -5,6 +5,10 @@
  * it, straight into the connection's write buffer (conn.c), where it waits for
  * the end of the loop turn.
  *
+ * A message may come in pieces (cn_piece): a large piece that lives in a blob
+ * becomes a segment of the frame (cn__frame_segment), written from the blob,
+ * and only the other pieces are copied into the write buffer.
+ *
  * ei's encoders do not check the room they write into, so each frame reserves
  * CTL_RESERVE bytes for its control tuple before encoding: the largest tuple we
  * send, computed below from the largest encodings of what it holds.
@@ -83,8 +87,24 @@ static void enc_peer_pid(enc *e, const cn_peer_pid *pp)
     ENC(e, pid, &pid);
 }
 
-/* Ends the frame: the payload (may be NULL) after the control tuple, and the length. */
-static int finish(enc *e, const char *payload, size_t plen)
+/* Is this piece sent from its blob rather than copied? (cn_piece in node.h) */
+static int shared(const cn_piece *p)
+{
+    return p->len >= CN_BLOB_SHARE_MIN && cn_blob_holds(p->blob, p->data, p->len);
+}
+
+/* The bytes of a message in pieces that are copied into the write buffer. */
+static size_t copied_len(const cn_piece *pc, int n)
+{
+    size_t len = 0;
+    for (int k = 0; k < n; k++)
+        if (!shared(&pc[k]))
+            len += pc[k].len;
+    return len;
+}
+
+/* Ends the frame: the payload's n pieces (n may be 0) after the control tuple, and the length. */
+static int finish_pieces(enc *e, const cn_piece *pc, int n)
 {
     cn_conn *c = e->c;
     assert((size_t)e->i - e->start <= 5 + CTL_RESERVE);
@@ -93,18 +113,29 @@ static int finish(enc *e, const char *payload, size_t plen)
         return -EINVAL;
     }
     c->wbuf.len = (size_t)e->i;
-    if (payload != NULL) {
-        memcpy(c->wbuf.data + c->wbuf.len, payload, plen);
-        c->wbuf.len += plen;
+    for (int k = 0; k < n; k++) {
+        if (shared(&pc[k])) {
+            cn__frame_segment(c, pc[k].data, pc[k].len, pc[k].blob);
+        } else if (pc[k].len > 0) {
+            memcpy(c->wbuf.data + c->wbuf.len, pc[k].data, pc[k].len);
+            c->wbuf.len += pc[k].len;
+        }
     }
     cn__frame_end(c, e->start);
     return 0;
 }
 
-int cn__dist_send(cn_conn *c, const erlang_pid *from, const erlang_pid *to, const char *msg, size_t len)
+/* finish_pieces with one payload (may be NULL), copied. */
+static int finish(enc *e, const char *payload, size_t plen)
+{
+    cn_piece p = {payload, plen, NULL};
+    return finish_pieces(e, &p, payload != NULL);
+}
+
+int cn__dist_send(cn_conn *c, const erlang_pid *from, const erlang_pid *to, const cn_piece *msg, int n)
 {
     enc e;
-    int rc = begin(&e, c, len);
+    int rc = begin(&e, c, copied_len(msg, n));
     if (rc < 0)
         return rc;
     ENC(&e, tuple_header, 3);
@@ -116,13 +147,13 @@ int cn__dist_send(cn_conn *c, const erlang_pid *from, const erlang_pid *to, cons
         ENC(&e, atom, "");
     }
     ENC(&e, pid, to);
-    return finish(&e, msg, len);
+    return finish_pieces(&e, msg, n);
 }
 
-int cn__dist_reg_send(cn_conn *c, const erlang_pid *from, const char *name, const char *msg, size_t len)
+int cn__dist_reg_send(cn_conn *c, const erlang_pid *from, const char *name, const cn_piece *msg, int n)
 {
     enc e;
-    int rc = begin(&e, c, len);
+    int rc = begin(&e, c, copied_len(msg, n));
     if (rc < 0)
         return rc;
     ENC(&e, tuple_header, 4);
@@ -131,20 +162,20 @@ int cn__dist_reg_send(cn_conn *c, const erlang_pid *from, const char *name, cons
     ENC(&e, atom, "");
     /* Names are UTF-8 (ei_encode_atom would take them for Latin-1 and cut them at 255 bytes). */
     ENC(&e, atom_as, name, ERLANG_UTF8, ERLANG_UTF8);
-    return finish(&e, msg, len);
+    return finish_pieces(&e, msg, n);
 }
 
-int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const char *msg, size_t len)
+int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const cn_piece *msg, int n)
 {
     enc e;
-    int rc = begin(&e, c, len);
+    int rc = begin(&e, c, copied_len(msg, n));
     if (rc < 0)
         return rc;
     ENC(&e, tuple_header, 3);
     ENC(&e, long, DOP_ALIAS_SEND);
     ENC(&e, pid, from);
     ENC(&e, ref, alias);
-    return finish(&e, msg, len);
+    return finish_pieces(&e, msg, n);
 }
 
 /*
@@ -153,11 +184,11 @@ int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *al
  * alias without a seq_trace token: Flags is ERTS_DOP_ALTACT_SIG_FLG_ALIAS alone,
  * a 4-tuple, the message after it.
  */
-int cn__dist_altact_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const char *msg,
-                               size_t len)
+int cn__dist_altact_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const cn_piece *msg,
+                               int n)
 {
     enc e;
-    int rc = begin(&e, c, len);
+    int rc = begin(&e, c, copied_len(msg, n));
     if (rc < 0)
         return rc;
     ENC(&e, tuple_header, 4);
@@ -165,7 +196,7 @@ int cn__dist_altact_alias_send(cn_conn *c, const erlang_pid *from, const erlang_
     ENC(&e, ulong, CN_ALTACT_ALIAS);
     ENC(&e, pid, from);
     ENC(&e, ref, alias);
-    return finish(&e, msg, len);
+    return finish_pieces(&e, msg, n);
 }
 
 /*

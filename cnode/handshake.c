@@ -144,8 +144,9 @@ static int new_challenge(cn_hs *hs, uint32_t *out)
 }
 
 /*
- * A node name as OTP accepts it for a static name: exactly one '@' with text on
- * both sides. NUL bytes are refused too, since the name becomes a C string.
+ * A node name as dist_util accepts one in a handshake for a static name:
+ * exactly one '@' with text on both sides. NUL bytes are refused too, since
+ * the name becomes a C string.
  */
 static int valid_name(const char *s, size_t n)
 {
@@ -155,6 +156,22 @@ static int valid_name(const char *s, size_t n)
     if (at == NULL || at == s || at == s + n - 1)
         return 0;
     return memchr(at + 1, '@', (size_t)(s + n - at - 1)) == NULL;
+}
+
+/*
+ * And as erts accepts it (is_node_name in erts' dist.c): the alive part is
+ * letters, digits, '-' and '_' only. A name that passes dist_util but not this
+ * ("a b@host", one holding a newline) gets status "nok" from a BEAM, whose
+ * net_kernel logs "Cannot get connection id for node 'a b@host'" (verified on
+ * OTP 25.2.3), and so from us.
+ */
+static int alive_ok(const char *name)
+{
+    const char *p = name;
+    while (*p == '-' || *p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+           (*p >= '0' && *p <= '9'))
+        p++;
+    return p > name && *p == '@';
 }
 
 static int take_peer_name(cn_hs *hs, const unsigned char *name, size_t n)
@@ -287,6 +304,13 @@ static int on_name(cn_hs *hs, const unsigned char *m, size_t n, cn_buf *out)
     int rc = parse_name(hs, m, n);
     if (rc < 0)
         return rc;
+    if (!alive_ok(hs->peer_name)) {
+        rc = send_status(hs, out, "nok");
+        if (rc < 0)
+            return rc;
+        return fail(hs, CN_EPROTO, "cannot get connection id for node '%s': its alive part is not [-_A-Za-z0-9]+",
+                    PEER(hs));
+    }
     /* An old 'n' only carries the low 32 flag bits; the rest come in 'c'. */
     uint64_t missing = missing_flags(hs, hs->peer_old_name ? 0xffffffffULL : ~0ULL);
     if (missing != 0 || (hs->peer_flags & DFLAG_NAME_ME)) {

@@ -235,6 +235,12 @@ const char *cn_proc_msg_origin(const cn_proc *p)
     return node->delivering_from != NULL ? node->delivering_from : node->name;
 }
 
+/* The blob a large frame was read into, set by conn.c while the frame is handled. */
+cn_blob *cn_proc_msg_blob(const cn_proc *p)
+{
+    return p->node->delivering_blob;
+}
+
 void cn_node_make_ref(cn_node *node, erlang_ref *out)
 {
     memset(out, 0, sizeof *out);

@@ -13,6 +13,7 @@
 #include <uv.h>
 #include <ei.h>
 
+#include "cnode/blob.h"
 #include "cnode/tls.h"
 
 typedef struct cn_node cn_node;
@@ -171,6 +172,24 @@ int cn_send_alias(cn_proc *from, const erlang_ref *alias, const erlang_pid *fall
                   const char *msg, size_t len);
 
 /*
+ * A message in pieces, sent as their concatenation: for a message one of whose
+ * parts lives in a blob (a tag echoed from a large request, cnode/blob.h). A
+ * piece with a blob, at least CN_BLOB_SHARE_MIN bytes long and within the blob,
+ * goes out from the blob itself: the connection holds the blob until the bytes
+ * are written, and no copy is made. Every other piece is copied, as cn_send
+ * copies its message. The pieces and what they point to are borrowed for the call.
+ */
+typedef struct cn_piece {
+    const char *data;
+    size_t len;
+    cn_blob *blob;      /* the blob data lies in, or NULL */
+} cn_piece;
+/* cn_send and cn_send_alias for a message in n pieces (n >= 1). */
+int cn_send_pieces(cn_proc *from, const erlang_pid *to, const cn_piece *pc, int n);
+int cn_send_alias_pieces(cn_proc *from, const erlang_ref *alias, const erlang_pid *fallback_pid,
+                         const cn_piece *pc, int n);
+
+/*
  * The node the message p is being handed came from, for a behaviour that must
  * act only for its sender's node (a :sys request, for one): during
  * ops->message, the peer's node name for a message that arrived from a
@@ -180,5 +199,13 @@ int cn_send_alias(cn_proc *from, const erlang_ref *alias, const erlang_pid *fall
  * node's name. Borrowed: valid until ops->message returns.
  */
 const char *cn_proc_msg_origin(const cn_proc *p);
+
+/*
+ * The blob the message p is being handed lies in, during ops->message, or NULL:
+ * a large frame is read into a blob (cnode/blob.h), so a behaviour that echoes
+ * a large part of the message can send it from there (cn_piece) instead of
+ * copying it. Borrowed: cn_blob_hold to keep it past ops->message.
+ */
+cn_blob *cn_proc_msg_blob(const cn_proc *p);
 
 #endif

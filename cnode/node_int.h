@@ -78,6 +78,13 @@ struct cn_link {
 typedef struct cn_monitor_list {
     cn_monitor *head;
     size_t count;
+    /*
+     * The connection is gone and these monitors with it; they leave the tables
+     * a batch per loop turn (cn__proc_reclaim), and meanwhile nothing is sent
+     * for them and no lookup finds them. The list is freed with its last one.
+     */
+    int orphan;
+    struct cn_monitor_list *next_orphan;    /* in node->orphans */
 } cn_monitor_list;
 
 /* Monitors are found by (connection, reference); the key is hashed as raw bytes. */
@@ -86,6 +93,14 @@ typedef struct cn_monitor_key {
     uint32_t len;
     uint32_t n[5];
 } cn_monitor_key;
+
+/*
+ * The monitor table is split in this many uthash tables by a hash of the key:
+ * uthash doubles a table's buckets by rehashing every entry at once, which for
+ * a peer's half a million monitors held the loop 183 ms; a shard's doubling
+ * moves a 64th of them.
+ */
+#define CN__MONITOR_SHARDS 64
 
 /* A remote process `watcher` monitors local process `target`. */
 struct cn_monitor {
@@ -135,6 +150,25 @@ enum { CN_LMSG_MESSAGE = 0, CN_LMSG_EXIT_LINK = 1, CN_LMSG_EXIT2 = 2 };
  */
 enum cn_conn_state { CN_CONN_CONNECTING, CN_CONN_HANDSHAKE, CN_CONN_UP, CN_CONN_CLOSING };
 
+/*
+ * A piece of a queued write that is not in the write buffer: len bytes of a
+ * blob, sent after the buffer's first `at` bytes (conn.c). The connection holds
+ * the blob until the piece is written.
+ */
+typedef struct cn__seg {
+    size_t at;
+    const char *data;
+    size_t len;
+    cn_blob *blob;
+} cn__seg;
+
+/* The segments of one write buffer, in order of `at`; bytes counts their lengths. */
+typedef struct cn__segs {
+    cn__seg *v;
+    unsigned n, cap;
+    size_t bytes;
+} cn__segs;
+
 /* Told when a connection closes (was_up: it had finished the handshake). */
 typedef void (*cn__conn_lost_cb)(cn_conn *c, void *arg, int was_up);
 
@@ -151,18 +185,26 @@ struct cn_conn {
     uint32_t peer_creation;
     char addr[64];                  /* "ip:port", for logs */
     cn_buf rbuf;                    /* bytes read and not yet cut into frames */
+    cn_blob *big;                   /* a large frame being read, at its announced length */
+    size_t big_have;                /* the bytes of it read so far */
     cn_buf wbuf;                    /* frames queued this turn */
+    cn__segs wsegs;                 /* wbuf's pieces that stay in their blobs */
     cn_buf wflight;                 /* bytes handed to the transport, not yet written */
+    cn__segs fsegs;                 /* wflight's pieces that stay in their blobs */
+    size_t fpos;                    /* wflight is written up to here */
+    unsigned fnext;                 /* and fsegs up to this one */
     int writing;
+    int wsync;                      /* inside tp->write: a completion there is not followed up */
     int framing;                    /* a frame is begun and not ended (at frame_start) */
     size_t frame_start;
+    unsigned frame_seg0;            /* wsegs.n when the frame began */
     int dirty;                      /* on node->dirty */
     cn_conn *dirty_next, *dirty_prev;
     uint64_t last_read, last_write; /* uv_now() of the last traffic, for ticks */
     UT_hash_handle hh;              /* node->conns, by peer_name, once UP */
     cn_conn *all_next, *all_prev;   /* node->all_conns */
     cn_link *links;                 /* links whose far end is reached through here */
-    cn_monitor_list monitors;       /* monitors whose watcher is reached through here */
+    cn_monitor_list *monitors;      /* monitors whose watcher is reached through here (owned) */
     cn__conn_lost_cb lost_cb;       /* the owner that dialed it, if any */
     void *lost_arg;
     uv_timer_t hs_timer;            /* the handshake must finish before it fires */
@@ -228,10 +270,16 @@ struct cn_node {
     uint64_t next_unlink_id;
     cn_proc *zombies;
 
-    cn_monitor *monitors;           /* by (conn, ref), with monitor_anchor always in it */
-    cn_monitor monitor_anchor;      /* uthash frees an empty table: this keeps it, so calls allocate nothing */
+    /*
+     * Monitors by (conn, ref), in CN__MONITOR_SHARDS tables (proc.c), each with
+     * its anchor always in it: uthash frees an empty table, and the anchor
+     * keeps it, so calls allocate nothing.
+     */
+    cn_monitor *monitors[CN__MONITOR_SHARDS];
+    cn_monitor monitor_anchor[CN__MONITOR_SHARDS];
     cn_monitor *free_monitors;      /* recycled, so a call allocates nothing */
     unsigned free_monitor_count;    /* at most MONITOR_SPARE (proc.c): the rest is freed */
+    cn_monitor_list *orphans;       /* lost connections' monitor lists, emptied a batch a turn */
     cn_monitor *doomed_monitors;    /* a lost connection's, freed a batch a turn (cn__proc_reclaim) */
     size_t monitors_freed;          /* since the allocator last gave memory back to the system */
     cn_alias *aliases;              /* active aliases of local processes, by id (alias.c) */
@@ -244,6 +292,7 @@ struct cn_node {
      * dispatch), NULL otherwise: what cn_proc_msg_origin reports.
      */
     const char *delivering_from;
+    cn_blob *delivering_blob;       /* the blob of the large frame being handled (cn_proc_msg_blob) */
 
     cn_node_stats stats;
 };
@@ -352,18 +401,23 @@ cn_conn *cn__conn_find(cn_node *node, const char *peer_name);
  */
 int cn__frame_begin(cn_conn *c, size_t reserve, size_t *start);
 void cn__frame_end(cn_conn *c, size_t start);
+/*
+ * Adds to the begun frame len bytes at data, which lie in blob, as a piece the
+ * write sends from the blob (held until written) instead of copying it.
+ */
+void cn__frame_segment(cn_conn *c, const char *data, size_t len, cn_blob *blob);
 /* Takes back a begun frame (an encoder failed). */
 void cn__frame_abort(cn_conn *c, size_t start);
 
 /* dist_recv.c */
 int cn__dist_recv_frame(cn_conn *c, const char *frame, size_t len);
 
-/* dist_send.c */
-int cn__dist_send(cn_conn *c, const erlang_pid *from, const erlang_pid *to, const char *msg, size_t len);
-int cn__dist_reg_send(cn_conn *c, const erlang_pid *from, const char *name, const char *msg, size_t len);
-int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const char *msg, size_t len);
-int cn__dist_altact_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const char *msg,
-                               size_t len);
+/* dist_send.c: a message is n pieces (cn_piece in node.h), at least one. */
+int cn__dist_send(cn_conn *c, const erlang_pid *from, const erlang_pid *to, const cn_piece *msg, int n);
+int cn__dist_reg_send(cn_conn *c, const erlang_pid *from, const char *name, const cn_piece *msg, int n);
+int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const cn_piece *msg, int n);
+int cn__dist_altact_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *alias, const cn_piece *msg,
+                               int n);
 /* MONITOR_P_EXIT for monitor m of the local process tpid (registered as name, or NULL). */
 int cn__dist_monitor_exit(cn_conn *c, const cn_monitor *m, const erlang_pid *tpid, const char *name,
                           const char *reason, size_t len);
@@ -413,7 +467,8 @@ void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const 
 void cn__monitor_remove(cn_node *node, cn_conn *c, const erlang_ref *ref);
 /*
  * A connection's lists of links and monitors, as the connection goes: the
- * monitors go, and every linked process gets an exit signal 'noconnection'.
+ * monitors go (the list is taken over: from now on the node owns it), and
+ * every linked process gets an exit signal 'noconnection'.
  */
 void cn__proc_conn_lost(cn_node *node, cn_link **links, cn_monitor_list *monitors);
 void cn__proc_enqueue(cn_node *node, uint32_t to, uint32_t from, int kind, const char *data, size_t len);

@@ -20,6 +20,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -41,6 +42,12 @@
 #define MONITOR_SPARE 1024
 /* Monitors of a lost connection freed per loop turn: a few milliseconds of free(). */
 #define RECLAIM_BATCH 32768
+/*
+ * Monitors of a lost connection taken off their lists and tables per loop
+ * turn: each costs a few cache misses, and a peer's million of them at once
+ * held the loop 27 to 174 ms (measured, issue 9).
+ */
+#define ORPHAN_BATCH 8192
 /* After this many monitors freed, the allocator is asked to give memory back. */
 #define TRIM_AFTER 16384
 
@@ -277,22 +284,46 @@ static void monitor_key(cn_monitor_key *k, cn_conn *c, const erlang_ref *ref)
     memcpy(k->n, ref->n, k->len * sizeof k->n[0]);
 }
 
-/*
- * The monitors' hash table rebuilt from the processes' lists (every monitor but
- * the anchor is on its target's). uthash grows a table's buckets and never
- * shrinks them, and deleting most of a table's entries one by one costs a
- * cache miss or two each: a rebuild sizes the table for what is left.
- */
-static void monitors_rebuild(cn_node *node)
+/* The shard of the monitor table a key is in (CN__MONITOR_SHARDS in node_int.h). */
+static unsigned shard_of(const cn_monitor_key *k)
 {
-    HASH_CLEAR(hh, node->monitors);
-    HASH_ADD(hh, node->monitors, key, sizeof node->monitor_anchor.key, &node->monitor_anchor);
-    cn_proc *p, *ptmp;
-    HASH_ITER(hh, node->procs, p, ptmp) {
-        cn_monitor *m;
-        DL_FOREACH2(p->monitors, m, t_next)
-            HASH_ADD(hh, node->monitors, key, sizeof m->key, m);
+    uint32_t h = k->n[0] ^ (k->n[1] * 0x9e3779b1u) ^ (uint32_t)((uintptr_t)k->conn >> 4);
+    h *= 0x85ebca6bu;
+    return (h >> 16) % CN__MONITOR_SHARDS;
+}
+
+static cn_monitor **shard(cn_node *node, const cn_monitor_key *k)
+{
+    return &node->monitors[shard_of(k)];
+}
+
+/* Every shard empty but for its anchor, which no real monitor's key matches (its conn is NULL). */
+static void monitors_init(cn_node *node)
+{
+    for (unsigned i = 0; i < CN__MONITOR_SHARDS; i++) {
+        memset(&node->monitor_anchor[i], 0, sizeof node->monitor_anchor[i]);
+        node->monitors[i] = NULL;
+        HASH_ADD(hh, node->monitors[i], key, sizeof node->monitor_anchor[i].key, &node->monitor_anchor[i]);
     }
+}
+
+static void monitors_clear(cn_node *node)
+{
+    for (unsigned i = 0; i < CN__MONITOR_SHARDS; i++)
+        HASH_CLEAR(hh, node->monitors[i]);
+}
+
+/* One shard rebuilt from its own entries, for the size they need now. */
+static void shard_rebuild(cn_node *node, unsigned i)
+{
+    cn_monitor *old = node->monitors[i], *m, *tmp;
+    UT_hash_table *tbl = old->hh.tbl;
+    node->monitors[i] = NULL;
+    /* Each entry moves to the new table; the iteration has read its next entry already. */
+    HASH_ITER(hh, old, m, tmp)
+        HASH_ADD(hh, node->monitors[i], key, sizeof m->key, m);
+    uthash_free(tbl->buckets, tbl->num_buckets * sizeof(struct UT_hash_bucket));
+    uthash_free(tbl, sizeof(UT_hash_table));
 }
 
 /*
@@ -301,20 +332,33 @@ static void monitors_rebuild(cn_node *node)
  * rebuilt, which costs less than the removals that emptied it did. A table of
  * the size calls in flight need never is.
  */
-static void monitors_compact(cn_node *node)
+static void monitors_compact(cn_node *node, unsigned i)
 {
-    unsigned buckets = node->monitors->hh.tbl->num_buckets;
-    if (buckets > 256 && HASH_COUNT(node->monitors) < buckets / 16)
-        monitors_rebuild(node);
+    unsigned buckets = node->monitors[i]->hh.tbl->num_buckets;
+    if (buckets > 256 && HASH_COUNT(node->monitors[i]) < buckets / 16)
+        shard_rebuild(node, i);
+}
+
+/* A lost connection's list that has no monitor left goes. */
+static void orphan_free(cn_node *node, cn_monitor_list *list)
+{
+    cn_monitor_list **pp = &node->orphans;
+    while (*pp != list)
+        pp = &(*pp)->next_orphan;
+    *pp = list->next_orphan;
+    free(list);
 }
 
 /* Takes m off its target's and its connection's lists (not off the table). */
 static void monitor_unlink(cn_node *node, cn_monitor *m)
 {
+    cn_monitor_list *route = m->route;
     DL_DELETE2(m->target->monitors, m, t_prev, t_next);
-    DL_DELETE2(m->route->head, m, c_prev, c_next);
-    m->route->count--;
+    DL_DELETE2(route->head, m, c_prev, c_next);
+    route->count--;
     CN__STAT_DEC(node, monitors);
+    if (route->orphan && route->count == 0)
+        orphan_free(node, route);
 }
 
 /*
@@ -337,10 +381,11 @@ static void monitor_release(cn_node *node, cn_monitor *m, int later)
 
 static void monitor_drop(cn_node *node, cn_monitor *m)
 {
+    unsigned i = shard_of(&m->key);
     monitor_unlink(node, m);
-    HASH_DEL(node->monitors, m);
+    HASH_DEL(node->monitors[i], m);
     monitor_release(node, m, 0);
-    monitors_compact(node);
+    monitors_compact(node, i);
 }
 
 void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const erlang_pid *watcher,
@@ -351,7 +396,13 @@ void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const 
     cn_monitor_key k;
     monitor_key(&k, c, ref);
     cn_monitor *m = NULL;
-    HASH_FIND(hh, node->monitors, &k, sizeof k, m);
+    cn_monitor **table = shard(node, &k);
+    HASH_FIND(hh, *table, &k, sizeof k, m);
+    /* A lost connection's monitor whose key a new connection at the same address reuses goes now. */
+    if (m != NULL && m->route->orphan) {
+        monitor_drop(node, m);
+        m = NULL;
+    }
     if (m != NULL)
         return; /* the same reference twice: one monitor */
     if (node->free_monitors) {
@@ -368,7 +419,7 @@ void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const 
     m->watcher = (cn_peer_pid){c, watcher->num, watcher->serial, watcher->creation};
     m->by_name = by_name;
     m->route = route;
-    HASH_ADD(hh, node->monitors, key, sizeof m->key, m);
+    HASH_ADD(hh, *table, key, sizeof m->key, m);
     DL_PREPEND2(target->monitors, m, t_prev, t_next);
     DL_PREPEND2(route->head, m, c_prev, c_next);
     route->count++;
@@ -380,33 +431,32 @@ void cn__monitor_remove(cn_node *node, cn_conn *c, const erlang_ref *ref)
     cn_monitor_key k;
     monitor_key(&k, c, ref);
     cn_monitor *m = NULL;
-    HASH_FIND(hh, node->monitors, &k, sizeof k, m);
-    if (m != NULL)
+    HASH_FIND(hh, *shard(node, &k), &k, sizeof k, m);
+    if (m != NULL && !m->route->orphan)
         monitor_drop(node, m);
 }
 
 /*
- * Every monitor of a lost connection: a peer may have made a million. When
- * they are most of the node's, the table is rebuilt from the ones that stay
- * rather than emptied entry by entry; and beyond the spares they are freed a
- * batch per turn, so the loop never stalls on free().
+ * Up to n monitors of lost connections off their lists and tables, into the
+ * batches freed later; the shards they emptied are compacted. Returns how many.
  */
-static void monitors_drop_all(cn_node *node, cn_monitor_list *list)
+static unsigned orphans_drain(cn_node *node, unsigned n)
 {
-    size_t others = HASH_COUNT(node->monitors) - 1 - list->count;    /* the anchor is no monitor */
-    int rebuild = list->count > others;
-    cn_monitor *m;
-    while ((m = list->head) != NULL) {
-        monitor_unlink(node, m);
-        if (!rebuild)
-            HASH_DEL(node->monitors, m);
+    unsigned done = 0;
+    cn_monitor_list *list;
+    while (done < n && (list = node->orphans) != NULL) {
+        cn_monitor *m = list->head;
+        assert(m != NULL);
+        HASH_DEL(*shard(node, &m->key), m);
+        monitor_unlink(node, m);    /* frees list with its last monitor */
         monitor_release(node, m, 1);
+        done++;
     }
-    if (rebuild)
-        monitors_rebuild(node);
-    else
-        monitors_compact(node);
-    cn__node_wake(node);
+    if (done > 0) {
+        for (unsigned i = 0; i < CN__MONITOR_SHARDS; i++)
+            monitors_compact(node, i);
+    }
+    return done;
 }
 
 /*
@@ -423,13 +473,15 @@ static void give_back_memory(void)
 
 int cn__proc_reclaim(cn_node *node)
 {
+    orphans_drain(node, ORPHAN_BATCH);
     cn_monitor *m;
     for (unsigned n = 0; n < RECLAIM_BATCH && (m = node->doomed_monitors) != NULL; n++) {
         node->doomed_monitors = m->t_next;
         free(m);
         node->monitors_freed++;
     }
-    if (node->doomed_monitors != NULL)
+    /* The memory goes back once, when all of it is free. */
+    if (node->doomed_monitors != NULL || node->orphans != NULL)
         return 1;
     if (node->monitors_freed >= TRIM_AFTER) {
         node->monitors_freed = 0;
@@ -440,7 +492,15 @@ int cn__proc_reclaim(cn_node *node)
 
 void cn__proc_conn_lost(cn_node *node, cn_link **links, cn_monitor_list *monitors)
 {
-    monitors_drop_all(node, monitors);
+    /* The monitors leave a batch per turn; until then nothing is sent for them, nothing finds them. */
+    if (monitors->count == 0) {
+        free(monitors);
+    } else {
+        monitors->orphan = 1;
+        monitors->next_orphan = node->orphans;
+        node->orphans = monitors;
+        cn__node_wake(node);
+    }
     char reason[32];
     size_t rlen = cn_term_atom(reason, "noconnection");
     /* Take the head each time: an exit signal may end a process and drop more links. */
@@ -461,7 +521,9 @@ static void notify_monitors(cn_proc *p, const erlang_pid *self, const char *reas
 {
     cn_monitor *m;
     while ((m = p->monitors) != NULL) {
-        cn__dist_monitor_exit(m->key.conn, m, self, p->name, reason, len);
+        /* A lost connection's monitor has no one to tell (and its connection is freed). */
+        if (!m->route->orphan)
+            cn__dist_monitor_exit(m->key.conn, m, self, p->name, reason, len);
         monitor_drop(p->node, m);
     }
 }
@@ -608,9 +670,7 @@ void cn__proc_free_zombies(cn_node *node)
 void cn__proc_init(cn_node *node)
 {
     node->next_num = 1;
-    /* No real monitor has a NULL connection, so the anchor is never found. */
-    memset(&node->monitor_anchor, 0, sizeof node->monitor_anchor);
-    HASH_ADD(hh, node->monitors, key, sizeof node->monitor_anchor.key, &node->monitor_anchor);
+    monitors_init(node);
 }
 
 void cn__proc_free_all(cn_node *node)
@@ -623,6 +683,8 @@ void cn__proc_free_all(cn_node *node)
     cn__alias_free_all(node);
     /* The name table lives inside the processes: clear it before they are freed. */
     HASH_CLEAR(hh_name, node->names);
+    while (orphans_drain(node, UINT_MAX) > 0)
+        ;
     cn_proc *p, *ptmp;
     HASH_ITER(hh, node->procs, p, ptmp) {
         /* Their connections are gone, and with them every remote link and monitor. */
@@ -634,8 +696,8 @@ void cn__proc_free_all(cn_node *node)
         HASH_DELETE(hh, node->procs, p);
         free(p);
     }
-    assert(HASH_COUNT(node->monitors) == 1);
-    HASH_CLEAR(hh, node->monitors);
+    assert(node->stats.monitors == 0);
+    monitors_clear(node);
     cn_monitor *fm;
     while ((fm = node->free_monitors) != NULL) {
         node->free_monitors = fm->t_next;

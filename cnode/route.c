@@ -9,6 +9,7 @@
  * The other direction too: when a connection goes, the links and monitors
  * that went through it go with it (cn__route_conn_down).
  */
+#include <assert.h>
 #include <string.h>
 
 #include "cnode/error.h"
@@ -18,13 +19,39 @@
 
 /* ---- Messages ---- */
 
+/*
+ * A message in pieces queued for a local process: the queue keeps a copy of
+ * the message anyway, so the pieces are joined (rare: pieces are for replies
+ * to large remote calls).
+ */
+static void enqueue_pieces(cn_node *node, uint32_t to, uint32_t from, const cn_piece *pc, int n)
+{
+    if (n == 1) {
+        cn__proc_enqueue(node, to, from, CN_LMSG_MESSAGE, pc[0].data, pc[0].len);
+        return;
+    }
+    cn_buf b;
+    cn_buf_init(&b);
+    for (int k = 0; k < n; k++)
+        cn_buf_append(&b, pc[k].data, pc[k].len);
+    cn__proc_enqueue(node, to, from, CN_LMSG_MESSAGE, b.data, b.len);
+    cn_buf_free(&b);
+}
+
 int cn_send(cn_proc *from, const erlang_pid *to, const char *msg, size_t len)
 {
+    cn_piece p = {msg, len, NULL};
+    return cn_send_pieces(from, to, &p, 1);
+}
+
+int cn_send_pieces(cn_proc *from, const erlang_pid *to, const cn_piece *pc, int n)
+{
+    assert(n >= 1);
     cn_node *node = from->node;
     if (cn__is_local(node, to)) {
         if (to->creation != node->creation)
             return CN_ENOPROC;
-        cn__proc_enqueue(node, to->num, from->num, CN_LMSG_MESSAGE, msg, len);
+        enqueue_pieces(node, to->num, from->num, pc, n);
         return 0;
     }
     cn_conn *c = cn__conn_find(node, to->node);
@@ -35,7 +62,7 @@ int cn_send(cn_proc *from, const erlang_pid *to, const char *msg, size_t len)
     }
     erlang_pid self;
     cn_proc_pid(from, &self);
-    return cn__dist_send(c, &self, to, msg, len);
+    return cn__dist_send(c, &self, to, pc, n);
 }
 
 int cn_send_name(cn_proc *from, const char *name, const char *nodename, const char *msg, size_t len)
@@ -53,7 +80,8 @@ int cn_send_name(cn_proc *from, const char *name, const char *nodename, const ch
         return CN_ENOCONN;
     erlang_pid self;
     cn_proc_pid(from, &self);
-    return cn__dist_reg_send(c, &self, name, msg, len);
+    cn_piece p = {msg, len, NULL};
+    return cn__dist_reg_send(c, &self, name, &p, 1);
 }
 
 /*
@@ -61,13 +89,13 @@ int cn_send_name(cn_proc *from, const char *name, const char *nodename, const ch
  * has both gets the new one, as the BEAM itself chooses (erts_dsig_send_msg() in
  * erts/emulator/beam/dist.c). Each kind is counted and, at debug level, logged.
  */
-static int alias_send(cn_conn *c, cn_proc *from, const erlang_ref *alias, const char *msg, size_t len)
+static int alias_send(cn_conn *c, cn_proc *from, const erlang_ref *alias, const cn_piece *pc, int n)
 {
     int altact = (c->peer_flags & DFLAG_ALTACT_SIG) != 0;
     erlang_pid self;
     cn_proc_pid(from, &self);
-    int rc = altact ? cn__dist_altact_alias_send(c, &self, alias, msg, len)
-                    : cn__dist_alias_send(c, &self, alias, msg, len);
+    int rc = altact ? cn__dist_altact_alias_send(c, &self, alias, pc, n)
+                    : cn__dist_alias_send(c, &self, alias, pc, n);
     if (rc < 0)
         return rc;
     if (altact)
@@ -81,10 +109,17 @@ static int alias_send(cn_conn *c, cn_proc *from, const erlang_ref *alias, const 
 
 int cn_send_alias(cn_proc *from, const erlang_ref *alias, const erlang_pid *fallback, const char *msg, size_t len)
 {
+    cn_piece p = {msg, len, NULL};
+    return cn_send_alias_pieces(from, alias, fallback, &p, 1);
+}
+
+int cn_send_alias_pieces(cn_proc *from, const erlang_ref *alias, const erlang_pid *fallback, const cn_piece *pc,
+                         int n)
+{
     cn_conn *c = cn__conn_find(from->node, fallback->node);
     if (c != NULL && (c->peer_flags & (DFLAG_ALTACT_SIG | DFLAG_ALIAS)))
-        return alias_send(c, from, alias, msg, len);
-    return cn_send(from, fallback, msg, len);
+        return alias_send(c, from, alias, pc, n);
+    return cn_send_pieces(from, fallback, pc, n);
 }
 
 /* ---- Links and exit signals ---- */
@@ -153,5 +188,6 @@ int cn_proc_exit_pid(cn_proc *p, const erlang_pid *pid, const char *reason, size
 
 void cn__route_conn_down(cn_conn *c)
 {
-    cn__proc_conn_lost(c->node, &c->links, &c->monitors);
+    cn__proc_conn_lost(c->node, &c->links, c->monitors);
+    c->monitors = NULL;
 }

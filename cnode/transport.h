@@ -44,8 +44,10 @@ void cn_conn_start_handshake(cn_conn *c, const char *expect_peer);
 void cn_conn_feed(cn_conn *c, const char *data, size_t len);
 /*
  * For a transport that reads in place, without the copy of cn_conn_feed: room
- * for at least want more bytes at the end of the connection's read buffer, in
- * *base and *len. The room stays valid until the next call on c.
+ * for the next read in *base and *len, at least one byte and at most want:
+ * want bytes at the end of the connection's read buffer, or, while a large
+ * frame is read into a buffer of its own (conn.c), what is left of that frame
+ * if less. The room stays valid until the next call on c.
  */
 void cn_conn_read_buf(cn_conn *c, size_t want, char **base, size_t *len);
 /* n bytes (n <= the room's length) were read into that room: handled as by cn_conn_feed. */

@@ -163,8 +163,7 @@ static void release(gs_server *s)
     /* The held replies go (or are refused) while the process can still send them. */
     gs__settle(s, 1);
     gs_set_journal(s, NULL);
-    cn_buf_free(&s->held);
-    cn_buf_free(&s->waiting);
+    gs__hold_free(s);
     gs__sys_release(s);
     if (s->cb->cleanup)
         s->cb->cleanup(s);
@@ -251,6 +250,43 @@ static void on_exiting(cn_proc *p, cn_exit_cause cause, const char *reason, size
 
 /* ---- Replies ---- */
 
+/*
+ * A reply echoes parts of the call it answers: the tag, which a peer may make
+ * 100 MB long, and an unknown call's request. Copying such a part into s->out
+ * would cost a loop turn the time to touch that much fresh memory (s->out
+ * shrinks after a large message, so every large call pays it). When the call
+ * came in a blob (cn_proc_msg_blob), a large part is left there instead: a
+ * hole in s->out stands for it, and the reply goes out in pieces, the part
+ * sent from the blob (cn_send_pieces).
+ */
+static void put_echo(gs_server *s, const char *p, size_t len)
+{
+    if (len >= CN_BLOB_SHARE_MIN && s->nholes < GS_HOLES && cn_blob_holds(s->msg_blob, p, len)) {
+        s->holes[s->nholes++] = (gs_hole){s->out.index, p, len};
+        return;
+    }
+    ei_x_append_buf(&s->out, p, (int)len);
+}
+
+/* The reply in s->out (len bytes) with its holes filled from the blob, as pieces. */
+static int send_with_holes(gs_server *s, const gs_from *from, size_t len)
+{
+    cn_piece pc[2 * GS_HOLES + 1];
+    int n = 0;
+    size_t pos = 0;
+    for (int k = 0; k < s->nholes; k++) {
+        const gs_hole *h = &s->holes[k];
+        assert((size_t)h->at >= pos && (size_t)h->at <= len);
+        pc[n++] = (cn_piece){s->out.buff + pos, (size_t)h->at - pos, NULL};
+        pc[n++] = (cn_piece){h->data, h->len, s->msg_blob};
+        pos = (size_t)h->at;
+    }
+    pc[n++] = (cn_piece){s->out.buff + pos, len - pos, NULL};
+    if (from->has_alias)
+        return cn_send_alias_pieces(s->proc, &from->alias, &from->pid, pc, n);
+    return cn_send_pieces(s->proc, &from->pid, pc, n);
+}
+
 int gs__send_reply(gs_server *s, const gs_from *from, const char *msg, size_t len)
 {
     if (s->journal != NULL && gs_journal_holding(s->journal)) {
@@ -262,6 +298,8 @@ int gs__send_reply(gs_server *s, const gs_from *from, const char *msg, size_t le
 
 int gs__send_now(gs_server *s, const gs_from *from, const char *msg, size_t len)
 {
+    if (s->nholes > 0 && msg == s->out.buff)
+        return send_with_holes(s, from, len);
     if (from->has_alias)
         return cn_send_alias(s->proc, &from->alias, &from->pid, msg, len);
     return cn_send(s->proc, &from->pid, msg, len);
@@ -270,9 +308,10 @@ int gs__send_now(gs_server *s, const gs_from *from, const char *msg, size_t len)
 int gs__begin_reply(gs_server *s, const gs_from *from)
 {
     s->out.index = 0;
+    s->nholes = 0;
     ei_x_encode_version(&s->out);
     ei_x_encode_tuple_header(&s->out, 2);
-    ei_x_append_buf(&s->out, from->tag, from->tag_len);
+    put_echo(s, from->tag, (size_t)from->tag_len);
     return s->out.index;
 }
 
@@ -382,6 +421,7 @@ static void do_call(gs_server *s, const char *b, int i)
         unknown(s, "malformed call", b, 1);
         return;
     }
+    s->msg_blob = cn_proc_msg_blob(s->proc);
     gs_term req = {b, i};
     gs_result res;
     reset_result(s, &res);
@@ -396,11 +436,14 @@ static void do_call(gs_server *s, const char *b, int i)
         ei_x_encode_atom(&s->out, "error");
         ei_x_encode_tuple_header(&s->out, 2);
         ei_x_encode_atom(&s->out, "unknown_call");
-        ei_x_append_buf(&s->out, b + i, e - i);
+        put_echo(s, b + i, (size_t)(e - i));
         r = GS_REPLY;
     }
     if (r == GS_REPLY || (r == GS_STOP && s->out.index > reply_at))
         gs__send_reply(s, &from, s->out.buff, (size_t)s->out.index);
+    /* The holes were the request's bytes, and the request is the caller's only for this call. */
+    s->msg_blob = NULL;
+    s->nholes = 0;
     apply(s, r, &res);
 }
 

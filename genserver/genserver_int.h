@@ -33,12 +33,25 @@ typedef struct gs_timer {
     char data[];
 } gs_timer;
 
+/*
+ * A part of the reply in s->out that is not copied into it: len bytes of the
+ * request's blob that belong at index `at` of s->out (genserver.c, put_echo).
+ */
+typedef struct gs_hole {
+    int at;
+    const char *data;
+    size_t len;
+} gs_hole;
+
+/* A reply echoes at most two parts of its request: the tag, and an unknown call's request. */
+#define GS_HOLES 2
+
 struct gs_server {
     cn_proc *proc;
     cn_node *node;
     const gs_callbacks *cb;
     void *user;
-    char name[256];
+    char name[MAXATOMLEN_UTF8];     /* the registered name, UTF-8, or "" */
     int suspended;
     int continuing;
     int stopping;
@@ -52,6 +65,9 @@ struct gs_server {
     erlang_pid parent;
     int has_parent;
     ei_x_buff out, reason, cont;
+    cn_blob *msg_blob;          /* the blob the call being handled lies in (do_call), or NULL */
+    gs_hole holes[GS_HOLES];    /* parts of the reply in s->out left in msg_blob */
+    int nholes;
     /*
      * A system request waiting for the caller's node (gs_sys.c): its rex running a
      * replace_state fun, or telling its stdlib version. While sys_from is set the
@@ -84,6 +100,8 @@ int gs__begin_reply(gs_server *s, const gs_from *from);
 /*
  * Sends a complete reply (with version byte) to from's alias or pid; held
  * until the end of the turn while the server's journal has records to commit.
+ * When msg is s->out, the parts of the reply left in the request's blob
+ * (s->holes) go with it, also when it is held (gs_hold.c keeps the blob).
  */
 int gs__send_reply(gs_server *s, const gs_from *from, const char *msg, size_t len);
 /* Sends a reply now, whatever the journal holds. */
@@ -97,6 +115,8 @@ void gs__drain(gs_server *s);
 
 /* Keeps a reply (copied) until the journal's commit at the end of the turn. */
 void gs__hold_reply(gs_server *s, const gs_from *from, const char *msg, size_t len);
+/* Frees what is still held (nothing, after a final gs__settle that succeeded) and its blob references. */
+void gs__hold_free(gs_server *s);
 /*
  * Commits the journal's turn and queues the turn's replies behind their
  * commit, sending what is durable. final (a server stopping): everything is

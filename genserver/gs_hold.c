@@ -13,6 +13,11 @@
  * could not be made durable is acknowledged. Replies to calls that changed
  * nothing are held too, so that no caller sees a state the disk does not have
  * yet, and the replies leave in the order they were made.
+ *
+ * A reply that echoes a large part of its request (a 100 MB tag) has holes
+ * where those bytes stay in the request's blob (genserver.c, put_echo): the
+ * entry keeps the holes and a reference to the blob, not a copy, so holding a
+ * reply never costs a turn the time to touch that much memory.
  */
 #include <string.h>
 
@@ -22,18 +27,35 @@
 
 /* The tag of a reply {Tag, Reply} starts after the version byte and the tuple header (gs__begin_reply). */
 #define TAG_AT 3
-/* Entry: [u32 length of the rest][u64 commit][u8 has_alias][u32 tag_len][pid][alias if any][message]. */
-#define ENTRY_HEAD 17
+/*
+ * Entry: [u32 length of the rest][u64 commit][u8 has_alias][u32 tag_len]
+ * [u8 nholes][the holes, then the blob pointer, if any][pid][alias if any][message].
+ */
+#define ENTRY_HEAD 18
 #define ALL UINT64_MAX
+
+/* The holes of the reply in s->out and a reference to their blob, after the entry's head. */
+static void put_holes(gs_server *s, cn_buf *h)
+{
+    if (s->nholes == 0)
+        return;
+    cn_blob *blob = cn_blob_hold(s->msg_blob);
+    cn_buf_append(h, (const char *)s->holes, sizeof(gs_hole) * (size_t)s->nholes);
+    cn_buf_append(h, (const char *)&blob, sizeof blob);
+}
 
 void gs__hold_reply(gs_server *s, const gs_from *from, const char *msg, size_t len)
 {
     cn_buf *h = &s->held;
     size_t start = h->len;
+    int holes = msg == s->out.buff ? s->nholes : 0;
     cn_buf_put_u32(h, 0);
     cn_buf_put_u64(h, 0);
     cn_buf_put_u8(h, (uint8_t)from->has_alias);
     cn_buf_put_u32(h, (uint32_t)from->tag_len);
+    cn_buf_put_u8(h, (uint8_t)holes);
+    if (holes > 0)
+        put_holes(s, h);
     cn_buf_reserve(h, 2 * (MAXATOMLEN_UTF8 + 32));
     int i = 0;
     ei_encode_pid(h->data + h->len, &i, &from->pid);
@@ -44,16 +66,33 @@ void gs__hold_reply(gs_server *s, const gs_from *from, const char *msg, size_t l
     cn_set_u32(h->data + start, (uint32_t)(h->len - start - 4));
 }
 
-/* {Tag, {error, not_durable}} for a held reply whose message is at msg. */
+/*
+ * {Tag, {error, not_durable}} for a held reply whose message is at msg; a tag
+ * left in the blob (a hole right after the tuple header) stays a hole.
+ */
 static void send_refusal(gs_server *s, const gs_from *from, const char *msg)
 {
     ei_x_buff *x = &s->out;
     x->index = 0;
-    ei_x_append_buf(x, msg, TAG_AT + from->tag_len);
+    int tag_hole = s->nholes > 0 && s->holes[0].at == TAG_AT;
+    s->nholes = tag_hole;
+    ei_x_append_buf(x, msg, TAG_AT + (tag_hole ? 0 : from->tag_len));
     ei_x_encode_tuple_header(x, 2);
     ei_x_encode_atom(x, "error");
     ei_x_encode_atom(x, GS_NOT_DURABLE);
     gs__send_now(s, from, x->buff, (size_t)x->index);
+}
+
+/* The holes of an entry at p into s (with their blob); returns the bytes they took. */
+static size_t take_holes(gs_server *s, const char *p, int nholes)
+{
+    s->nholes = nholes;
+    if (nholes == 0)
+        return 0;
+    size_t n = sizeof(gs_hole) * (size_t)nholes;
+    memcpy(s->holes, p, n);
+    memcpy(&s->msg_blob, p + n, sizeof s->msg_blob);
+    return n + sizeof s->msg_blob;
 }
 
 /* Sends (rc 0) or refuses one entry. */
@@ -64,18 +103,29 @@ static void release_entry(gs_server *s, const char *e, int rc)
     memset(&from, 0, sizeof from);
     from.has_alias = (unsigned char)e[12];
     from.tag_len = (int)cn_get_u32(e + 13);
-    int i = 0;
     const char *p = e + ENTRY_HEAD;
+    p += take_holes(s, p, (unsigned char)e[17]);
+    int i = 0;
     ei_decode_pid(p, &i, &from.pid);
     if (from.has_alias)
         ei_decode_ref(p, &i, &from.alias);
     const char *msg = p + i;
-    size_t mlen = n + 4 - ENTRY_HEAD - (size_t)i;
+    size_t mlen = n + 4 - (size_t)(msg - e);
     from.tag = msg + TAG_AT;
-    if (rc == 0)
+    cn_blob *blob = s->nholes > 0 ? s->msg_blob : NULL;
+    if (rc == 0 && s->nholes == 0) {
         gs__send_now(s, &from, msg, mlen);
-    else
+    } else if (rc == 0) {
+        /* send_with_holes sends s->out: the message goes there (it is small: its large parts are the holes). */
+        s->out.index = 0;
+        ei_x_append_buf(&s->out, msg, (int)mlen);
+        gs__send_now(s, &from, s->out.buff, mlen);
+    } else {
         send_refusal(s, &from, msg);
+    }
+    s->nholes = 0;
+    s->msg_blob = NULL;
+    cn_blob_release(blob);
 }
 
 /* Releases, in order, the entries of b whose commit is at most upto; they leave b. */
@@ -154,4 +204,25 @@ void gs_set_journal(gs_server *s, gs_journal *j)
     if (j != NULL)
         gs_journal_on_sync(j, on_sync, s);
     s->journal = j;
+}
+
+/* The blob references of the entries of b, dropped with them. */
+static void drop_entries(cn_buf *b)
+{
+    for (size_t off = 0; off < b->len; off += 4 + cn_get_u32(b->data + off)) {
+        const char *e = b->data + off;
+        int nholes = (unsigned char)e[17];
+        if (nholes > 0) {
+            cn_blob *blob;
+            memcpy(&blob, e + ENTRY_HEAD + sizeof(gs_hole) * (size_t)nholes, sizeof blob);
+            cn_blob_release(blob);
+        }
+    }
+    cn_buf_free(b);
+}
+
+void gs__hold_free(gs_server *s)
+{
+    drop_entries(&s->held);
+    drop_entries(&s->waiting);
 }

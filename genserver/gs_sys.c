@@ -28,6 +28,7 @@
 #include "cnode/log.h"
 #include "cnode/mem.h"
 #include "cnode/term.h"
+#include "cnode/utf8.h"
 #include "genserver/genserver_int.h"
 
 /* How long the server waits for the caller's node (a replace_state fun, a stdlib version). */
@@ -42,6 +43,42 @@ static void encode_state(gs_server *s, ei_x_buff *x)
         ei_x_encode_atom(x, "undefined");
 }
 
+
+/*
+ * "Status for generic server Name", as gen:format_status_header builds it with
+ * lists:concat: a list of characters, so a name's code points, not its UTF-8
+ * bytes; a name may be 255 characters of 4 bytes each.
+ */
+static void encode_header(ei_x_buff *x, const char *name)
+{
+    static const char tag[] = "Status for generic server ";
+    const unsigned char *p = (const unsigned char *)name;
+    size_t n = strlen(name), k = 0;
+    unsigned cps[CN_ATOM_MAX_CHARS], count = 0, wide = 0;
+    while (k < n && count < CN_ATOM_MAX_CHARS) {
+        size_t l = cn_utf8_seq(p + k, n - k, &cps[count]);
+        if (l == 0)
+            break;  /* a registered name is valid UTF-8 (cn_proc_register) */
+        wide |= cps[count++] > 255;
+        k += l;
+    }
+    if (!wide) {
+        /* Latin-1 only: the same list, in the compact encoding. */
+        char text[sizeof tag + CN_ATOM_MAX_CHARS];
+        memcpy(text, tag, sizeof tag - 1);
+        for (unsigned j = 0; j < count; j++)
+            text[sizeof tag - 1 + j] = (char)cps[j];
+        text[sizeof tag - 1 + count] = '\0';
+        ei_x_encode_string_len(x, text, (int)(sizeof tag - 1 + count));
+        return;
+    }
+    ei_x_encode_list_header(x, (long)(sizeof tag - 1 + count));
+    for (size_t j = 0; j < sizeof tag - 1; j++)
+        ei_x_encode_long(x, (unsigned char)tag[j]);
+    for (unsigned j = 0; j < count; j++)
+        ei_x_encode_long(x, (long)cps[j]);
+    ei_x_encode_empty_list(x);
+}
 /* {"Name", Value-atom-or-pid} entries of format_status's data lists. */
 static void encode_status_data(gs_server *s, ei_x_buff *x, const erlang_pid *parent)
 {
@@ -85,12 +122,10 @@ static void sys_status(gs_server *s, ei_x_buff *x)
     ei_x_encode_pid(x, parent);
     ei_x_encode_empty_list(x);
     /* Misc, as gen_server:format_status/2 lays it out. */
-    char header[320];
-    snprintf(header, sizeof header, "Status for generic server %s", s->name[0] ? s->name : "");
     ei_x_encode_list_header(x, 3);
     ei_x_encode_tuple_header(x, 2);
     ei_x_encode_atom(x, "header");
-    ei_x_encode_string(x, header);
+    encode_header(x, s->name);
     encode_status_data(s, x, parent);
     ei_x_encode_empty_list(x);
     ei_x_encode_empty_list(x);

@@ -94,7 +94,10 @@ static void top_exited(sup_t *s, const char *reason, void *data)
         a->kernel = NULL;
     if (a->stopping)
         return;
-    CN_ERROR("node", "the top supervisor %s exited (%s); stopping the node", name, reason);
+    /* The reason is an atom a peer may have chosen (:sys.terminate(kernel_sup, Reason)). */
+    char esc[CN_LOG_ESC_MAX];
+    CN_ERROR("node", "the top supervisor %s exited (%s); stopping the node", name,
+             cn_log_escape_str(esc, sizeof esc, reason));
     sup_app_stop(a, 1);
 }
 

@@ -14,6 +14,8 @@ static int fake_write(cn_conn *c, const char *data, size_t len)
 {
     fake_peer *fp = cn_conn_transport_data(c);
     fp->writes++;
+    if (len > fp->largest_write)
+        fp->largest_write = len;
     cn_buf_append(&fp->out, data, len);
     cn_conn_written(c, 0);
     return 0;
@@ -203,7 +205,8 @@ void fp_ctl_reg_send(ei_x_buff *x, const erlang_pid *from, const char *name)
     ei_x_encode_long(x, DOP_REG_SEND);
     ei_x_encode_pid(x, from);
     ei_x_encode_atom(x, "");
-    ei_x_encode_atom(x, name);
+    /* A name is UTF-8 (ei_x_encode_atom would read it as Latin-1 and cut it at 255 bytes). */
+    ei_x_encode_atom_as(x, name, ERLANG_UTF8, ERLANG_UTF8);
 }
 
 void fp_ctl_monitor(ei_x_buff *x, int op, const erlang_pid *from, const char *name, const erlang_pid *to,

@@ -31,6 +31,7 @@ typedef struct fake_peer {
     cn_conn *conn;
     cn_buf out;         /* what the node wrote and the test has not read yet */
     int writes;         /* calls to the transport's write */
+    size_t largest_write; /* the longest of them, in bytes */
     int closed;         /* the node closed the connection */
     cn_hs hs;
     uint64_t flags;     /* the capability flags the peer advertises */

@@ -288,6 +288,52 @@ static void terminated_net_kernel_is_restarted(void **state)
     assert_int_equal(f->status, 0);
 }
 
+/*
+ * :sys.terminate(kernel_sup, Reason) with a reason holding a newline: the line
+ * saying the node stops shows it escaped, so a peer cannot forge log lines.
+ */
+static void a_top_supervisor_reason_is_escaped_in_the_log(void **state)
+{
+    fx *f = *state;
+    erlang_pid self;
+    cn_proc_pid(f->tester, &self);
+    erlang_ref ref;
+    cn_node_make_ref(f->node, &ref);
+    ei_x_buff x;
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 3);
+    ei_x_encode_atom(&x, "system");
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_pid(&x, &self);
+    ei_x_encode_ref(&x, &ref);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "terminate");
+    ei_x_encode_atom(&x, "evil\nERROR [node] forged");
+    assert_int_equal(cn_send_name(f->tester, "kernel_sup", NULL, x.buff, (size_t)x.index), 0);
+    ei_x_free(&x);
+    cn_proc_exit(f->tester, NULL, 0);
+    f->tester = NULL;
+    /* stderr into a file while the node stops. */
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+    run_to_end(f);
+    fflush(stderr);
+    assert_true(dup2(saved, STDERR_FILENO) >= 0);
+    close(saved);
+    static char out[16384];
+    rewind(tmp);
+    size_t n = fread(out, 1, sizeof out - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+    assert_int_equal(f->status, 1);
+    assert_non_null(strstr(out, "the top supervisor kernel_sup exited (evil\\nERROR [node] forged)"));
+    assert_null(strstr(out, "\nERROR [node] forged"));
+}
+
 /* A fourth restart within 5 s exceeds cnode_sup's intensity: status 1, as OTP stops the node. */
 static void intensity_exceeded_stops_the_node_with_1(void **state)
 {
@@ -443,6 +489,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(killed_root_stops_the_node_with_1_after_the_children_saved, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(killed_kernel_sup_stops_the_node_with_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_top_supervisor_reason_is_escaped_in_the_log, setup, teardown),
         cmocka_unit_test_setup_teardown(terminated_net_kernel_is_restarted, setup, teardown),
         cmocka_unit_test_setup_teardown(intensity_exceeded_stops_the_node_with_1, setup, teardown),
         cmocka_unit_test_setup_teardown(an_epmd_restart_changes_nothing, setup_epmd_comes_back, teardown),

@@ -343,6 +343,38 @@ static void sys_get_state_and_status(void **state)
     expect_reply(f, "{error,{unknown_system_msg,frobnicate}}");
 }
 
+/*
+ * A registered name of 255 four-byte characters (MAXATOMLEN_UTF8) is whole in
+ * :sys.get_status's header, as a list of its code points.
+ */
+static void a_long_utf8_name_is_whole_in_the_status(void **state)
+{
+    fx *f = *state;
+    char name[4 * 255 + 1];
+    for (int k = 0; k < 255; k++)
+        memcpy(name + 4 * k, "\xf0\x9d\x84\x9e", 4);    /* U+1D11E, 119070 */
+    name[4 * 255] = '\0';
+    tstate st = {0};
+    gs_server *gs;
+    gs_options opt = {.name = name};
+    assert_int_equal(gs_start(f->fp.node, &tcb, &st, &opt, &gs), 0);
+    char req[16];
+    int ri = 0;
+    ei_encode_atom(req, &ri, "get_status");
+    fp_request(&f->fp, "system", 1, 77, name, req, (size_t)ri);
+    char *text = fp_next_reply_text(&f->fp);
+    assert_non_null(text);
+    int seen = 0;
+    for (const char *p = text; (p = strstr(p, "119070")) != NULL; p += 6)
+        seen++;
+    assert_int_equal(seen, 255);
+    /* "Status for generic server " before it: S, t, a, ... */
+    assert_non_null(strstr(text, "{header,[83,116,97,116,117,115,32,"));
+    free(text);
+    gs_stop(gs, "shutdown");
+    fp_run(&f->fp);
+}
+
 static void enc_replace(ei_x_buff *x, const void *fun)
 {
     ei_x_encode_tuple_header(x, 2);
@@ -761,6 +793,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(sys_get_state_and_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_long_utf8_name_is_whole_in_the_status, setup, teardown),
         cmocka_unit_test_setup_teardown(sys_state_is_ok_tuple_for_stdlib_5_1_and_later, setup, teardown),
         cmocka_unit_test_setup_teardown(no_stdlib_version_means_the_current_shape, setup, teardown),
         cmocka_unit_test_setup_teardown(replace_state_runs_the_fun_on_the_callers_node, setup, teardown),

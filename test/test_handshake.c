@@ -916,6 +916,50 @@ static void test_accept_malformed(void **state)
     cn_buf_free(&in);
 }
 
+/*
+ * The alive part is letters, digits, '-' and '_' only, as erts' is_node_name
+ * requires: a BEAM answers any other name with status "nok" (OTP 25: "Cannot
+ * get connection id for node 'a b@host'"), and so do we. The host may hold
+ * anything but '@' and NUL.
+ */
+static void test_accept_alive_part_as_erts(void **state)
+{
+    (void)state;
+    static const char *refused[] = {"a b@host", "a\nb@host", "evil\nERROR x@127.0.0.1", "a.b@host",
+                                    "a:b@host", "\xc3\xa9t\xc3\xa9@host", "a/b@host", "a\t@host"};
+    cn_buf in;
+    for (size_t k = 0; k < sizeof refused / sizeof refused[0]; k++) {
+        cn_hs_config cfg = config(CN_HS_ACCEPT, ACC_NAME, COOKIE, NULL);
+        cn_hs hs;
+        cn_buf out;
+        cn_buf_init(&in);
+        cn_buf_init(&out);
+        assert_int_equal(cn_hs_init(&hs, &cfg), 0);
+        send_name_with_flags(&in, CN_DFLAGS, refused[k]);
+        feed_expect(&hs, &in, &out, CN_EPROTO);
+        expect_status(&out, "nok");
+        assert_non_null(strstr(cn_hs_error(&hs), "cannot get connection id"));
+        /* The error text, bound for the log, has the name escaped. */
+        assert_null(strchr(cn_hs_error(&hs), '\n'));
+        cn_buf_free(&in);
+        cn_buf_free(&out);
+    }
+    static const char *accepted[] = {"Az-09_x@host", "a@h o\nst.example", "a@\xc3\xa9"};
+    for (size_t k = 0; k < sizeof accepted / sizeof accepted[0]; k++) {
+        cn_hs_config cfg = config(CN_HS_ACCEPT, ACC_NAME, COOKIE, NULL);
+        cn_hs hs;
+        cn_buf out;
+        cn_buf_init(&in);
+        cn_buf_init(&out);
+        assert_int_equal(cn_hs_init(&hs, &cfg), 0);
+        send_name_with_flags(&in, CN_DFLAGS, accepted[k]);
+        feed_all(&hs, &in, &out);
+        assert_string_equal(hs.peer_name, accepted[k]);
+        cn_buf_free(&in);
+        cn_buf_free(&out);
+    }
+}
+
 /* A 256-byte name is one byte too long, even inside a well-formed message. */
 static void test_accept_name_too_long(void **state)
 {
@@ -1148,6 +1192,7 @@ int main(void)
         cmocka_unit_test(test_connect_leaves_frames),
         cmocka_unit_test(test_connect_peer_name_mismatch),
         cmocka_unit_test(test_accept_malformed),
+        cmocka_unit_test(test_accept_alive_part_as_erts),
         cmocka_unit_test(test_accept_name_too_long),
         cmocka_unit_test(test_truncated_waits),
         cmocka_unit_test(test_connect_malformed),
