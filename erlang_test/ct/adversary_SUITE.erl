@@ -6,13 +6,18 @@
 %% the attacker made the node allocate is given back after it leaves.
 %%
 %% No case asserts a time: the witness's latency is measured and printed (ct:pal) for the
-%% record, never compared with a bound. Run by scripts/ct.sh.
+%% record, never compared with a bound. So is the "during" witness's: while each case that
+%% starts its node here runs, a process calls the counter in a loop and records the longest
+%% gap between two answers, printed at the end of the case ("during <case>: ..."), which is
+%% how long the attack stalled the node (plus this node's own pauses). Run by scripts/ct.sh.
 -module(adversary_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
+-export([all/0, suite/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
+         end_per_testcase/2]).
+-export([during_loop/5]).
 -export([raw_peer_is_served/1, exit_tt_without_reason/1, exit2_tt_without_reason/1,
          fun_client_id_lies_about_sizes/1, replace_state_for_a_third_node/1,
          deep_nested_client_id/1, oversized_client_id/1, utf8_atom_names/1,
@@ -20,7 +25,8 @@
          name_with_newline_is_escaped_in_log/1,
          big_call_tag_memory_returns/1, million_monitors_memory_returns/1,
          reg_send_name_with_nul/1, trailing_bytes_after_payload/1,
-         wrong_cookie_is_refused/1]).
+         wrong_cookie_is_refused/1, alive_name_the_beam_refuses/1,
+         big_call_tag_held_for_the_journal/1]).
 
 suite() ->
     [{timetrap, {minutes, 3}}].
@@ -31,13 +37,26 @@ all() ->
      oversized_client_id, utf8_atom_names, epmd_restart_reregisters, epmd_restart_name_taken,
      name_with_newline_is_escaped_in_log, big_call_tag_memory_returns,
      million_monitors_memory_returns, reg_send_name_with_nul, trailing_bytes_after_payload,
-     wrong_cookie_is_refused].
+     wrong_cookie_is_refused, alive_name_the_beam_refuses, big_call_tag_held_for_the_journal].
 
 -define(DOP_LINK, 1).
 -define(DOP_REG_SEND, 6).
 -define(DOP_EXIT_TT, 13).
 -define(DOP_EXIT2_TT, 18).
 -define(DOP_MONITOR_P, 19).
+
+%% The during witness runs on a node of its own, so that what this node does to attack (a
+%% 100 MB term_to_binary, a million frames built) does not pause the witness itself.
+init_per_suite(Config) ->
+    {ok, Peer, Node} = peer:start(#{name => peer:random_name(during), host => "127.0.0.1",
+                                    longnames => true,
+                                    args => ["-setcookie", atom_to_list(erlang:get_cookie()),
+                                             "-pa", filename:dirname(code:which(?MODULE))]}),
+    [{during_peer, Peer}, {during_node, Node} | Config].
+
+end_per_suite(Config) ->
+    try peer:stop(?config(during_peer, Config)) catch _:_ -> ok end,
+    Config.
 
 init_per_testcase(Case, Config) when Case =:= big_call_tag_memory_returns;
                                      Case =:= million_monitors_memory_returns ->
@@ -59,10 +78,59 @@ sanitized() ->
 start_node(Config) ->
     CNode = cnode_ct_lib:start([]),
     Node = maps:get(node, CNode),
-    [{cnode, CNode}, {node, Node}, {counter, {counter, Node}} | Config].
+    Counter = {counter, Node},
+    %% The first call connects this node, so the during witness measures the node, not that.
+    _ = gen_server:call(Counter, get_value, 10000),
+    [{cnode, CNode}, {node, Node}, {counter, Counter},
+     {during, during_start(?config(during_node, Config), Counter)} | Config].
+
+%% ---- the during witness ----
+
+%% A process on the witness node that calls Counter in a loop, a millisecond apart, and keeps
+%% the longest gap between two answers (a call that fails counts as a gap that ends there,
+%% and is counted). Its first call connects that node to the C node: the case starts after.
+during_start(WNode, Counter) ->
+    _ = erpc:call(WNode, gen_server, call, [Counter, get_value, 10000]),
+    T0 = erpc:call(WNode, erlang, monotonic_time, [microsecond]),
+    spawn(WNode, ?MODULE, during_loop, [Counter, T0, 0, 0, 0]).
+
+during_loop(Counter, Last, Max, N, Failed) ->
+    receive
+        {stop, From} ->
+            %% The wait for an answer still to come counts too.
+            Open = erlang:monotonic_time(microsecond) - Last,
+            From ! {during, self(), max(Max, Open), N, Failed}
+    after 1 ->
+        Ok = try gen_server:call(Counter, get_value, 30000) of
+                 V -> is_integer(V)
+             catch
+                 _:_ -> false
+             end,
+        Now = erlang:monotonic_time(microsecond),
+        F = case Ok of true -> Failed; false -> Failed + 1 end,
+        during_loop(Counter, Now, max(Max, Now - Last), N + 1, F)
+    end.
+
+%% Stops the case's during witness and prints what it saw.
+during_report(Case, Config) ->
+    case ?config(during, Config) of
+        undefined ->
+            ok;
+        Pid ->
+            Pid ! {stop, self()},
+            receive
+                {during, Pid, Max, N, Failed} ->
+                    ct:pal("during ~s: longest gap between answers ~b us (~b calls, ~b failed)",
+                           [Case, Max, N, Failed])
+            after 60000 ->
+                exit(Pid, kill),
+                ct:pal("during ~s: the witness did not answer in 60 s", [Case])
+            end
+    end.
 
 %% Every attack must leave a node that still exits 0 on SIGTERM.
-end_per_testcase(_Case, Config) ->
+end_per_testcase(Case, Config) ->
+    during_report(Case, Config),
     case ?config(cnode, Config) of
         undefined ->
             ok;
@@ -499,6 +567,23 @@ name_with_newline_is_escaped_in_log(Config) ->
                            binary:match(L, <<"evil">>) =:= nomatch]),
     ?assertNotEqual(nomatch, binary:match(Log, <<"evil\\nERROR">>)).
 
+%% Issues 9 and 10: an increment's reply waits for the journal's group commit (the default
+%% --durability crash holds it to the end of the turn); a 20 MB tag stays in the request's
+%% blob while the reply is held, and comes back whole. Runs under the sanitizers too, where
+%% the blob's reference count is checked.
+big_call_tag_held_for_the_journal(Config) ->
+    Counter = ?config(counter, Config),
+    Before = gen_server:call(Counter, get_value, 10000),
+    {S, Raw} = raw_connect(Config),
+    From = raw_dist:pid(Raw, 1),
+    Tag = binary:copy(<<"h">>, 20 * 1024 * 1024),
+    ok = raw_dist:send_frame(S, {?DOP_REG_SEND, From, '', counter},
+                             {'$gen_call', {From, Tag}, increment}),
+    ?assertEqual({reply, Before + 1}, await_reply(S, Tag)),
+    raw_dist:close(S),
+    witness(Config, "an increment with a 20 MB tag"),
+    ?assertEqual(Before + 2, gen_server:call(Counter, increment, 10000)).
+
 %% Issue 9, 8: a 100 MB call tag is answered, and once the peer is gone the node gives
 %% the memory back (a reply buffer shrinks after a large message).
 big_call_tag_memory_returns(Config) ->
@@ -587,3 +672,14 @@ wrong_cookie_is_refused(Config) ->
     timer:sleep(200),
     {ok, Log} = file:read_file(maps:get(log, ?config(cnode, Config))),
     ?assertNotEqual(nomatch, binary:match(Log, <<"refused">>)).
+
+%% A name that dist_util lets through but erts refuses (its alive part must be
+%% [-_A-Za-z0-9]+): a BEAM answers status nok ("Cannot get connection id for node"), and
+%% so does the C node, logging the name escaped.
+alive_name_the_beam_refuses(Config) ->
+    [?assertEqual({ok, <<"nok">>}, raw_dist:handshake_name(port(Config), Name, raw_dist:flags()))
+     || Name <- [<<"a b@127.0.0.1">>, <<"a\nb@127.0.0.1">>, <<"a.b@127.0.0.1">>]],
+    witness(Config, "names erts refuses"),
+    timer:sleep(200),
+    {ok, Log} = file:read_file(maps:get(log, ?config(cnode, Config))),
+    ?assertNotEqual(nomatch, binary:match(Log, <<"cannot get connection id for node 'a\\nb@127.0.0.1'">>)).
