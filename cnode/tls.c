@@ -54,7 +54,7 @@ struct cn_tls_session {
     int seen_first;             /* the peer's first byte has been looked at */
     int plaintext;              /* ... and it was not a TLS handshake record */
     char subject[128];          /* the peer's certificate's subject, once seen */
-    char err[256];
+    char err[160 + 16 + 128];   /* a reason (fail: 160), ", subject ", the subject */
 };
 
 /* ---- Errors ---- */
