@@ -285,8 +285,10 @@ static void without_a_data_dir_a_restart_is_fresh(void **state)
  */
 static void cleanup_forgets_idle_clients(fx *f, size_t slice)
 {
-    enum { CLIENTS = 200, WINDOW_MS = 50 };
+    enum { CLIENTS = 200, WINDOW_MS = 200 };
     start(f, 5, WINDOW_MS, NULL, slice);
+    uv_update_time(&f->fp.loop);
+    uint64_t t0 = uv_now(&f->fp.loop);
     /* Every request in one read, so they share one loop time. */
     cn_buf batch;
     cn_buf_init(&batch);
@@ -309,7 +311,13 @@ static void cleanup_forgets_idle_clients(fx *f, size_t slice)
     fp_run(&f->fp);
     for (int k = 0; k < CLIENTS; k++)
         expect_reply(f, "{ok,4}");
-    assert_int_equal(clients(f), CLIENTS);
+    /*
+     * Every client is held until a window has passed; on a loaded machine one
+     * may have passed already, and then the cleanup may rightly have run.
+     */
+    uv_update_time(&f->fp.loop);
+    if (uv_now(&f->fp.loop) - t0 < WINDOW_MS)
+        assert_int_equal(clients(f), CLIENTS);
 
     uint64_t until = uv_now(&f->fp.loop) + 4 * WINDOW_MS;
     for (int i = 0; i < 10000 && uv_now(&f->fp.loop) < until; i++)
