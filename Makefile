@@ -140,7 +140,7 @@ test: deps
 # example-test compiles each installed header alone, so one that needs a missing one fails.
 PREFIX ?= /usr/local
 VERSION := 0.1.0
-PUBLIC_HEADERS := cnode/buf.h cnode/error.h cnode/log.h cnode/mem.h cnode/node.h cnode/proc.h cnode/tls.h \
+PUBLIC_HEADERS := cnode/buf.h cnode/error.h cnode/log.h cnode/mem.h cnode/node.h cnode/proc.h cnode/tls.h cnode/blob.h \
 	genserver/genserver.h genserver/statefile.h genserver/journal.h genserver/counter.h genserver/rate_limiter.h \
 	supervisor/app.h supervisor/supervisor.h supervisor/sup_policy.h
 
