@@ -12,6 +12,7 @@
 #include <ei.h>
 
 #include "genserver/genserver.h"
+#include "genserver/gs_metrics_int.h"
 #include "genserver/sys_shape.h"
 
 /* A message held back while the server is suspended, continuing or in a replace_state. */
@@ -63,6 +64,7 @@ struct gs_server {
     char *sys_held;             /* the request held until the stdlib version is known */
     gs_sys_cache sys_callers;   /* which sys each calling node runs */
     unsigned sys_refused;       /* system messages dropped by gs__sys_foreign */
+    gs_metrics *met;            /* a named server's figures (gs_metrics.c), else NULL */
 };
 
 /* ---- genserver.c, for gs_sys.c ---- */
