@@ -124,12 +124,12 @@ static struct MHD_Daemon *daemon_start(cn_metrics_http *h, const struct sockaddr
 {
     return MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG, cn_addr_port((const struct sockaddr *)sa),
                             NULL, NULL, on_request, h,
+                            MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
                             MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)sa,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
                             MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)MAX_PER_ADDRESS,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
-                            MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
                             MHD_OPTION_END);
 }
 

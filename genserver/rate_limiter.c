@@ -13,6 +13,7 @@
 #include "cnode/error.h"
 #include "cnode/log.h"
 #include "cnode/mem.h"
+#include "cnode/metrics.h"
 #include "cnode/term.h"
 #include "genserver/rate_limiter.h"
 #include "genserver/rl_table.h"
@@ -26,7 +27,14 @@ typedef struct limiter {
     char name[256];
     rl_table *table;
     int sweeping;
+    cn_series *clients;     /* the clients gauge in the metrics */
 } limiter;
+
+static double client_count(void *arg)
+{
+    const limiter *l = arg;
+    return (double)rl_client_count(l->table);
+}
 
 static int64_t wall_ms(void)
 {
@@ -56,6 +64,9 @@ static gs_ret rl_init(gs_server *s, const gs_term *arg, gs_result *res)
         ei_x_encode_atom(res->reason, "bad_config");
         return GS_STOP;
     }
+    cn_labels lb = {{"server", l->name, NULL, NULL}};
+    l->clients = cn_metrics_gauge(cn_metrics_default(), "cnode_rate_limiter_clients", "Clients a rate limiter tracks.",
+                                  &lb, client_count, l);
     send_self_after(s, (uint64_t)l->cfg->window_ms, "$rl_cleanup");
     if (l->cfg->data_dir != NULL)
         ei_x_encode_atom(res->cont, "load");
@@ -151,6 +162,7 @@ static void rl_cleanup(gs_server *s)
     limiter *l = gs_data(s);
     if (l == NULL)
         return;
+    cn_metrics_gauge_remove(cn_metrics_default(), l->clients, l);
     rl_table_free(l->table);
     free(l);
 }

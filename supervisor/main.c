@@ -14,6 +14,9 @@
  * With --stop-on-stdin-eof the node also stops as on SIGTERM when stdin
  * reaches its end: run as a BEAM's port, it never outlives its owner.
  *
+ * With --metrics-listen HOST:PORT it serves Prometheus metrics there
+ * (cnode/metrics_http.h), on the node's own loop.
+ *
  * With --heart the process becomes a watchdog (supervisor/heart.h) once the
  * flags, cookie and data dir are checked, and the node runs in a child it
  * restarts; the child reports to it from its loop (supervisor/heart_beat.h).
@@ -89,7 +92,8 @@ static void usage(FILE *f)
             "             [--tls-certfile F] [--tls-keyfile F] [--tls-cacertfile F]\n"
             "             [--tls-verify verify_peer|verify_none]\n"
             "             [--tls-fail-if-no-peer-cert | --no-tls-fail-if-no-peer-cert]\n"
-            "             [--ssl-dist-optfile F] [--stop-on-stdin-eof]\n");
+            "             [--ssl-dist-optfile F] [--stop-on-stdin-eof]\n"
+            "             [--metrics-listen HOST:PORT]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -218,6 +222,7 @@ static int set_option(options *o, int ch, const char *arg)
     case 'X': o->heart = 1; return 0;
     case 'T': return parse_long("--heart-timeout", arg, 1, 86400, &o->heart_timeout_s);
     case 'E': o->app.stop_on_stdin_eof = 1; return 0;
+    case 'M': o->app.metrics_listen = arg; return 0;
     case 'h': o->help = 1; return 0;
     case OPT_PROTO_DIST: return set_proto_dist(o, arg);
     case OPT_TLS_VERIFY: return set_tls_verify(o, arg);
@@ -248,6 +253,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"no-tls-fail-if-no-peer-cert", no_argument, 0, OPT_TLS_NO_FAIL},
         {"ssl-dist-optfile", required_argument, 0, OPT_SSL_DIST_OPTFILE},
         {"stop-on-stdin-eof", no_argument, 0, 'E'},
+        {"metrics-listen", required_argument, 0, 'M'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
