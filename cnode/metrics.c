@@ -248,6 +248,10 @@ static void put(out *o, const char *fmt, ...)
 /* A label value with backslash, double quote and newline escaped, as the format asks. */
 static void put_value(out *o, const char *v)
 {
+    if (strpbrk(v, "\\\"\n") == NULL) {
+        put(o, "%s", v);
+        return;
+    }
     for (; *v; v++) {
         if (*v == '\\' || *v == '"')
             put(o, "\\%c", *v);

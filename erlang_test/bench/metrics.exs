@@ -4,7 +4,9 @@
 # in BENCH_OUT/metrics-scrape.txt) while the other is not. Rounds alternate which node goes
 # first, so a machine that slows down over the run weighs on both; each cell is
 # BENCH_M_CONCURRENCY processes in tight GenServer.call(:increment) loops for BENCH_CELL_S
-# after BENCH_WARM_S. Writes BENCH_OUT/metrics.md and prints its table.
+# after BENCH_WARM_S. Then, as a figure the machine's noise does not drown: the scraped node's
+# CPU time (/proc, Bench.Proc) over BENCH_M_SCRAPES back-to-back scrapes, per scrape, and
+# what one a second is of one core. Writes BENCH_OUT/metrics.md and prints its table.
 
 defmodule MetricsBench do
   @moduledoc false
@@ -38,6 +40,9 @@ defmodule MetricsBench do
     pm = Enum.sum(p) / length(p)
     sm = Enum.sum(s) / length(s)
     cost = (pm - sm) / pm * 100
+    {per_scrape_us, bytes} = scrape_cpu(port, String.to_integer(env("BENCH_M_OSPID")),
+                                        String.to_integer(env("BENCH_CLK_TCK")),
+                                        String.to_integer(env("BENCH_M_SCRAPES")))
 
     table = """
     | C node | calls/s per round | mean calls/s |
@@ -46,10 +51,19 @@ defmodule MetricsBench do
     | scraped every 1 s | #{Enum.map_join(s, ", ", &round/1)} | #{round(sm)} |
 
     Endpoint cost: #{:erlang.float_to_binary(cost, decimals: 2)} % of calls/s (#{rounds} rounds of #{cell_s} s, #{conc} callers, #{scrapes} scrapes).
+    One scrape (#{bytes} bytes) costs the node #{round(per_scrape_us)} µs of CPU: once a second, #{:erlang.float_to_binary(per_scrape_us / 1.0e4, decimals: 3)} % of one core.
     """
 
     File.write!(Path.join(out, "metrics.md"), table)
     IO.puts("\n## Metrics endpoint: calls/s scraped and not, side by side\n\n" <> table)
+  end
+
+  # The node's CPU µs per scrape over n scrapes in a row, and the size of the last body.
+  def scrape_cpu(port, os_pid, clk_tck, n) do
+    {u0, s0} = Bench.Proc.cpu_us(os_pid, clk_tck)
+    body = Enum.reduce(1..n, "", fn _, _ -> get(port) end)
+    {u1, s1} = Bench.Proc.cpu_us(os_pid, clk_tck)
+    {(u1 - u0 + s1 - s0) / n, byte_size(body)}
   end
 
   defp order(r, a, b) when rem(r, 2) == 1, do: [a, b]
