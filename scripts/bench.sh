@@ -27,7 +27,9 @@
 # BENCH_CNODE_ARGS (extra C node flags, every section).
 #
 # Knobs of the metrics cells (end of the calls section): BENCH_METRICS (1: on; 0 skips them),
-# BENCH_M_ROUNDS (4 / 2) alternating rounds of a cell per node, BENCH_M_CONCURRENCY callers (8),
+# BENCH_M_ROUNDS (10 / 2) alternating rounds of a cell per node, BENCH_M_CELL_S seconds per cell
+# (2 / 1: short cells, finely interleaved, so other load on the machine falls on both nodes),
+# BENCH_M_CONCURRENCY callers (8),
 # BENCH_M_SCRAPES back-to-back scrapes for the CPU time of one (2000).
 # Knobs of the tls section: BENCH_TLS_CONCURRENCY callers per TLS cell (1,64).
 #
@@ -94,7 +96,7 @@ fi
 : "${REDIS_SERVER:=redis-server}"
 : "${BENCH_TLS_CONCURRENCY:=1,64}"
 : "${BENCH_METRICS:=1}" "${BENCH_M_CONCURRENCY:=8}" "${BENCH_M_SCRAPES:=2000}"
-if [ "${BENCH_QUICK:-0}" = 1 ]; then : "${BENCH_M_ROUNDS:=2}"; else : "${BENCH_M_ROUNDS:=4}"; fi
+if [ "${BENCH_QUICK:-0}" = 1 ]; then : "${BENCH_M_ROUNDS:=2}" "${BENCH_M_CELL_S:=1}"; else : "${BENCH_M_ROUNDS:=10}" "${BENCH_M_CELL_S:=2}"; fi
 export BENCH_QUICK BENCH_CELL_S BENCH_WARM_S BENCH_CAST_S BENCH_MEM_CLIENTS BENCH_MAX_S \
        BENCH_CASTERS BENCH_CONCURRENCY BENCH_IDS BENCH_MEM_CALLERS BENCH_MAX_REQUESTS \
        BENCH_WINDOW_MS BENCH_DUR_CELL_S BENCH_DUR_WARM_S BENCH_DUR_CALLERS \
@@ -301,7 +303,7 @@ metrics_cells() {
     caller_args "bench_mcaller_$RUN_ID"
     BENCH_M_PLAIN="bench_mplain_$RUN_ID@127.0.0.1" BENCH_M_SCRAPED="bench_mscraped_$RUN_ID@127.0.0.1" \
     BENCH_M_PORT="$port" BENCH_M_ROUNDS="$BENCH_M_ROUNDS" BENCH_M_CONCURRENCY="$BENCH_M_CONCURRENCY" \
-    BENCH_OUT="$OUT" BENCH_CELL_S="$BENCH_CELL_S" BENCH_WARM_S="$BENCH_WARM_S" \
+    BENCH_OUT="$OUT" BENCH_CELL_S="$BENCH_M_CELL_S" BENCH_WARM_S="$BENCH_WARM_S" \
     BENCH_M_OSPID="${pids[1]}" BENCH_CLK_TCK="$(getconf CLK_TCK)" BENCH_M_SCRAPES="$BENCH_M_SCRAPES" \
         elixir "${CALLER_ARGS[@]}" erlang_test/bench/metrics.exs </dev/null &
     CALLER_PID=$!
