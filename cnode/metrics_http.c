@@ -7,6 +7,7 @@
  */
 #include "cnode/metrics_http.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -150,6 +151,7 @@ int cn_metrics_http_start(uv_loop_t *loop, const char *listen, cn_metrics *m, cn
     const union MHD_DaemonInfo *fd = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
     const union MHD_DaemonInfo *port = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
     h->port = port ? port->port : 0;
+    assert(fd != NULL); /* MHD_USE_EPOLL always has its epoll descriptor */
     /* The epoll descriptor is MHD's and lives until MHD_stop_daemon, after the poll handle closes. */
     uv_poll_init(loop, &h->poll, fd->epoll_fd);
     uv_timer_init(loop, &h->timer);
