@@ -34,7 +34,7 @@ CC ?= cc
 CPPFLAGS += -I. -I$(EI_INC) -D_GNU_SOURCE
 CFLAGS ?= $(OPT) -g
 CFLAGS += -std=c11 -Wall -Wextra -fno-strict-aliasing -MMD -MP
-LDLIBS += -L$(EI_LIB) -lei -luv -lssl -lcrypto -lz -lpthread -lm
+LDLIBS += -L$(EI_LIB) -lei -luv -lssl -lcrypto -lz -lmicrohttpd -lpthread -lm
 ifneq ($(SANITIZER),)
 CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZER)
@@ -140,7 +140,7 @@ test: deps
 # example-test compiles each installed header alone, so one that needs a missing one fails.
 PREFIX ?= /usr/local
 VERSION := 0.1.0
-PUBLIC_HEADERS := cnode/buf.h cnode/error.h cnode/log.h cnode/mem.h cnode/node.h cnode/proc.h cnode/tls.h cnode/blob.h \
+PUBLIC_HEADERS := cnode/buf.h cnode/error.h cnode/log.h cnode/mem.h cnode/node.h cnode/proc.h cnode/tls.h cnode/blob.h cnode/metrics.h cnode/metrics_http.h \
 	genserver/genserver.h genserver/statefile.h genserver/journal.h genserver/counter.h genserver/rate_limiter.h \
 	supervisor/app.h supervisor/supervisor.h supervisor/sup_policy.h
 

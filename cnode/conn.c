@@ -226,6 +226,7 @@ static long process_handshake(cn_conn *c)
     if (c->wbuf.len != before)
         mark_dirty(c);
     if (n < 0) {
+        cn_metrics_refused(n);
         /* The handshake's error text escapes what the peer sent in it. */
         const char *peer = c->hs.peer_name;
         char e1[CN_LOG_ESC_MAX], e2[CN_LOG_ESC_MAX];
@@ -726,6 +727,7 @@ static void hs_timeout(uv_timer_t *t)
     cn_conn *c = t->data;
     /* The timer stops when the handshake ends and is closed with the connection. */
     assert(c->state == CN_CONN_CONNECTING || c->state == CN_CONN_HANDSHAKE);
+    CN_METRIC_INC(CN_MET_REFUSED_TIMEOUT);
     char e1[CN_LOG_ESC_MAX];
     CN_WARN("handshake", "%s did not complete the handshake in %u ms; dropped",
             esc(e1, *c->dialed ? c->dialed : c->addr), c->node->handshake_timeout_ms);

@@ -46,6 +46,7 @@
 #include "cnode/buf.h"
 #include "cnode/epmd.h"
 #include "cnode/handshake.h"
+#include "cnode/metrics.h"
 #include "cnode/node.h"
 #include "cnode/proc.h"
 #include "cnode/tls.h"

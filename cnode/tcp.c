@@ -95,6 +95,7 @@ static void tcp_on_write(uv_write_t *req, int status)
 int cn__tcp_write_raw(tcp_conn *t, const char *data, size_t len)
 {
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    CN_METRIC_ADD(CN_MET_BYTES_OUT, len);
     int n = uv_try_write((uv_stream_t *)&t->tcp, &b, 1);
     if (n == (int)len) {
         written(t, 0);
@@ -167,6 +168,7 @@ static void tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     (void)buf;
     tcp_conn *t = s->data;
     if (nread > 0) {
+        CN_METRIC_ADD(CN_MET_BYTES_IN, nread);
         if (t->tls)
             cn__tls_conn_read_done(t->tls, (size_t)nread);
         else
@@ -227,6 +229,7 @@ int cn__tcp_accept(cn_node *node, uv_stream_t *server)
         uv_close((uv_handle_t *)&t->tcp, tcp_closed);
         return rc;
     }
+    CN_METRIC_INC(CN_MET_ACCEPTED);
     t->conn = cn_conn_new(node, node->tls ? &tls_transport : &tcp_transport, 0);
     cn_conn_set_transport_data(t->conn, t);
     if (node->tls)
@@ -262,6 +265,7 @@ void cn__tcp_connect(cn_node *node, const struct sockaddr *addr, const char *dia
                      cn__conn_lost_cb lost_cb, void *arg)
 {
     tcp_conn *t = tcp_new(node);
+    CN_METRIC_INC(CN_MET_DIALED);
     t->conn = cn_conn_new(node, node->tls ? &tls_transport : &tcp_transport, 1);
     cn_conn_set_transport_data(t->conn, t);
     cn__conn_set_owner(t->conn, dialed, lost_cb, arg);

@@ -489,6 +489,7 @@ static void refuse(cn__tls_conn *l)
     cn_conn *c = l->conn;
     char e1[CN_LOG_ESC_MAX], e2[CN_LOG_ESC_MAX];
     const char *why = cn_log_escape_str(e2, sizeof e2, cn_tls_session_error(l->s));
+    CN_METRIC_INC(CN_MET_REFUSED_TLS);
     if (l->client)
         CN_WARN("tls", "TLS with %s (%s) failed: %s", cn_log_escape_str(e1, sizeof e1, c->dialed), c->addr, why);
     else

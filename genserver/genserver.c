@@ -165,6 +165,8 @@ static void release(gs_server *s)
     gs_set_journal(s, NULL);
     gs__hold_free(s);
     gs__sys_release(s);
+    gs__metrics_free(s, s->met);
+    s->met = NULL;
     if (s->cb->cleanup)
         s->cb->cleanup(s);
     s->user = NULL;
@@ -422,11 +424,13 @@ static void do_call(gs_server *s, const char *b, int i)
         return;
     }
     s->msg_blob = cn_proc_msg_blob(s->proc);
+    uint64_t t0 = s->met ? uv_hrtime() : 0;
     gs_term req = {b, i};
     gs_result res;
     reset_result(s, &res);
     int reply_at = gs__begin_reply(s, &from);
     gs_ret r = s->cb->handle_call ? s->cb->handle_call(s, &req, &from, &res) : GS_UNKNOWN;
+    gs_ret handled = r;
     if (r == GS_UNKNOWN) {
         unknown(s, "call", b, i);
         s->out.index = reply_at;
@@ -444,6 +448,7 @@ static void do_call(gs_server *s, const char *b, int i)
     /* The holes were the request's bytes, and the request is the caller's only for this call. */
     s->msg_blob = NULL;
     s->nholes = 0;
+    gs__metrics_call(s, handled, reply_at, t0);
     apply(s, r, &res);
 }
 
@@ -457,6 +462,7 @@ static void do_simple(gs_server *s, const char *b, int i, int is_cast)
         r = s->cb->handle_cast ? s->cb->handle_cast(s, &msg, &res) : GS_UNKNOWN;
     else
         r = s->cb->handle_info ? s->cb->handle_info(s, &msg, &res) : GS_UNKNOWN;
+    gs__metrics_simple(s, r, is_cast);
     if (r == GS_UNKNOWN) {
         unknown(s, is_cast ? "cast" : "message", b, i);
         r = GS_NOREPLY;
@@ -683,6 +689,7 @@ int gs_start(cn_node *node, const gs_callbacks *cb, void *user, const gs_options
     if (opt->name) {
         snprintf(s->name, sizeof s->name, "%s", opt->name);
         cn_proc_register(s->proc, opt->name);
+        s->met = gs__metrics_new(s, opt->name);
     }
     if (opt->parent) {
         cn_proc_pid(opt->parent, &s->parent);

@@ -14,6 +14,7 @@
 #include "cnode/buf.h"
 #include "genserver/genserver.h"
 #include "genserver/journal.h"
+#include "genserver/gs_metrics_int.h"
 #include "genserver/sys_shape.h"
 
 /* A message held back while the server is suspended, continuing or in a replace_state. */
@@ -87,6 +88,7 @@ struct gs_server {
     int hooked;
     cn_buf held;                /* this turn's replies */
     cn_buf waiting;             /* earlier turns' replies, waiting for a sync (power mode) */
+    gs_metrics *met;            /* a named server's figures (gs_metrics.c), else NULL */
 };
 
 /* ---- genserver.c, for gs_sys.c ---- */

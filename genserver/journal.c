@@ -18,6 +18,7 @@
 
 #include "cnode/error.h"
 #include "cnode/log.h"
+#include "cnode/metrics.h"
 #include "cnode/mem.h"
 #include "genserver/journal_int.h"
 #include "genserver/statefile.h"
@@ -213,6 +214,8 @@ static void sync_done(uv_work_t *w, int status)
     gs_journal *j = y->j;
     y->busy = 0;
     j->syncs_busy--;
+    /* From queueing to back in the loop: what a power-mode reply waits for this sync. */
+    cn_metrics_observe(&cn_metrics_journal_sync, uv_hrtime() - y->started);
     if (j->closing) {
         if (j->syncs_busy == 0)
             free_journal(j);
@@ -245,6 +248,7 @@ static void kick_sync(gs_journal *j)
     y->j = j;
     y->target = j->sync_started = j->written_seq;
     y->work.data = y;
+    y->started = uv_hrtime();
     j->syncs_busy++;
     uv_queue_work(j->loop, &y->work, sync_work, sync_done);
 }
@@ -253,7 +257,9 @@ int gs_journal_sync_now(gs_journal *j)
 {
     if (j->failed != 0 || j->synced_seq == j->written_seq)
         return j->failed;
+    uint64_t t0 = uv_hrtime();
     int rc = sync_data(j->fd);
+    cn_metrics_observe(&cn_metrics_journal_sync, uv_hrtime() - t0);
     if (rc < 0) {
         gs__journal_refuse(j, rc, "fdatasync of the journal");
         return rc;

@@ -19,6 +19,7 @@ typedef struct gs__sync {
     struct gs_journal *j;
     int busy, fd, rc;
     uint64_t target;
+    uint64_t started;           /* uv_hrtime() when queued: the sync's latency for the metrics */
 } gs__sync;
 
 struct gs_journal {

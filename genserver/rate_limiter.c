@@ -13,6 +13,7 @@
 #include "cnode/error.h"
 #include "cnode/log.h"
 #include "cnode/mem.h"
+#include "cnode/metrics.h"
 #include "cnode/term.h"
 #include "genserver/rate_limiter.h"
 #include "genserver/rl_table.h"
@@ -39,7 +40,14 @@ typedef struct limiter {
     gs_journal *journal;
     cn_buf rec;             /* the record being built, kept between calls */
     int64_t replay_wall, replay_mono, replay_last;  /* the clocks while replaying */
+    cn_series *clients;     /* the clients gauge in the metrics */
 } limiter;
+
+static double client_count(void *arg)
+{
+    const limiter *l = arg;
+    return (double)rl_client_count(l->table);
+}
 
 static int64_t wall_ms(void)
 {
@@ -70,6 +78,9 @@ static gs_ret rl_init(gs_server *s, const gs_term *arg, gs_result *res)
         ei_x_encode_atom(res->reason, "bad_config");
         return GS_STOP;
     }
+    cn_labels lb = {{"server", l->name, NULL, NULL}};
+    l->clients = cn_metrics_gauge(cn_metrics_default(), "cnode_rate_limiter_clients", "Clients a rate limiter tracks.",
+                                  &lb, client_count, l);
     send_self_after(s, (uint64_t)l->cfg->window_ms, "$rl_cleanup");
     if (l->cfg->data_dir != NULL)
         ei_x_encode_atom(res->cont, "load");
@@ -234,6 +245,7 @@ static void rl_cleanup(gs_server *s)
         return;
     if (l->journal != NULL)
         gs_journal_close(l->journal, 0);
+    cn_metrics_gauge_remove(cn_metrics_default(), l->clients, l);
     rl_table_free(l->table);
     cn_buf_free(&l->rec);
     free(l);

@@ -29,6 +29,11 @@
 # BEAM peer / the callers; default none: the VM's defaults, 2 schedulers here),
 # BENCH_CNODE_ARGS (extra C node flags, every section).
 #
+# Knobs of the metrics cells (end of the calls section): BENCH_METRICS (1: on; 0 skips them),
+# BENCH_M_ROUNDS (10 / 2) alternating rounds of a cell per node, BENCH_M_CELL_S seconds per cell
+# (2 / 1: short cells, finely interleaved, so other load on the machine falls on both nodes),
+# BENCH_M_CONCURRENCY callers (8),
+# BENCH_M_SCRAPES back-to-back scrapes for the CPU time of one (2000).
 # Knobs of the tls section: BENCH_TLS_CONCURRENCY callers per TLS cell (1,64).
 #
 # Knobs of the durability section: BENCH_DUR_CELL_S seconds per cell (BENCH_CELL_S: 6 / 1;
@@ -47,7 +52,8 @@
 # halt by themselves after BENCH_MAX_S. Logs: build/test-logs/bench-<run id>/.
 # Outputs: build/bench/ bench.md (the printed tables), bench.json, bench.csv, memory.csv,
 # plot.dat, bench.png (gnuplot), durability.md, durability.csv, durability.json, tls.md,
-# tls.json, bench.log (this script's output).
+# tls.json, metrics.md (the endpoint's cost), metrics-scrape.txt (the last scrape), bench.log
+# (this script's output).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -73,7 +79,7 @@ mkdir -p "$OUT"
 # The outputs of the sections that run now; another section's files stay as they were.
 CALLS_OUT=(bench.md bench.json bench.csv memory.csv plot.dat)
 DUR_OUT=(durability.md durability.json durability.csv)
-section calls && rm -f "${CALLS_OUT[@]/#/$OUT/}" "$OUT"/plot.title "$OUT"/bench.png
+section calls && rm -f "${CALLS_OUT[@]/#/$OUT/}" "$OUT"/plot.title "$OUT"/bench.png "$OUT"/metrics.md "$OUT"/metrics-scrape.txt
 section durability && rm -f "${DUR_OUT[@]/#/$OUT/}"
 TLS_OUT=(tls.md tls.json)
 section tls && rm -f "${TLS_OUT[@]/#/$OUT/}"
@@ -95,6 +101,8 @@ fi
 : "${BENCH_DUR_MODES:=terminate,crash,power}" "${BENCH_DUR_MAX_REQUESTS:=100}" "${BENCH_DUR_WINDOW_MS:=60000}"
 : "${REDIS_SERVER:=redis-server}"
 : "${BENCH_TLS_CONCURRENCY:=1,64}"
+: "${BENCH_METRICS:=1}" "${BENCH_M_CONCURRENCY:=8}" "${BENCH_M_SCRAPES:=2000}"
+if [ "${BENCH_QUICK:-0}" = 1 ]; then : "${BENCH_M_ROUNDS:=2}" "${BENCH_M_CELL_S:=1}"; else : "${BENCH_M_ROUNDS:=10}" "${BENCH_M_CELL_S:=2}"; fi
 export BENCH_QUICK BENCH_CELL_S BENCH_WARM_S BENCH_CAST_S BENCH_MEM_CLIENTS BENCH_MAX_S \
        BENCH_CASTERS BENCH_CONCURRENCY BENCH_IDS BENCH_MEM_CALLERS BENCH_MAX_REQUESTS \
        BENCH_WINDOW_MS BENCH_DUR_CELL_S BENCH_DUR_WARM_S BENCH_DUR_CALLERS \
@@ -103,6 +111,8 @@ export BENCH_QUICK BENCH_CELL_S BENCH_WARM_S BENCH_CAST_S BENCH_MEM_CLIENTS BENC
 CNODE_PID= PEER_PID= CALLER_PID=
 # The durability section's C nodes and Redis servers, stopped by pid at the end.
 DUR_CNODE_PIDS=() DUR_REDIS_PIDS=()
+# The metrics cells' two C nodes (BENCH_METRICS=1), stopped by pid at the end.
+METRICS_PIDS=()
 DATA_TMP=$(mktemp -d "${TMPDIR:-/tmp}/cnode-bench.XXXXXX")
 EBIN="$RUN_DIR/ebin"
 CNODE_LOG="$RUN_DIR/cnode.log"
@@ -136,7 +146,7 @@ bench_cleanup() {
     [ -n "$PEER_PID" ] && stop_node "$PEER_PID" 10
     [ -n "$CNODE_PID" ] && stop_node "$CNODE_PID" 30
     [ -n "$CAP_SERVER_PID" ] && stop_node "$CAP_SERVER_PID" 30
-    for pid in "${DUR_CNODE_PIDS[@]}"; do stop_node "$pid" 30; done
+    for pid in "${DUR_CNODE_PIDS[@]}" "${METRICS_PIDS[@]}"; do stop_node "$pid" 30; done
     for pid in "${DUR_REDIS_PIDS[@]}"; do stop_node "$pid" 10; done
     rm -rf "$DATA_TMP"
     # Let tee print the last lines before the script is gone.
@@ -270,10 +280,45 @@ calls_section() {
         echo "bench: $OUT/bench.png is missing" >&2
         crc=1
     fi
+    if [ "$crc" -eq 0 ] && [ "$BENCH_METRICS" = 1 ]; then
+        metrics_cells || crc=$?
+    fi
     if [ "$crc" -ne 0 ]; then
         echo "bench: the calls section failed (status $crc)" >&2
         rc=$crc
     fi
+}
+
+# The metrics endpoint's cost (BENCH_METRICS=1): two fresh C nodes side by side, one with
+# --metrics-listen on a port the kernel picks, scraped every second by the caller
+# (erlang_test/bench/metrics.exs); metrics.md and metrics-scrape.txt in the output folder.
+metrics_cells() {
+    local name i port mrc=0
+    local -a pids=()
+    for i in plain scraped; do
+        name="bench_m${i}_$RUN_ID@127.0.0.1"
+        local -a flags=(--name "$name" --cookie "$COOKIE" --data-dir "$DATA_TMP/m$i")
+        [ "$i" = scraped ] && flags+=(--metrics-listen 127.0.0.1:0)
+        mkdir -p "$DATA_TMP/m$i"
+        "$CNODE_BIN" "${flags[@]}" </dev/null >"$RUN_DIR/m$i.out" 2>"$RUN_DIR/m$i.log" &
+        pids+=($!)
+        METRICS_PIDS+=($!)
+        wait_ready "$RUN_DIR/m$i.out" "$!" "the $i metrics C node" >/dev/null || return 1
+    done
+    port=$(sed -n 's/.*serving Prometheus metrics on .* (port \([0-9]*\)).*/\1/p' "$RUN_DIR/mscraped.log" | head -1)
+    [ -n "$port" ] || { echo "bench: the scraped C node logged no metrics port" >&2; return 1; }
+    caller_args "bench_mcaller_$RUN_ID"
+    BENCH_M_PLAIN="bench_mplain_$RUN_ID@127.0.0.1" BENCH_M_SCRAPED="bench_mscraped_$RUN_ID@127.0.0.1" \
+    BENCH_M_PORT="$port" BENCH_M_ROUNDS="$BENCH_M_ROUNDS" BENCH_M_CONCURRENCY="$BENCH_M_CONCURRENCY" \
+    BENCH_OUT="$OUT" BENCH_CELL_S="$BENCH_M_CELL_S" BENCH_WARM_S="$BENCH_WARM_S" \
+    BENCH_M_OSPID="${pids[1]}" BENCH_CLK_TCK="$(getconf CLK_TCK)" BENCH_M_SCRAPES="$BENCH_M_SCRAPES" \
+        elixir "${CALLER_ARGS[@]}" erlang_test/bench/metrics.exs </dev/null &
+    CALLER_PID=$!
+    wait "$CALLER_PID" || mrc=$?
+    CALLER_PID=
+    for i in "${pids[@]}"; do stop_node "$i" 30; done
+    METRICS_PIDS=()
+    return "$mrc"
 }
 
 ## The durability section: the C node in each mode against Redis at matched durability.

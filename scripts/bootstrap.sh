@@ -7,6 +7,8 @@ set -euo pipefail
 packages=(erlang-dev erlang-nox erlang-common-test elixir rebar3 libuv1-dev
           libcmocka-dev libssl-dev uthash-dev libxxhash-dev zlib1g-dev pkg-config make gcc
           clang-14 libclang-rt-14-dev)
+# --metrics-listen: libmicrohttpd parses HTTP for the Prometheus endpoint, from our loop.
+packages+=(libmicrohttpd-dev)
 # TLS distribution: OpenSSL's library (libssl-dev above), the openssl command that makes
 # the test certificates, and the BEAM's own ssl for the TLS peers (tls_SUITE).
 packages+=(openssl erlang-ssl)

@@ -16,7 +16,9 @@
 #include "cnode/error.h"
 #include "cnode/log.h"
 #include "cnode/mem.h"
+#include "cnode/metrics_http.h"
 #include "genserver/genserver.h"
+#include "genserver/metrics_server.h"
 #include "genserver/net_kernel.h"
 #include "supervisor/app.h"
 #include "supervisor/stdin_watch.h"
@@ -39,6 +41,9 @@ struct sup_app {
     const sup_child_spec *children;     /* the program's own, or NULL for the built-in ones */
     size_t nchildren;
     int stop_on_stdin_eof;
+    const char *metrics_listen;         /* --metrics-listen, or NULL */
+    cn_metrics_http *metrics;           /* the endpoint while it serves, else NULL */
+    cn_series *conn_gauge[2];           /* connections up and in the handshake */
     sup_stdin_watch *stdin_watch;       /* while it watches, else NULL */
     uv_signal_t sigterm, sigint;
     uv_idle_t closer;       /* closes the node once no process is left */
@@ -60,6 +65,16 @@ static int start_net_kernel(cn_node *node, cn_proc *parent, void *arg, cn_proc *
     (void)arg;
     gs_server *gs;
     int rc = net_kernel_start(node, parent, &gs);
+    if (rc == 0)
+        *out = gs_proc(gs);
+    return rc;
+}
+
+static int start_metrics_server(cn_node *node, cn_proc *parent, void *arg, cn_proc **out)
+{
+    (void)arg;
+    gs_server *gs;
+    int rc = metrics_server_start(node, parent, &gs);
     if (rc == 0)
         *out = gs_proc(gs);
     return rc;
@@ -107,6 +122,8 @@ static int start_tree(sup_app *a)
     sup_child_spec kernel[] = {
         {.id = "net_kernel", .start = start_net_kernel, .restart = SUP_PERMANENT,
          .shutdown_ms = SUP_WORKER_SHUTDOWN_MS, .type = SUP_WORKER, .module = "net_kernel"},
+        {.id = "cnode_metrics", .start = start_metrics_server, .restart = SUP_PERMANENT,
+         .shutdown_ms = SUP_WORKER_SHUTDOWN_MS, .type = SUP_WORKER, .module = "cnode_metrics"},
     };
     sup_child_spec servers[] = {
         {.id = "counter", .start = start_counter, .arg = &a->counter, .restart = SUP_PERMANENT,
@@ -210,6 +227,41 @@ static void on_signal(uv_signal_t *h, int signum)
     sup_app_stop(h->data, 0);
 }
 
+static double connections_up(void *arg)
+{
+    cn_node_stats st;
+    cn_node_get_stats(((sup_app *)arg)->node, &st);
+    return st.connections;
+}
+
+static double connections_pending(void *arg)
+{
+    cn_node_stats st;
+    cn_node_get_stats(((sup_app *)arg)->node, &st);
+    return st.pending;
+}
+
+/* The node's connections as gauges, read from its own figures at each scrape. */
+static void watch_connections(sup_app *a)
+{
+    cn_metrics *m = cn_metrics_default();
+    cn_labels up = {{"state", "up", NULL, NULL}}, hs = {{"state", "handshake", NULL, NULL}};
+    static const char help[] = "Distribution connections now, by state.";
+    a->conn_gauge[0] = cn_metrics_gauge(m, "cnode_connections", help, &up, connections_up, a);
+    a->conn_gauge[1] = cn_metrics_gauge(m, "cnode_connections", help, &hs, connections_pending, a);
+}
+
+/* --metrics-listen: the endpoint, before the node listens, so a bad address stops the start. */
+static int start_metrics(sup_app *a)
+{
+    if (a->metrics_listen == NULL)
+        return 0;
+    int rc = cn_metrics_http_start(a->loop, a->metrics_listen, cn_metrics_default(), &a->metrics);
+    if (rc < 0)
+        fprintf(stderr, "cnode: cannot serve metrics on %s: %s\n", a->metrics_listen, cn_strerror(rc));
+    return rc;
+}
+
 int sup_app_new(uv_loop_t *loop, const sup_app_config *cfg, sup_app **out)
 {
     cn_node *node;
@@ -230,7 +282,9 @@ int sup_app_new(uv_loop_t *loop, const sup_app_config *cfg, sup_app **out)
     a->children = cfg->children;
     a->nchildren = cfg->nchildren;
     a->stop_on_stdin_eof = cfg->stop_on_stdin_eof;
+    a->metrics_listen = cfg->metrics_listen;
     cn_node_set_data(node, a);
+    watch_connections(a);
     uv_signal_init(loop, &a->sigterm);
     uv_signal_init(loop, &a->sigint);
     a->sigterm.data = a->sigint.data = a;
@@ -252,6 +306,9 @@ int sup_app_start(sup_app *a)
             return rc;
         }
     }
+    int rc = start_metrics(a);
+    if (rc < 0)
+        return rc;
     return cn_node_start(a->node, on_ready);
 }
 
@@ -269,6 +326,8 @@ void sup_app_stop(sup_app *a, int status)
         sup_stop(a->kernel);
     sup_stdin_watch_close(a->stdin_watch);
     a->stdin_watch = NULL;
+    cn_metrics_http_close(a->metrics);
+    a->metrics = NULL;
     uv_signal_stop(&a->sigterm);
     uv_signal_stop(&a->sigint);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
@@ -285,6 +344,8 @@ int sup_app_free(sup_app *a)
         return rc;
     gs_handover_free(&a->counter_handover);
     gs_handover_free(&a->limiter_handover);
+    for (int i = 0; i < 2; i++)
+        cn_metrics_gauge_remove(cn_metrics_default(), a->conn_gauge[i], a);
     free(a);
     return 0;
 }

@@ -2,7 +2,7 @@
  * The application: what build/cnode runs on its node, as an OTP release runs
  * its permanent applications.
  *
- *     kernel_sup    one_for_one   net_kernel
+ *     kernel_sup    one_for_one   net_kernel, cnode_metrics
  *     cnode_sup     one_for_one   counter, rate_limiter
  *
  * The app owns the node (made from the config), the two top supervisors, the
@@ -70,6 +70,11 @@ typedef struct sup_app_config {
      * stdin must then be a pipe or a socket, or sup_app_start fails.
      */
     int stop_on_stdin_eof;
+    /*
+     * "HOST:PORT": serve Prometheus metrics there (cnode/metrics_http.h) from
+     * sup_app_start until the stop. NULL: no endpoint. Borrowed.
+     */
+    const char *metrics_listen;
 } sup_app_config;
 
 /*

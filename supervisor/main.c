@@ -15,6 +15,9 @@
  * With --stop-on-stdin-eof the node also stops as on SIGTERM when stdin
  * reaches its end: run as a BEAM's port, it never outlives its owner.
  *
+ * With --metrics-listen HOST:PORT it serves Prometheus metrics there
+ * (cnode/metrics_http.h), on the node's own loop.
+ *
  * With --heart the process becomes a watchdog (supervisor/heart.h) once the
  * flags, cookie and data dir are checked, and the node runs in a child it
  * restarts; the child reports to it from its loop (supervisor/heart_beat.h).
@@ -92,7 +95,8 @@ static void usage(FILE *f)
             "             [--tls-verify verify_peer|verify_none]\n"
             "             [--tls-fail-if-no-peer-cert | --no-tls-fail-if-no-peer-cert]\n"
             "             [--ssl-dist-optfile F] [--stop-on-stdin-eof]\n"
-            "             [--durability terminate|crash|power] [--snapshot-bytes N]\n");
+            "             [--durability terminate|crash|power] [--snapshot-bytes N]\n"
+            "             [--metrics-listen HOST:PORT]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -243,6 +247,7 @@ static int set_option(options *o, int ch, const char *arg)
     case 'E': o->app.stop_on_stdin_eof = 1; return 0;
     case 'D': return set_durability(o, arg);
     case 'S': return set_snapshot_bytes(o, arg);
+    case 'M': o->app.metrics_listen = arg; return 0;
     case 'h': o->help = 1; return 0;
     case OPT_PROTO_DIST: return set_proto_dist(o, arg);
     case OPT_TLS_VERIFY: return set_tls_verify(o, arg);
@@ -274,6 +279,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"ssl-dist-optfile", required_argument, 0, OPT_SSL_DIST_OPTFILE},
         {"stop-on-stdin-eof", no_argument, 0, 'E'},
         {"durability", required_argument, 0, 'D'}, {"snapshot-bytes", required_argument, 0, 'S'},
+        {"metrics-listen", required_argument, 0, 'M'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);

@@ -12,6 +12,7 @@
 #include "cnode/error.h"
 #include "cnode/log.h"
 #include "cnode/mem.h"
+#include "cnode/metrics.h"
 #include "cnode/term.h"
 #include "genserver/genserver.h"
 #include "supervisor/supervisor.h"
@@ -132,6 +133,13 @@ static gs_ret give_up(sup_t *s, gs_result *res)
     return GS_STOP;
 }
 
+/* Restarts per child in the metrics; a restart is rare, so the series is looked up each time. */
+static void count_restart(const sup_t *s, const char *id)
+{
+    cn_labels l = {{"supervisor", s->name, "child", id}};
+    cn_counter_inc(cn_metrics_counter(cn_metrics_default(), "cnode_restarts_total", "Child restarts, by child.", &l));
+}
+
 static gs_ret child_exited(sup_t *s, size_t dead, const gs_term *reason, gs_result *res)
 {
     child *c = &s->children[dead];
@@ -150,6 +158,7 @@ static gs_ret child_exited(sup_t *s, size_t dead, const gs_term *reason, gs_resu
     for (;;) {
         if (sup_intensity_add(&s->intensity, (int64_t)cn_node_now(s->node)))
             return give_up(s, res);
+        count_restart(s, s->children[dead].id);
         size_t n = s->n;
         size_t *stop = cn_calloc(n + 1, sizeof *stop), *start = cn_calloc(n + 1, sizeof *start);
         size_t nstop = 0, nstart = 0;

@@ -355,7 +355,12 @@ defmodule SupervisionTest do
     new = await_new_pid({:net_kernel, node}, old)
     assert node(new) == node
     assert Node.ping(node) == :pong
-    assert [{:net_kernel, ^new, :worker, [:net_kernel]}] = Supervisor.which_children({:kernel_sup, node})
+    # cnode_metrics, the metrics map's server, is kernel_sup's other child, left running.
+    children = Supervisor.which_children({:kernel_sup, node})
+    assert {:net_kernel, ^new, :worker, [:net_kernel]} = List.keyfind(children, :net_kernel, 0)
+    assert {:cnode_metrics, pid, :worker, [:cnode_metrics]} = List.keyfind(children, :cnode_metrics, 0)
+    assert is_pid(pid)
+    assert length(children) == 2
   end
 
   ## State files
