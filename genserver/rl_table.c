@@ -400,13 +400,40 @@ static size_t find_empty(const rl_table *t, uint32_t tag)
 }
 
 /*
+ * A large index is mapped from the kernel too: glibc raises its mmap threshold
+ * after the first large free, after which every doubling would leave the old
+ * array resident in the heap's free lists. Small ones come from malloc.
+ */
+#define INDEX_MAP_BYTES ((size_t)64 * 1024)
+
+static uint64_t *index_alloc(size_t slots)
+{
+    size_t bytes = slots * sizeof(uint64_t);
+    if (bytes < INDEX_MAP_BYTES)
+        return cn_calloc(slots, sizeof(uint64_t));
+    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        cn_oom(bytes);
+    return m;
+}
+
+static void index_free(uint64_t *slot, size_t slots)
+{
+    size_t bytes = slots * sizeof(uint64_t);
+    if (bytes < INDEX_MAP_BYTES)
+        free(slot);
+    else if (slot != NULL)
+        munmap(slot, bytes);
+}
+
+/*
  * Rebuilds the index with `slots` slots. The sweep cursor is scaled with it, so a
  * sweep under way carries on at about the same place; clients that landed behind
  * the cursor wait for the next sweep.
  */
 static void table_resize(rl_table *t, size_t slots)
 {
-    uint64_t *slot = cn_calloc(slots, sizeof *slot);
+    uint64_t *slot = index_alloc(slots);
     size_t old = t->mask + 1, mask = slots - 1;
     for (size_t i = 0; i < old; i++) {
         uint64_t s = t->slot[i];
@@ -417,7 +444,7 @@ static void table_resize(rl_table *t, size_t slots)
             j = (j + 1) & mask;
         slot[j] = s;
     }
-    free(t->slot);
+    index_free(t->slot, old);
     t->slot = slot;
     t->mask = mask;
     t->cursor = slots >= old ? t->cursor * (slots / old) : t->cursor / (old / slots);
@@ -517,7 +544,7 @@ rl_table *rl_table_new(uint32_t max_requests, int64_t window_ms)
     rl_table *t = cn_calloc(1, sizeof *t);
     t->max_requests = max_requests;
     t->window_ms = window_ms;
-    t->slot = cn_calloc(MIN_SLOTS, sizeof *t->slot);
+    t->slot = index_alloc(MIN_SLOTS);
     t->mask = MIN_SLOTS - 1;
     t->victim = -1;
     cn_buf_init(&t->scratch);
@@ -529,7 +556,7 @@ void rl_table_free(rl_table *t)
     if (t == NULL)
         return;
     clear(t);
-    free(t->slot);
+    index_free(t->slot, t->mask + 1);
     cn_buf_free(&t->scratch);
     free(t);
 }
