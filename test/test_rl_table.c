@@ -234,6 +234,13 @@ static void test_int_and_float_are_two_clients(void **state)
     ok_req(t, &f, 0, MAX - 1);
     ok_req(t, &b, 0, MAX - 2);
     assert_int_equal(rl_client_count(t), 2);
+    /* A binary is stored without its head, so <<97, 1>> is stored as the bytes of
+     * the integer 1's canonical form: still two clients. */
+    static const unsigned char bin_like_one[] = {ERL_BINARY_EXT, 0, 0, 0, 2, ERL_SMALL_INTEGER_EXT, 1};
+    id bl = raw_id(bin_like_one, sizeof bin_like_one);
+    ok_req(t, &bl, 0, MAX - 1);
+    ok_req(t, &i, 0, MAX - 3);
+    assert_int_equal(rl_client_count(t), 3);
     rl_table_free(t);
 }
 
