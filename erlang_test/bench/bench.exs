@@ -317,7 +317,8 @@ defmodule Bench do
         end)
       end
 
-    done = collect(workers, 600, "#{target} memory")
+    # Ten minutes, plus a second per 10,000 clients for fills of millions.
+    done = collect(workers, 600 + div(clients, 10_000), "#{target} memory")
     t1 = :erlang.monotonic_time()
     rss1 = Proc.rss_bytes(os_pid)
     probe1 = rl_probe(cfg, target)
