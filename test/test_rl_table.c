@@ -595,7 +595,6 @@ static size_t heap_in_use(void)
     struct mallinfo2 mi = mallinfo2();
     return mi.uordblks + mi.hblkhd;
 }
-#endif
 
 /* Resident bytes of this process: the arena is mapped outside malloc, so RSS is
  * what counts (and what the bench compares with the BEAM). */
@@ -610,6 +609,7 @@ static size_t rss_bytes(void)
     }
     return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
 }
+#endif
 
 static void test_memory_per_client_skipped_under_asan(void **state)
 {
