@@ -279,7 +279,7 @@ const gs_callbacks rate_limiter_callbacks = {
 int rate_limiter_start(cn_node *node, const rate_limiter_config *cfg, const char *name, cn_proc *parent,
                        gs_server **out)
 {
-    if (cfg->max_requests == 0 || cfg->window_ms <= 0)
+    if (cfg->max_requests == 0 || cfg->window_ms <= 0 || cfg->window_ms > RL_MAX_WINDOW_MS)
         return -EINVAL;
     limiter *l = cn_calloc(1, sizeof *l);
     l->cfg = cfg;

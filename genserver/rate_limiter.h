@@ -26,7 +26,7 @@
 
 typedef struct rate_limiter_config {
     uint32_t max_requests;  /* > 0 */
-    int64_t window_ms;      /* > 0 */
+    int64_t window_ms;      /* 1..RL_MAX_WINDOW_MS (2^30, rl_table.h) */
     const char *data_dir;   /* NULL: state is not saved */
     size_t sweep_slice;     /* table slots visited per cleanup slice; 0: 8192 */
     gs_durability durability;   /* 0 is GS_DURABLE_TERMINATE; the program's default is crash */

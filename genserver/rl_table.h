@@ -10,11 +10,21 @@
  * is not recorded. Clients are told apart by term_key's canonical bytes, so they are
  * the same client exactly when their ids are === (1 and 1.0 are two clients).
  *
- * Memory: a client is one allocation (header, canonical key, timestamp ring). The
- * ring starts with the slots that fit the allocator's rounding (one or two) and
- * doubles up to max_requests; a sweep halves it again when it is three-quarters
- * empty. The index is an open-addressing table of pointers plus 32-bit hash tags.
- * About 90 bytes per client with one request and a 13-byte binary id.
+ * Memory (rl_table.c has the layout): a client is an entry in a bump arena of 2 MiB
+ * segments: its newest stamp as 32 bits of milliseconds, a varint header, the
+ * canonical key (a binary's without its five-byte head), padded to 4 bytes. The
+ * common client, with one stamp in the window, needs nothing else; a client with
+ * more has a separately allocated ring of 32-bit stamps that doubles up to
+ * max_requests and is halved again by a sweep when three-quarters empty. The
+ * index is open addressing over 64-bit slots (32-bit hash tag, 32-bit arena
+ * reference) at most three-quarters full. About 37 bytes per client with one
+ * request and a 17-byte binary id at 10 million clients. Sweeps compact the arena:
+ * a segment more than half garbage is moved, a slice at a time, and unmapped.
+ *
+ * Stamps are milliseconds modulo 2^32 compared by signed difference, so a window
+ * is at most RL_MAX_WINDOW_MS and every client must be visited by a sweep within
+ * 2^31 - RL_MAX_WINDOW_MS ms (12.4 days) of its newest stamp, or an old stamp
+ * would look recent again. The rate limiter sweeps once a window.
  *
  * `now_ms` must not decrease from one call to the next. The table is not thread
  * safe: one owner (the gen_server's loop) calls it.
@@ -29,9 +39,13 @@
 
 typedef struct rl_table rl_table;
 
+/* The longest window: 2^30 ms, 12.4 days. */
+#define RL_MAX_WINDOW_MS ((int64_t)1 << 30)
+
 /*
  * Makes an empty table. The caller owns it and releases it with rl_table_free.
- * Returns NULL when max_requests is 0, window_ms is not positive, or memory is short.
+ * Returns NULL when max_requests is 0 or window_ms is not in 1..RL_MAX_WINDOW_MS.
+ * Out of memory aborts (cnode/mem.h).
  */
 rl_table *rl_table_new(uint32_t max_requests, int64_t window_ms);
 
@@ -55,9 +69,11 @@ void rl_table_free(rl_table *t);
  *
  * Returns 1 when accepted, with *remaining = max_requests - accepted requests in
  * the window including this one; 0 when rate limited (nothing recorded, *remaining
- * set to 0); CN_EDECODE for a malformed id or one above RL_MAX_ID_BYTES; -ENOMEM,
- * in which case the request was not recorded. No allocation happens once the client's ring has grown to its
- * working size, except when the table itself grows for a new client.
+ * set to 0); CN_EDECODE for a malformed id or one above RL_MAX_ID_BYTES; -ENOMEM
+ * when the index would pass 2^32 slots, in which case the request was not
+ * recorded. No allocation happens for a client with one stamp in the window or
+ * once a client's ring has grown to its working size, except when the table
+ * itself grows for a new client.
  */
 int rl_check(rl_table *t, const char *buf, int index, int64_t now_ms, uint32_t *remaining);
 
@@ -68,14 +84,15 @@ int rl_check_n(rl_table *t, const char *buf, size_t len, int index, int64_t now_
 /*
  * One slice of the periodic cleanup. Visits at most `budget` table slots from where
  * the previous slice stopped, drops expired timestamps, frees clients with none
- * left and shrinks rings that have become mostly empty. Returns 1 when this slice
- * reached the end of the table (the next call starts a new sweep and a table that
- * has become mostly empty is shrunk), else 0; budget 0 does nothing and returns 0.
+ * left, shrinks rings that have become mostly empty, then moves at most `budget`
+ * entries out of an arena segment that is more than half garbage. Returns 1 when
+ * this slice reached the end of the table with no segment left half moved (the
+ * next call starts a new sweep and a table that has become mostly empty is
+ * shrunk), else 0; budget 0 does nothing and returns 0.
  *
  * A client that moves in the table while a sweep is under way (the table grew for
  * new clients between slices, or a deletion wrapped around the end) may be missed
  * or visited twice by that sweep; a missed client is visited by the next sweep.
- * Failing to shrink for lack of memory is not an error: the memory stays in use.
  */
 int rl_sweep(rl_table *t, int64_t now_ms, size_t budget);
 

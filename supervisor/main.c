@@ -44,6 +44,7 @@
 #include "cnode/tls.h"
 #include "cnode/tls_optfile.h"
 #include "genserver/journal.h"
+#include "genserver/rl_table.h"
 #include "genserver/statefile.h"
 #include "supervisor/app.h"
 #include "supervisor/heart.h"
@@ -235,7 +236,7 @@ static int set_option(options *o, int ch, const char *arg)
     case 'p': return set_port(o, arg);
     case 'C': return add_connect(o, arg);
     case 'm': return parse_long("--max-requests", arg, 1, UINT32_MAX, &o->max_requests);
-    case 'w': return parse_long("--window-ms", arg, 1, INT32_MAX, &o->window_ms);
+    case 'w': return parse_long("--window-ms", arg, 1, RL_MAX_WINDOW_MS, &o->window_ms);
     case 'l': return set_log_level(arg);
     case 't': return parse_unsigned("--net-ticktime", arg, 1, 86400, &node->net_ticktime);
     case 'H': return parse_unsigned("--handshake-timeout-ms", arg, 1, 3600000, &node->handshake_timeout_ms);

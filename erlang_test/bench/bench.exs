@@ -317,7 +317,8 @@ defmodule Bench do
         end)
       end
 
-    done = collect(workers, 600, "#{target} memory")
+    # Ten minutes, plus a second per 10,000 clients for fills of millions.
+    done = collect(workers, 600 + div(clients, 10_000), "#{target} memory")
     t1 = :erlang.monotonic_time()
     rss1 = Proc.rss_bytes(os_pid)
     probe1 = rl_probe(cfg, target)
@@ -360,6 +361,25 @@ defmodule Bench do
 
   defp per_client(nil, _, _), do: nil
   defp per_client(a, b, n), do: Float.round((b - a) / n, 1)
+
+  # check_rate calls/s at the highest concurrency over `ids` (the call cells' round robin),
+  # to compare the rate limiter at 1,000 clients with the filled table.
+  defp size_cell(cfg, target, ids, what) do
+    :persistent_term.put({Bench, :ids}, ids)
+    conc = Enum.max(cfg.concurrency)
+    c = call_cell(cfg, target, :check_rate, conc, cfg.cell_s)
+    log("check_rate x#{pad(conc, 3)} #{pad(target, 5)}: #{pad(c.ops_per_s, 7)} calls/s over #{what}, p99 #{c.p99_us} µs")
+    c
+  end
+
+  defp hot_ids, do: List.to_tuple(for i <- 0..999, do: "hot-" <> Integer.to_string(i))
+
+  # Ids of the memory fill, drawn at random (fixed seed): each call finds a client among
+  # all of them, the table's cache-missing worst case.
+  defp filled_ids(clients) do
+    :rand.seed(:exsss, {1, 2, 3})
+    List.to_tuple(for _ <- 1..100_000, do: @id_prefix <> Integer.to_string(1_000_000_000 + :rand.uniform(clients) - 1))
+  end
 
   ## The run
 
@@ -416,7 +436,12 @@ defmodule Bench do
 
     memory =
       for target <- [:cnode, :beam] do
+        small = size_cell(cfg, target, hot_ids(), "1000 ids before the fill")
         m = memory_cell(cfg, target, cfg.mem_clients)
+        hot = size_cell(cfg, target, hot_ids(), "1000 ids at #{cfg.mem_clients} clients")
+        spread = size_cell(cfg, target, filled_ids(cfg.mem_clients), "100000 random filled ids")
+        :persistent_term.put({Bench, :ids}, ids)
+        m = Map.merge(m, %{size_conc: small.concurrency, rl_1k_calls_per_s: small.ops_per_s, rl_filled_hot_calls_per_s: hot.ops_per_s, rl_filled_random_calls_per_s: spread.ops_per_s})
         extra =
           if m.process_bytes_per_client,
             do: ", RateLimiter process #{m.process_bytes_per_client} B/client, its state #{m.state_bytes_per_client} B/client",
@@ -638,6 +663,18 @@ defmodule Bench do
     | BEAM peer | #{mib(b_mem.rss_before)} | #{mib(b_mem.rss_after)} | #{fmt(b_mem.rss_bytes_per_client)} | #{fmt(b_mem.process_bytes_per_client)} | #{fmt(b_mem.state_bytes_per_client)} | #{fmt(b_mem.calls_per_s)} |
     | C/BEAM | | | **#{fmt(mem_ratio(c_mem, b_mem))}** | #{fmt(ratio(c_mem.rss_bytes_per_client, b_mem.process_bytes_per_client))} | #{fmt(ratio(c_mem.rss_bytes_per_client, b_mem.state_bytes_per_client))} | #{fmt(ratio(c_mem.calls_per_s, b_mem.calls_per_s))} |
 
+    Issue 13's figure: C node RSS bytes per client / the BEAM RateLimiter process's bytes per client,
+    #{fmt(c_mem.rss_bytes_per_client)} / #{fmt(b_mem.process_bytes_per_client)} = **#{fmt(ratio(c_mem.rss_bytes_per_client, b_mem.process_bytes_per_client))}** (target <= 0.5).
+
+    check_rate calls/s with #{c_mem.size_conc} callers: over 1,000 ids before the fill, over 1,000 ids once the
+    table holds the #{fmt(c_mem.clients)} filled clients, and over 100,000 filled ids drawn at random (each call
+    a client somewhere in the big table). "Before the fill" the table also holds the call cells' ids (up to
+    #{fmt(cfg.ids)}). Filled/1,000 is the ratio issue 13 asks to be >= 1 (noisy on a shared machine).
+
+    | target | 1,000 ids | 1,000 ids, filled | random filled ids | filled/1,000 | random/1,000 |
+    |---|---:|---:|---:|---:|---:|
+    #{Enum.map_join([c_mem, b_mem], "\n", fn m -> "| #{m.target} | #{fmt(m.rl_1k_calls_per_s)} | #{fmt(m.rl_filled_hot_calls_per_s)} | #{fmt(m.rl_filled_random_calls_per_s)} | #{fmt(ratio(m.rl_filled_hot_calls_per_s, m.rl_1k_calls_per_s))} | #{fmt(ratio(m.rl_filled_random_calls_per_s, m.rl_1k_calls_per_s))} |" end)}
+
     ### Targets (issue 5)
 
     The ceiling of a C/BEAM throughput ratio is what it would be if the C server cost no CPU at
@@ -668,7 +705,7 @@ defmodule Bench do
     csv = [Enum.join(cols, ",") | Enum.map(cells ++ casts, fn r -> Enum.map_join(cols, ",", &csv_val(Map.get(r, &1))) end)]
     File.write!(Path.join(cfg.out, "bench.csv"), Enum.join(csv, "\n") <> "\n")
 
-    mcols = [:target, :clients, :seconds, :calls_per_s, :rss_before, :rss_after, :rss_bytes_per_client, :process_memory_before, :process_memory_after, :process_bytes_per_client, :state_bytes_before, :state_bytes_after, :state_bytes_per_client]
+    mcols = [:target, :clients, :seconds, :calls_per_s, :rss_before, :rss_after, :rss_bytes_per_client, :process_memory_before, :process_memory_after, :process_bytes_per_client, :state_bytes_before, :state_bytes_after, :state_bytes_per_client, :rl_1k_calls_per_s, :rl_filled_hot_calls_per_s, :rl_filled_random_calls_per_s]
     mcsv = [Enum.join(mcols, ",") | Enum.map(memory, fn r -> Enum.map_join(mcols, ",", &csv_val(Map.get(r, &1))) end)]
     File.write!(Path.join(cfg.out, "memory.csv"), Enum.join(mcsv, "\n") <> "\n")
 
