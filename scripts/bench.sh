@@ -41,8 +41,7 @@
 # BENCH_DUR_WARM_S (BENCH_WARM_S), BENCH_DUR_CALLERS (1,64), BENCH_DUR_MODES
 # (terminate,crash,power), BENCH_DUR_MAX_REQUESTS (100) and BENCH_DUR_WINDOW_MS (60000): our
 # rate limiter's defaults, given to the C nodes and to the Redis script alike; REDIS_SERVER
-# (redis-server). A cnode without the --durability flag (probed: the flag before --help) gets
-# terminate rows only, started without the flag, and the output says so; Redis runs all modes.
+# (redis-server).
 #
 # Isolation as in the test suites (scripts/lib.sh): a private epmd on a free port, a fresh
 # cookie, node names with the run id (bench_c_*, bench_peer_*, bench_caller_*, bench_d_*,
@@ -365,18 +364,17 @@ start_redis() {
     return 1
 }
 
-# start_dur_cnode MODE WITH_FLAG: a C node for MODE (with --durability MODE when WITH_FLAG
-# is 1), our limiter's default window and limit, a fresh data dir; appends
-# "cnode:MODE:NAME:PID" to DUR_TARGETS.
+# start_dur_cnode MODE: a C node with --durability MODE, our limiter's default window and
+# limit, a fresh data dir; appends "cnode:MODE:NAME:PID" to DUR_TARGETS.
 start_dur_cnode() {
-    local mode=$1 with_flag=$2 name pid
+    local mode=$1 name pid
     local -a flags
     name="bench_d_${mode}_$RUN_ID@127.0.0.1"
     flags=(--max-requests "$BENCH_DUR_MAX_REQUESTS" --window-ms "$BENCH_DUR_WINDOW_MS")
     # The mode last, so a --durability in BENCH_CNODE_ARGS (meant for the calls section's node)
     # cannot override it.
     [ ${#cnode_extra[@]} -gt 0 ] && flags+=("${cnode_extra[@]}")
-    [ "$with_flag" = 1 ] && flags+=(--durability "$mode")
+    flags+=(--durability "$mode")
     mkdir -p "$DATA_TMP/c-$mode"
     "$CNODE_BIN" --name "$name" --cookie "$COOKIE" --data-dir "$DATA_TMP/c-$mode" "${flags[@]}" \
         </dev/null >"$RUN_DIR/cnode-$mode.out" 2>"$RUN_DIR/cnode-$mode.log" &
@@ -387,25 +385,14 @@ start_dur_cnode() {
 }
 
 durability_section() {
-    local with_flag=0 mode ncells max_s crc=0 i f fs
-    local -a modes c_modes statuses
+    local mode ncells max_s crc=0 i f fs
+    local -a modes statuses
     IFS=, read -r -a modes <<< "$BENCH_DUR_MODES"
     for mode in "${modes[@]}"; do redis_fsync "$mode" >/dev/null; done
     if ! command -v "$REDIS_SERVER" >/dev/null 2>&1; then
         echo "bench: $REDIS_SERVER is missing (WITH_BENCH=1 scripts/bootstrap.sh installs redis-server)" >&2
         rc=1
         return 0
-    fi
-
-    # An unknown flag exits 2 before --help is seen; a known one reaches --help and exits 0.
-    if "$CNODE_BIN" --durability terminate --help >/dev/null 2>&1; then
-        with_flag=1
-        c_modes=("${modes[@]}")
-    else
-        echo "bench: $CNODE_BIN has no --durability flag: C node rows in terminate mode only (run" \
-             "without the flag, its only behaviour); Redis rows in every mode"
-        c_modes=()
-        for mode in "${modes[@]}"; do [ "$mode" = terminate ] && c_modes+=(terminate); done
     fi
 
     # fsync is what power and always pay for; on a tmpfs it costs nothing and they mean nothing.
@@ -416,19 +403,19 @@ durability_section() {
     esac
 
     DUR_TARGETS=()
-    for mode in "${c_modes[@]}"; do start_dur_cnode "$mode" "$with_flag"; done
+    for mode in "${modes[@]}"; do start_dur_cnode "$mode"; done
     DUR_CNODE_FLAGS="--max-requests $BENCH_DUR_MAX_REQUESTS --window-ms $BENCH_DUR_WINDOW_MS"
     [ ${#cnode_extra[@]} -gt 0 ] && DUR_CNODE_FLAGS+=" ${cnode_extra[*]}"
-    [ "$with_flag" = 1 ] && DUR_CNODE_FLAGS+=" --durability MODE"
+    DUR_CNODE_FLAGS+=" --durability MODE"
     for mode in "${modes[@]}"; do start_redis "$mode"; done
     echo "durability: $REDIS_SERVER: $("$REDIS_SERVER" --version)"
 
     # The caller's own deadline: twice the planned cells, plus start-up.
-    ncells=$(( (${#c_modes[@]} + ${#modes[@]}) * 2 * $(tr ',' '\n' <<< "$BENCH_DUR_CALLERS" | wc -l) ))
+    ncells=$(( (${#modes[@]} + ${#modes[@]}) * 2 * $(tr ',' '\n' <<< "$BENCH_DUR_CALLERS" | wc -l) ))
     max_s=$(awk -v n="$ncells" -v c="$BENCH_DUR_CELL_S" -v w="$BENCH_DUR_WARM_S" 'BEGIN { printf "%d", 2 * n * (c + w) + 120 }')
 
     caller_args "bench_dcaller_$RUN_ID"
-    BENCH_DUR_TARGETS="${DUR_TARGETS[*]}" BENCH_DUR_FLAG="$with_flag" \
+    BENCH_DUR_TARGETS="${DUR_TARGETS[*]}" \
     BENCH_DUR_CNODE_FLAGS="$DUR_CNODE_FLAGS" BENCH_MAX_S="$max_s" BENCH_DUR_FS="$fs ($DATA_TMP)" \
     BENCH_CLK_TCK="$(getconf CLK_TCK)" BENCH_OUT="$OUT" \
         elixir "${CALLER_ARGS[@]}" erlang_test/bench/durability.exs </dev/null &
@@ -440,11 +427,11 @@ durability_section() {
     statuses=()
     for i in "${!DUR_CNODE_PIDS[@]}"; do
         stop_node "${DUR_CNODE_PIDS[$i]}" 30
-        statuses+=("${c_modes[$i]} $STOP_STATUS")
+        statuses+=("${modes[$i]} $STOP_STATUS")
     done
     DUR_CNODE_PIDS=()
     echo "durability C nodes: exit status on SIGTERM: ${statuses[*]}"
-    for mode in "${c_modes[@]}"; do log_problems "$RUN_DIR/cnode-$mode.log" "C node ($mode)"; done
+    for mode in "${modes[@]}"; do log_problems "$RUN_DIR/cnode-$mode.log" "C node ($mode)"; done
     statuses=()
     for i in "${!DUR_REDIS_PIDS[@]}"; do
         stop_node "${DUR_REDIS_PIDS[$i]}" 10

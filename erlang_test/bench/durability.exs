@@ -10,8 +10,7 @@
 #
 # Environment (set by scripts/bench.sh): BENCH_DUR_TARGETS, a space-separated list of
 # cnode:MODE:NODE:OSPID and redis:MODE:PORT:OSPID (MODE is ours: terminate, crash, power);
-# BENCH_DUR_FLAG (1 when the node has --durability, else its C rows are terminate only, run
-# without the flag); BENCH_DUR_CELL_S, BENCH_DUR_WARM_S, BENCH_DUR_CALLERS, BENCH_IDS,
+# BENCH_DUR_CELL_S, BENCH_DUR_WARM_S, BENCH_DUR_CALLERS, BENCH_IDS,
 # BENCH_DUR_MAX_REQUESTS, BENCH_DUR_WINDOW_MS, BENCH_CLK_TCK, BENCH_OUT, BENCH_MAX_S.
 
 defmodule Durability do
@@ -67,7 +66,6 @@ defmodule Durability do
 
     %{
       targets: targets,
-      flag: Env.str("BENCH_DUR_FLAG") == "1",
       quick: System.get_env("BENCH_QUICK", "0") == "1",
       out: Env.str("BENCH_OUT"),
       cell_s: Env.num("BENCH_DUR_CELL_S"),
@@ -336,7 +334,6 @@ defmodule Durability do
 
     log(
       "durability: C node modes #{Enum.map_join(for(%{server: :cnode} = t <- targets, do: t.mode), ", ", &to_string/1)}" <>
-        if(cfg.flag, do: "", else: " (this build has no --durability flag: its only behaviour, run without the flag)") <>
         "; Redis #{redis && redis.version} appendfsync #{Enum.map_join(for(%{server: :redis} = t <- targets, do: fsync_of(t.mode)), ", ", & &1)}"
     )
 
@@ -399,7 +396,7 @@ defmodule Durability.Report do
 
     hi = Enum.max(cfg.callers)
     lo = Enum.min(cfg.callers)
-    targets_rows = target_rows(cfg, cells, lo, hi)
+    targets_rows = target_rows(cells, lo, hi)
 
     guarantee =
       for op <- [:increment, :check_rate], n <- cfg.callers do
@@ -420,7 +417,6 @@ defmodule Durability.Report do
     md = """
     ## make bench: durability (the C node in each mode against Redis at matched durability)#{if cfg.quick, do: " (BENCH_QUICK=1 smoke run: short cells; not for comparison)", else: ""}
 
-    #{if cfg.flag, do: "", else: "**This build of cnode has no `--durability` flag: the C node rows are its only behaviour (save in terminate), run without the flag, and the crash and power rows are missing.**\n"}
     One caller node drives one server at a time: a C node per mode (`--durability MODE`, fresh data
     dir) and a Redis #{redis && redis.version} per matched setting (`appendonly yes`, `save ""`, private port and dir),
     the C node and the Redis of a mode back to back. Each caller process has its own connection: the
@@ -466,7 +462,6 @@ defmodule Durability.Report do
 
     json = %{
       quick: cfg.quick,
-      durability_flag: cfg.flag,
       config: Map.take(cfg, [:cell_s, :warm_s, :callers, :ids, :max_requests, :window_ms, :cnode_flags, :data_fs]),
       matching: Map.new([:terminate, :crash, :power], &{&1, "appendfsync " <> Durability.fsync_of(&1)}),
       redis_version: redis && redis.version,
@@ -478,29 +473,28 @@ defmodule Durability.Report do
     File.write!(Path.join(cfg.out, "durability.json"), Bench.Json.encode(json) <> "\n")
   end
 
-  # The figures issue 10's "done when" names. A figure whose rows are missing (no crash and
-  # power modes in this build, or not asked for) is "n/a" with the reason, never a pass.
-  defp target_rows(cfg, cells, lo, hi) do
+  # The figures issue 10's "done when" names. A figure whose rows were not asked for
+  # (BENCH_DUR_MODES, BENCH_DUR_CALLERS) is "n/a" with the reason, never a pass.
+  defp target_rows(cells, lo, hi) do
     vs_term =
       for {mode, goal} <- [crash: 0.9, power: 0.5], op <- [:increment, :check_rate] do
         v = ratio(ops(find(cells, :cnode, mode, op, hi)), ops(find(cells, :cnode, :terminate, op, hi)))
-        row("C node #{mode}/terminate calls/s, #{op}, #{hi} callers", v, :ge, goal, cfg.flag)
+        row("C node #{mode}/terminate calls/s, #{op}, #{hi} callers", v, :ge, goal)
       end
 
     vs_redis =
       for mode <- [:terminate, :crash, :power], op <- [:increment, :check_rate], n <- Enum.uniq([lo, hi]) do
         c = find(cells, :cnode, mode, op, n)
         r = find(cells, :redis, mode, op, n)
-        row("C node #{mode} / Redis #{Durability.fsync_of(mode)} calls/s, #{op}, #{n} caller(s)", ratio(ops(c), ops(r)), :gt, 1.0, cfg.flag)
+        row("C node #{mode} / Redis #{Durability.fsync_of(mode)} calls/s, #{op}, #{n} caller(s)", ratio(ops(c), ops(r)), :gt, 1.0)
       end
 
     vs_term ++ vs_redis
   end
 
-  defp row(figure, v, cmp, goal, flag) do
+  defp row(figure, v, cmp, goal) do
     result =
       cond do
-        v == nil and not flag -> "n/a (no --durability flag in this build)"
         v == nil -> "n/a (not measured: BENCH_DUR_MODES, BENCH_DUR_CALLERS)"
         cmp == :ge and v >= goal -> "pass"
         cmp == :gt and v > goal -> "pass"
