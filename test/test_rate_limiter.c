@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <zlib.h>
 #include <cmocka.h>
 
 #include "cnode/error.h"
@@ -341,6 +343,97 @@ static void periodic_cleanup_runs_in_slices(void **state)
     cleanup_forgets_idle_clients(*state, 7);
 }
 
+/* Reads a whole small file into buf; its length. */
+static size_t slurp(const char *path, char *buf, size_t max)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    size_t n = fread(buf, 1, max, fp);
+    fclose(fp);
+    return n;
+}
+
+static void spit(const char *path, const char *buf, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(buf, 1, len, fp), len);
+    fclose(fp);
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* One journal record as rate_limiter.c writes it: 'C', wall ms, the id's term. */
+static void put_record(FILE *fp, int64_t wall, const char *id)
+{
+    unsigned char r[64];
+    size_t idlen = strlen(id), n = 9 + 5 + idlen;
+    r[8] = 'C';
+    cn_set_u32(r + 9, (uint32_t)((uint64_t)wall >> 32));
+    cn_set_u32(r + 13, (uint32_t)wall);
+    r[17] = 'm';
+    cn_set_u32(r + 18, (uint32_t)idlen);
+    memcpy(r + 22, id, idlen);
+    cn_set_u32(r, (uint32_t)n);
+    uLong c = crc32(crc32(0L, Z_NULL, 0), r, 4);
+    cn_set_u32(r + 4, (uint32_t)crc32(c, r + 8, (uInt)n));
+    assert_int_equal(fwrite(r, 1, 8 + n, fp), 8 + n);
+}
+
+/*
+ * The time to replay 1,000,000 accepted check_rates (100,000 clients, 10
+ * each; about 34 MB, the records a node writes), printed, not asserted: the
+ * journal a crash-mode start left is copied aside, the server stopped, the
+ * files put back with the records appended (as if the node had been killed),
+ * and the server started again.
+ */
+static void replaying_a_million_records(void **state)
+{
+    enum { CLIENTS = 100000, PER_CLIENT = 10 };
+    fx *f = *state;
+    make_dir(f);
+    f->cfg = (rate_limiter_config){.max_requests = 100, .window_ms = 600000, .data_dir = f->dir,
+                                   .durability = GS_DURABLE_CRASH};
+    assert_int_equal(rate_limiter_start(f->fp.node, &f->cfg, NAME, NULL, &f->gs), 0);
+    fp_run(&f->fp);
+    char state_path[128], journal_path[128], snap[4096], head[4096];
+    snprintf(state_path, sizeof state_path, "%s/%s.state", f->dir, NAME);
+    snprintf(journal_path, sizeof journal_path, "%s/%s.journal.0000000000000001", f->dir, NAME);
+    size_t snap_len = slurp(state_path, snap, sizeof snap), head_len = slurp(journal_path, head, sizeof head);
+    gs_stop(f->gs, "shutdown");
+    fp_run(&f->fp);
+    spit(state_path, snap, snap_len);
+    FILE *fp = fopen(journal_path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(head, 1, head_len, fp), head_len);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t wall = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 - 60000;
+    for (int k = 0; k < PER_CLIENT; k++) {
+        for (int c = 0; c < CLIENTS; c++) {
+            char id[32];
+            snprintf(id, sizeof id, "client-%d", c);
+            put_record(fp, wall + k, id);
+        }
+    }
+    long size = ftell(fp);
+    fclose(fp);
+
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    start(f, 100, 600000, f->dir, 0);
+    fp_run(&f->fp);
+    double s = seconds_since(&t0);
+    assert_int_equal(clients(f), CLIENTS);
+    check_rate(f, "client-7", "{ok,89}");
+    printf("replayed 1,000,000 rate-limiter records (%d clients, %.1f MB) in %.3f s\n", CLIENTS, size / 1e6, s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +444,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(without_a_data_dir_a_restart_is_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(periodic_cleanup_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(periodic_cleanup_runs_in_slices, setup, teardown),
+        cmocka_unit_test_setup_teardown(replaying_a_million_records, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
