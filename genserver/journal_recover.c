@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -103,14 +104,23 @@ static size_t list_journals(const gs_journal *j, uint64_t *gens, size_t max)
     return n;
 }
 
+/*
+ * A journal file's bytes, mapped: a replay reads every byte once, and a read(2)
+ * into the heap cost a copy and, worse in a virtual machine, a page fault for
+ * each fresh page of the buffer (a third of a 34 MB replay). MAP_POPULATE maps
+ * the page cache in one go. A file that cannot be mapped is read instead.
+ */
+typedef struct jfile {
+    const char *data;
+    size_t len;
+    void *map;          /* the mapping, or NULL */
+    cn_buf copy;        /* the bytes when not mapped */
+} jfile;
+
 /* Reads a whole file into b. 0 or -errno. */
-static int read_file(int fd, cn_buf *b)
+static int read_file(int fd, size_t size, cn_buf *b)
 {
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    cn_buf_reset(b);
-    cn_buf_reserve(b, (size_t)st.st_size);
+    cn_buf_reserve(b, size);
     for (;;) {
         cn_buf_reserve(b, 65536);
         ssize_t r = read(fd, b->data + b->len, b->cap - b->len);
@@ -124,8 +134,37 @@ static int read_file(int fd, cn_buf *b)
     }
 }
 
+static int open_bytes(int fd, jfile *f)
+{
+    memset(f, 0, sizeof *f);
+    cn_buf_init(&f->copy);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    size_t size = (size_t)st.st_size;
+    void *m = size > 0 ? mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0) : MAP_FAILED;
+    if (m != MAP_FAILED) {
+        (void)madvise(m, size, MADV_SEQUENTIAL);
+        f->map = m;
+        f->data = m;
+        f->len = size;
+        return 0;
+    }
+    int rc = read_file(fd, size, &f->copy);
+    f->data = f->copy.data;
+    f->len = f->copy.len;
+    return rc;
+}
+
+static void close_bytes(jfile *f)
+{
+    if (f->map != NULL)
+        munmap(f->map, f->len);
+    cn_buf_free(&f->copy);
+}
+
 /* Is the header a journal of this server's schema? Fills lineage and gen. */
-static int header_ok(const gs_journal *j, const cn_buf *b, uint64_t *lineage, uint64_t *gen)
+static int header_ok(const gs_journal *j, const jfile *b, uint64_t *lineage, uint64_t *gen)
 {
     const unsigned char *h = (const unsigned char *)b->data;
     if (b->len < GS_JOURNAL_HEADER_LEN || memcmp(h, GS_JOURNAL_MAGIC, 4) != 0)
@@ -161,7 +200,7 @@ static void move_aside(const char *path, const char *why)
  * incomplete record or a bad CRC) is cut off the file and logged. Counts the
  * records applied into *applied.
  */
-static void replay_file(gs_journal *j, int fd, const char *path, const cn_buf *b, uint64_t *applied)
+static void replay_file(gs_journal *j, int fd, const char *path, const jfile *b, uint64_t *applied)
 {
     size_t off = GS_JOURNAL_HEADER_LEN, skipped = 0;
     const char *why = NULL;
@@ -198,7 +237,7 @@ static void replay_file(gs_journal *j, int fd, const char *path, const cn_buf *b
 /* What one journal file is to the snapshot. */
 enum { J_CHAIN, J_STALE, J_FOREIGN };
 
-static int classify(const gs_journal *j, const snapshot *s, const cn_buf *b, uint64_t named, uint64_t expect,
+static int classify(const gs_journal *j, const snapshot *s, const jfile *b, uint64_t named, uint64_t expect,
                     const char **why)
 {
     uint64_t lineage, gen;
@@ -235,17 +274,16 @@ static void recover_file(gs_journal *j, const snapshot *s, uint64_t gen, int rep
         CN_ERROR(COMP, "%s: cannot open: %s", path, strerror(errno));
         return;
     }
-    cn_buf b;
-    cn_buf_init(&b);
+    jfile b;
     const char *why = "unreadable";
-    int kind = read_file(fd, &b) < 0 ? J_FOREIGN : classify(j, s, &b, gen, *expect, &why);
+    int kind = open_bytes(fd, &b) < 0 ? J_FOREIGN : classify(j, s, &b, gen, *expect, &why);
     if (kind == J_CHAIN) {
         if (replay)
             replay_file(j, fd, path, &b, applied);
         (*expect)++;
     }
+    close_bytes(&b);
     close(fd);
-    cn_buf_free(&b);
     if (kind == J_STALE) {
         CN_INFO(COMP, "%s: older than the snapshot, which covers it; removed", path);
         unlink(path);

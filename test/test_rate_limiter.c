@@ -361,6 +361,14 @@ static void spit(const char *path, const char *buf, size_t len)
     fclose(fp);
 }
 
+/* This process's CPU time in seconds: less noisy than the wall clock on a shared machine. */
+static double cpu_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
 static double seconds_since(const struct timespec *t0)
 {
     struct timespec t1;
@@ -426,12 +434,14 @@ static void replaying_a_million_records(void **state)
 
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    double cpu0 = cpu_seconds();
     start(f, 100, 600000, f->dir, 0);
     fp_run(&f->fp);
-    double s = seconds_since(&t0);
+    double s = seconds_since(&t0), cpu = cpu_seconds() - cpu0;
     assert_int_equal(clients(f), CLIENTS);
     check_rate(f, "client-7", "{ok,89}");
-    printf("replayed 1,000,000 rate-limiter records (%d clients, %.1f MB) in %.3f s\n", CLIENTS, size / 1e6, s);
+    printf("replayed 1,000,000 rate-limiter records (%d clients, %.1f MB) in %.3f s (%.3f s of CPU)\n", CLIENTS,
+           size / 1e6, s, cpu);
 }
 
 int main(void)
