@@ -146,11 +146,12 @@ void gs_journal_append(gs_journal *j, const void *rec, size_t len)
 {
     if (j->mode == GS_DURABLE_TERMINATE || j->failed != 0)
         return;
-    unsigned char h[GS_JOURNAL_RECORD_HEADER];
+    cn_buf_reserve(&j->pending, GS_JOURNAL_RECORD_HEADER + len);
+    unsigned char *h = (unsigned char *)j->pending.data + j->pending.len;
     cn_set_u32(h, (uint32_t)len);
     cn_set_u32(h + 4, gs__journal_crc(h, rec, len));
-    cn_buf_append(&j->pending, h, sizeof h);
-    cn_buf_append(&j->pending, rec, len);
+    memcpy(h + GS_JOURNAL_RECORD_HEADER, rec, len);
+    j->pending.len += GS_JOURNAL_RECORD_HEADER + len;
 }
 
 static void start_retry(gs_journal *j);
