@@ -43,8 +43,8 @@
  * has records not yet durable, and at the end of the loop turn, before the
  * node flushes its output (cn_node_add_flush_hook), commits them all at once
  * and then releases the replies. In power mode the fdatasync runs on libuv's
- * thread pool, one at a time, so the loop goes on reading and writing the
- * next turns' records meanwhile; the replies wait for the sync that covers
+ * thread pool, up to four at a time, so the loop goes on reading and writing
+ * the next turns' records meanwhile; the replies wait for the sync that covers
  * their records (gs_journal_on_sync), and each sync covers everything written
  * before it started: the batch grows with the disk's latency.
  *

@@ -12,8 +12,15 @@
 #include "cnode/buf.h"
 #include "genserver/journal.h"
 
-/* One fdatasync on the thread pool. */
+/*
+ * fdatasyncs in flight at once. With one, a turn written while a sync runs
+ * waits for it and then for its own (up to two syncs of latency); one at a
+ * time was measured slower than four in the durability bench's power cells
+ * (README, Durability), and eight no better than four.
+ */
 #define GS__SYNCS 4
+
+/* One fdatasync on the thread pool. */
 typedef struct gs__sync {
     uv_work_t work;
     struct gs_journal *j;
