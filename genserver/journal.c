@@ -59,6 +59,15 @@ void gs_handover_free(gs_handover *h)
     h->full = 0;
 }
 
+uint32_t gs__journal_crc(const void *len4, const void *p, size_t n)
+{
+    uLong c = crc32(0L, Z_NULL, 0);
+    c = crc32(c, len4, 4);
+    if (n > 0)
+        c = crc32_z(c, p, n);
+    return (uint32_t)c;
+}
+
 void gs__journal_header(unsigned char *h, uint16_t schema, uint64_t lineage, uint64_t gen)
 {
     memset(h, 0, GS_JOURNAL_HEADER_LEN);

@@ -190,33 +190,6 @@ static void the_file_and_record_format(void **state)
     cn_buf_free(&b);
 }
 
-/* The checksum is zlib's CRC-32 whatever the length (ours is sliced by 8, with a byte-wise tail). */
-static void records_of_every_length_carry_zlibs_crc(void **state)
-{
-    fx *f = *state;
-    open_j(f, GS_DURABLE_CRASH, 0);
-    unsigned char rec[300];
-    for (size_t i = 0; i < sizeof rec; i++)
-        rec[i] = (unsigned char)(i * 151 + 7);
-    for (size_t n = 1; n <= sizeof rec; n++)
-        gs_journal_append(f->j, rec + sizeof rec - n, n);
-    assert_int_equal(gs_journal_commit(f->j), 0);
-    char path[128];
-    journal_path(f, 1, path, sizeof path);
-    cn_buf b;
-    cn_buf_init(&b);
-    read_all(path, &b);
-    const unsigned char *r = (const unsigned char *)b.data + GS_JOURNAL_HEADER_LEN;
-    for (size_t n = 1; n <= sizeof rec; n++) {
-        assert_int_equal(cn_get_u32(r), n);
-        assert_memory_equal(r + 8, rec + sizeof rec - n, n);
-        assert_int_equal(cn_get_u32(r + 4), (uint32_t)crc32(crc32(0, r, 4), r + 8, (uInt)n));
-        r += 8 + n;
-    }
-    assert_ptr_equal(r, (const unsigned char *)b.data + b.len);
-    cn_buf_free(&b);
-}
-
 static void a_crash_replays_every_committed_record(void **state)
 {
     fx *f = *state;
@@ -648,7 +621,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(the_file_and_record_format, setup, teardown),
-        cmocka_unit_test_setup_teardown(records_of_every_length_carry_zlibs_crc, setup, teardown),
         cmocka_unit_test_setup_teardown(a_crash_replays_every_committed_record, setup, teardown),
         cmocka_unit_test_setup_teardown(a_crash_during_the_start_up_snapshot_loses_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(a_kill_after_a_clean_stop_and_a_start_loses_nothing, setup, teardown),
