@@ -17,6 +17,7 @@
  */
 #include <time.h>
 
+#include "cnode/log.h"
 #include "cnode/node_int.h"
 
 /* Local messages delivered per turn before I/O gets its turn again. */
@@ -75,8 +76,10 @@ static int core_contended(cn_node *node, uint64_t now)
     if (cn_contention_read(node->schedstat_fd, &delay) < 0)
         return 0;
     int was = c->contended;
-    if (cn_contention_update(c, now, delay) != was)
+    if (cn_contention_update(c, now, delay) != was) {
         node->stats.spin_changes++;
+        CN_DEBUG("sched", "busy polling %s", c->contended ? "paused: another thread waited for our core" : "resumed");
+    }
     return c->contended;
 }
 
