@@ -17,6 +17,7 @@
  */
 #include <time.h>
 
+#include "cnode/log.h"
 #include "cnode/node_int.h"
 
 /* Local messages delivered per turn before I/O gets its turn again. */
@@ -61,11 +62,34 @@ static void coalesce(cn_node *node, uint64_t handled)
  * pause, the loop polls with a zero timeout for busy_poll_us; a
  * quiet node then sleeps in epoll as before.
  */
+/*
+ * With busy_poll_adaptive, whether another thread waited for our core in the
+ * last sample (contention.h); read at most every 10 ms. An unreadable file
+ * counts as a spare core: the spin then behaves as without the check.
+ */
+static int core_contended(cn_node *node, uint64_t now)
+{
+    cn_contention *c = &node->contention;
+    if (node->schedstat_fd < 0 || (c->sampled_at != 0 && now - c->sampled_at < CN_CONTENTION_SAMPLE_NS))
+        return c->contended;
+    uint64_t delay;
+    if (cn_contention_read(node->schedstat_fd, &delay) < 0)
+        return 0;
+    int was = c->contended;
+    if (cn_contention_update(c, now, delay) != was) {
+        node->stats.spin_changes++;
+        CN_DEBUG("sched", "busy polling %s", c->contended ? "paused: another thread waited for our core" : "resumed");
+    }
+    return c->contended;
+}
+
 static int keep_polling(cn_node *node, uint64_t handled)
 {
     if (node->busy_poll_us == 0)
         return 0;
     uint64_t now = uv_hrtime();
+    if (core_contended(node, now))
+        return 0;
     if (will_pause(node, handled))
         node->spin_until = 0;
     else if (handled > 0)
