@@ -240,6 +240,7 @@ struct cn_node {
     uint64_t coalesce_mark;         /* messages_in at the end of the last turn */
     unsigned busy_poll_us;
     uint64_t spin_until;            /* uv_hrtime() until which the loop polls without blocking */
+    unsigned busy_turns;            /* light turns that still pause after a heavy one (sched.c) */
 
     const cn__conn_events *conn_events;
     uv_tcp_t listener;
