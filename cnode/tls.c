@@ -360,6 +360,11 @@ const char *cn_tls_session_version(const cn_tls_session *s)
     return SSL_is_init_finished(s->ssl) ? SSL_get_version(s->ssl) : "";
 }
 
+const char *cn_tls_session_cipher(const cn_tls_session *s)
+{
+    return SSL_is_init_finished(s->ssl) ? SSL_get_cipher_name(s->ssl) : "";
+}
+
 /* ---- The layer between tcp.c and conn.c ---- */
 
 struct cn__tls_conn {
@@ -552,7 +557,8 @@ static void tls_up(cn__tls_conn *l)
 {
     char e[CN_LOG_ESC_MAX];
     l->hs_done = 1;
-    CN_DEBUG("tls", "%s with %s", cn_tls_session_version(l->s), cn_log_escape_str(e, sizeof e, l->conn->addr));
+    CN_DEBUG("tls", "%s with %s, cipher %s", cn_tls_session_version(l->s),
+             cn_log_escape_str(e, sizeof e, l->conn->addr), cn_tls_session_cipher(l->s));
     if (l->client)
         cn__conn_connected(l->conn);
 }
