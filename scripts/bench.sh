@@ -6,9 +6,10 @@
 #               node per mode) against Redis with appendfsync no|everysec|always, :increment
 #               against INCR and check_rate against a sorted-set limiter script
 #               (erlang_test/bench/durability.exs). About three minutes.
-#   tls:        the C node and the BEAM peer again, every node (caller too) over TLS
-#               distribution with mutual certificate verification, certificates made in the
-#               run's log folder with openssl (erlang_test/bench/bench.exs with BENCH_TLS=1).
+#   tls:        the C node (in terminate mode, as the BEAM peer) and the BEAM peer again, and
+#               a crash-mode C node, every node (caller too) over TLS distribution with mutual
+#               certificate verification, certificates made in the run's log folder with
+#               openssl (erlang_test/bench/bench.exs with BENCH_TLS=1). About 2 minutes.
 #   capacity:   one pinned core of the C node, then of the BEAM peer, under open-loop load
 #               from build/cnode-load on the other core, stepped up to the latency knee
 #               (scripts/bench-capacity.sh, which lists its knobs). About four minutes.
