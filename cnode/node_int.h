@@ -243,6 +243,7 @@ struct cn_node {
     uint64_t spin_until;            /* uv_hrtime() until which the loop polls without blocking */
     int schedstat_fd;               /* the loop thread's /proc schedstat (busy_poll_adaptive), or -1 */
     cn_contention contention;       /* whether another thread waited for our core lately */
+    unsigned busy_turns;            /* light turns that still pause after a heavy one (sched.c) */
 
     const cn__conn_events *conn_events;
     uv_tcp_t listener;

@@ -37,31 +37,37 @@
  * (most of the CPU a call costs, on loopback mostly kernel TCP work) serves
  * many calls, and the CPU goes to the callers meanwhile. The pause comes after
  * the turn's writes, so no reply waits for it.
+ *
+ * After a heavy turn, this many of the next light turns that serve requests
+ * pause too. Many callers' requests arrive in waves: the turns between two big
+ * ones serve stragglers, a few calls each, and polling on after them served the
+ * next stragglers a few per turn, each turn paying its read, its write (TLS
+ * record included) and its epoll calls for a few calls: at 64 callers over TLS
+ * that was about a fifth of the node's CPU. A lone caller after a wave is back
+ * to busy polling after these turns.
  */
+#define COALESCE_HOLD_TURNS 8
+
 static int will_pause(const cn_node *node, uint64_t handled)
 {
-    return node->coalesce_us > 0 && handled >= COALESCE_MIN_BATCH;
+    if (node->coalesce_us == 0 || handled == 0)
+        return 0;
+    return handled >= COALESCE_MIN_BATCH || node->busy_turns > 0;
 }
 
 static void coalesce(cn_node *node, uint64_t handled)
 {
     if (!will_pause(node, handled))
         return;
+    if (handled >= COALESCE_MIN_BATCH)
+        node->busy_turns = COALESCE_HOLD_TURNS;
+    else
+        node->busy_turns--;
     node->stats.pauses++;
     struct timespec ts = {0, (long)node->coalesce_us * 1000};
     nanosleep(&ts, NULL);
 }
 
-/*
- * Busy polling, as the BEAM's schedulers spin before they sleep (+sbwt). Where
- * waking a sleeping process costs tens of microseconds (an inter-processor
- * interrupt, dearer still in a virtual machine: 42 us for a pipe round trip
- * across cores on the machines this was measured on, 5 us on one core), the
- * next request of a caller that is waiting for its reply is better met by a
- * loop that is still polling. After a turn that served requests and does not
- * pause, the loop polls with a zero timeout for busy_poll_us; a
- * quiet node then sleeps in epoll as before.
- */
 /*
  * With busy_poll_adaptive, whether another thread waited for our core in the
  * last sample (contention.h); read at most every 10 ms. An unreadable file
@@ -83,6 +89,16 @@ static int core_contended(cn_node *node, uint64_t now)
     return c->contended;
 }
 
+/*
+ * Busy polling, as the BEAM's schedulers spin before they sleep (+sbwt). Where
+ * waking a sleeping process costs tens of microseconds (an inter-processor
+ * interrupt, dearer still in a virtual machine: 42 us for a pipe round trip
+ * across cores on the machines this was measured on, 5 us on one core), the
+ * next request of a caller that is waiting for its reply is better met by a
+ * loop that is still polling. After a turn that served requests and does not
+ * pause, the loop polls with a zero timeout for busy_poll_us; a
+ * quiet node then sleeps in epoll as before.
+ */
 static int keep_polling(cn_node *node, uint64_t handled)
 {
     if (node->busy_poll_us == 0)

@@ -90,5 +90,7 @@ int cn_tls_session_pending(const cn_tls_session *s);
 const char *cn_tls_session_error(const cn_tls_session *s);
 /* The version negotiated ("TLSv1.3"), or "" before the handshake. */
 const char *cn_tls_session_version(const cn_tls_session *s);
+/* The cipher suite the handshake agreed on ("" before it is done). */
+const char *cn_tls_session_cipher(const cn_tls_session *s);
 
 #endif

@@ -6,9 +6,10 @@
 #               node per mode) against Redis with appendfsync no|everysec|always, :increment
 #               against INCR and check_rate against a sorted-set limiter script
 #               (erlang_test/bench/durability.exs). About three minutes.
-#   tls:        the C node and the BEAM peer again, every node (caller too) over TLS
-#               distribution with mutual certificate verification, certificates made in the
-#               run's log folder with openssl (erlang_test/bench/bench.exs with BENCH_TLS=1).
+#   tls:        the C node (in terminate mode, as the BEAM peer) and the BEAM peer again, and
+#               a crash-mode C node, every node (caller too) over TLS distribution with mutual
+#               certificate verification, certificates made in the run's log folder with
+#               openssl (erlang_test/bench/bench.exs with BENCH_TLS=1). About 2 minutes.
 #   capacity:   one pinned core of the C node, then of the BEAM peer, under open-loop load
 #               from build/cnode-load on the other core, stepped up to the latency knee
 #               (scripts/bench-capacity.sh, which lists its knobs). About four minutes.
@@ -34,7 +35,9 @@
 # (2 / 1: short cells, finely interleaved, so other load on the machine falls on both nodes),
 # BENCH_M_CONCURRENCY callers (8),
 # BENCH_M_SCRAPES back-to-back scrapes for the CPU time of one (2000).
-# Knobs of the tls section: BENCH_TLS_CONCURRENCY callers per TLS cell (1,64).
+# Knobs of the tls section: BENCH_TLS_CONCURRENCY callers per TLS cell (1,64), BENCH_TLS_CRASH
+# (1: also measure a second C node in crash mode; 0 skips it). The TLS C node runs with
+# --durability terminate, as the BEAM peer keeps its state in memory and saves it in terminate.
 #
 # Knobs of the durability section: BENCH_DUR_CELL_S seconds per cell (BENCH_CELL_S: 6 / 1;
 # 24 cells, so the section takes about 24 x (BENCH_DUR_CELL_S + BENCH_DUR_WARM_S) plus start-up),
@@ -99,7 +102,7 @@ fi
 : "${BENCH_DUR_CELL_S:=$BENCH_CELL_S}" "${BENCH_DUR_WARM_S:=$BENCH_WARM_S}" "${BENCH_DUR_CALLERS:=1,64}"
 : "${BENCH_DUR_MODES:=terminate,crash,power}" "${BENCH_DUR_MAX_REQUESTS:=100}" "${BENCH_DUR_WINDOW_MS:=60000}"
 : "${REDIS_SERVER:=redis-server}"
-: "${BENCH_TLS_CONCURRENCY:=1,64}"
+: "${BENCH_TLS_CONCURRENCY:=1,64}" "${BENCH_TLS_CRASH:=1}"
 : "${BENCH_METRICS:=1}" "${BENCH_M_CONCURRENCY:=8}" "${BENCH_M_SCRAPES:=2000}"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then : "${BENCH_M_ROUNDS:=2}" "${BENCH_M_CELL_S:=1}"; else : "${BENCH_M_ROUNDS:=10}" "${BENCH_M_CELL_S:=2}"; fi
 export BENCH_QUICK BENCH_CELL_S BENCH_WARM_S BENCH_CAST_S BENCH_MEM_CLIENTS BENCH_MAX_S \
@@ -107,7 +110,7 @@ export BENCH_QUICK BENCH_CELL_S BENCH_WARM_S BENCH_CAST_S BENCH_MEM_CLIENTS BENC
        BENCH_WINDOW_MS BENCH_DUR_CELL_S BENCH_DUR_WARM_S BENCH_DUR_CALLERS \
        BENCH_DUR_MAX_REQUESTS BENCH_DUR_WINDOW_MS
 
-CNODE_PID= PEER_PID= CALLER_PID=
+CNODE_PID= PEER_PID= CALLER_PID= TLS_CRASH_PID=
 # The durability section's C nodes and Redis servers, stopped by pid at the end.
 DUR_CNODE_PIDS=() DUR_REDIS_PIDS=()
 # The metrics cells' two C nodes (BENCH_METRICS=1), stopped by pid at the end.
@@ -144,6 +147,7 @@ bench_cleanup() {
     [ -n "$CALLER_PID" ] && stop_node "$CALLER_PID" 5
     [ -n "$PEER_PID" ] && stop_node "$PEER_PID" 10
     [ -n "$CNODE_PID" ] && stop_node "$CNODE_PID" 30
+    [ -n "$TLS_CRASH_PID" ] && stop_node "$TLS_CRASH_PID" 30
     [ -n "$CAP_SERVER_PID" ] && stop_node "$CAP_SERVER_PID" 30
     for pid in "${DUR_CNODE_PIDS[@]}" "${METRICS_PIDS[@]}"; do stop_node "$pid" 30; done
     for pid in "${DUR_REDIS_PIDS[@]}"; do stop_node "$pid" 10; done
@@ -470,27 +474,44 @@ make_tls_certs() {
 }
 
 tls_section() {
-    local tls_dir tls_erl tcnode_name tpeer_name tpeer_ready crc=0 f
-    local -a cnode_flags
+    local tls_dir tls_erl tcnode_name tcrash_name="" tpeer_name tpeer_ready crc=0 f
+    local -a cnode_flags tls_flags
     tls_dir="$RUN_DIR/tls"
     make_tls_certs "$tls_dir"
     tls_erl="-proto_dist inet_tls -ssl_dist_optfile $tls_dir/dist.conf"
     tcnode_name="bench_tc_$RUN_ID@127.0.0.1"
     cnode_flags=(--max-requests "$BENCH_MAX_REQUESTS" --window-ms "$BENCH_WINDOW_MS")
     [ ${#cnode_extra[@]} -gt 0 ] && cnode_flags+=("${cnode_extra[@]}")
+    tls_flags=(--proto-dist inet_tls --tls-certfile "$tls_dir/node.pem" --tls-keyfile "$tls_dir/node.key"
+               --tls-cacertfile "$tls_dir/ca.pem")
     rm -rf "${DATA_TMP:?}"/*
-    "$CNODE_BIN" --name "$tcnode_name" --cookie "$COOKIE" --data-dir "$DATA_TMP" "${cnode_flags[@]}" \
-        --proto-dist inet_tls --tls-certfile "$tls_dir/node.pem" --tls-keyfile "$tls_dir/node.key" \
-        --tls-cacertfile "$tls_dir/ca.pem" </dev/null >"$RUN_DIR/tls_cnode.out" 2>"$RUN_DIR/tls_cnode.log" &
+    mkdir -p "$DATA_TMP/tls_terminate" "$DATA_TMP/tls_crash"
+    # Terminate mode matches the BEAM peer, whose servers save only in terminate; a later
+    # --durability in BENCH_CNODE_ARGS would override it, so it comes first.
+    "$CNODE_BIN" --name "$tcnode_name" --cookie "$COOKIE" --data-dir "$DATA_TMP/tls_terminate" \
+        --durability terminate "${cnode_flags[@]}" "${tls_flags[@]}" \
+        </dev/null >"$RUN_DIR/tls_cnode.out" 2>"$RUN_DIR/tls_cnode.log" &
     CNODE_PID=$!
+    if [ "$BENCH_TLS_CRASH" = 1 ]; then
+        tcrash_name="bench_tk_$RUN_ID@127.0.0.1"
+        "$CNODE_BIN" --name "$tcrash_name" --cookie "$COOKIE" --data-dir "$DATA_TMP/tls_crash" \
+            --durability crash "${cnode_flags[@]}" "${tls_flags[@]}" \
+            </dev/null >"$RUN_DIR/tls_cnode_crash.out" 2>"$RUN_DIR/tls_cnode_crash.log" &
+        TLS_CRASH_PID=$!
+    fi
     tpeer_name="bench_tpeer_$RUN_ID@127.0.0.1"
     elixir --name "$tpeer_name" --cookie "$COOKIE" -pa "$EBIN" --erl "$tls_erl ${BENCH_PEER_ERL}" \
         erlang_test/bench/peer.exs "$BENCH_MAX_REQUESTS" "$BENCH_WINDOW_MS" "$((BENCH_MAX_S + 60))" \
         </dev/null >"$RUN_DIR/tls_peer.out" 2>"$RUN_DIR/tls_peer.log" &
     PEER_PID=$!
     wait_ready "$RUN_DIR/tls_cnode.out" "$CNODE_PID" "the TLS C node" >/dev/null
+    [ -z "$TLS_CRASH_PID" ] || wait_ready "$RUN_DIR/tls_cnode_crash.out" "$TLS_CRASH_PID" "the crash-mode TLS C node" >/dev/null
     tpeer_ready=$(wait_ready "$RUN_DIR/tls_peer.out" "$PEER_PID" "the TLS BEAM peer")
     echo
+    # bench.exs measures the crash-mode node too when these name it.
+    if [ -n "$tcrash_name" ]; then
+        export BENCH_CNODE_CRASH="$tcrash_name" BENCH_CNODE_CRASH_OSPID="$TLS_CRASH_PID"
+    fi
     BENCH_TLS=1 BENCH_CONCURRENCY="$BENCH_TLS_CONCURRENCY" \
     BENCH_CNODE="$tcnode_name" BENCH_CNODE_OSPID="$CNODE_PID" \
     BENCH_PEER="$tpeer_name" BENCH_PEER_OSPID="${tpeer_ready##* }" \
@@ -500,12 +521,19 @@ tls_section() {
     CALLER_PID=$!
     wait "$CALLER_PID" || crc=$?
     CALLER_PID=
+    unset BENCH_CNODE_CRASH BENCH_CNODE_CRASH_OSPID
     stop_node "$PEER_PID" 10
     PEER_PID=
     stop_node "$CNODE_PID" 30
     [ "$STOP_STATUS" -eq 0 ] || echo "bench: the TLS C node exited with status $STOP_STATUS on SIGTERM" >&2
     CNODE_PID=
     log_problems "$RUN_DIR/tls_cnode.log" "TLS C node"
+    if [ -n "$TLS_CRASH_PID" ]; then
+        stop_node "$TLS_CRASH_PID" 30
+        [ "$STOP_STATUS" -eq 0 ] || echo "bench: the crash-mode TLS C node exited with status $STOP_STATUS on SIGTERM" >&2
+        TLS_CRASH_PID=
+        log_problems "$RUN_DIR/tls_cnode_crash.log" "crash-mode TLS C node"
+    fi
     for f in "${TLS_OUT[@]}"; do
         if [ "$crc" -eq 0 ] && [ ! -s "$OUT/$f" ]; then
             echo "bench: $OUT/$f is missing" >&2

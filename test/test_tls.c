@@ -292,6 +292,9 @@ static void handshake_and_records_whole(void **state)
     pair_new(&p, "client", "server", "127.0.0.1");
     assert_true(handshake(&p, 0));
     assert_string_equal(cn_tls_session_version(p.c), "TLSv1.3");
+    /* Both ends name the one suite they agreed on, a TLS 1.3 one. */
+    assert_string_equal(cn_tls_session_cipher(p.c), cn_tls_session_cipher(p.s));
+    assert_non_null(strstr(cn_tls_session_cipher(p.c), "TLS_"));
     send_and_check(p.c, p.s, 100, 0);
     send_and_check(p.s, p.c, 100, 0);
     /* A message larger than a record crosses as several. */

@@ -23,7 +23,9 @@ defmodule Bench do
       quick: quick,
       cnode: String.to_atom(Env.str("BENCH_CNODE")),
       peer: String.to_atom(Env.str("BENCH_PEER")),
-      os_pid: %{cnode: Env.int("BENCH_CNODE_OSPID"), beam: Env.int("BENCH_PEER_OSPID"), caller: String.to_integer(System.pid())},
+      os_pid: os_pids(),
+      # The tls section's second C node, in crash mode (BENCH_CNODE_CRASH, optional).
+      cnode_crash: System.get_env("BENCH_CNODE_CRASH") |> then(&(&1 && String.to_atom(&1))),
       clk_tck: Env.int("BENCH_CLK_TCK"),
       out: Env.str("BENCH_OUT"),
       cell_s: Env.num("BENCH_CELL_S"),
@@ -43,9 +45,15 @@ defmodule Bench do
     }
   end
 
+  defp os_pids do
+    pids = %{cnode: Env.int("BENCH_CNODE_OSPID"), beam: Env.int("BENCH_PEER_OSPID"), caller: String.to_integer(System.pid())}
+    if System.get_env("BENCH_CNODE_CRASH"), do: Map.put(pids, :cnode_crash, Env.int("BENCH_CNODE_CRASH_OSPID")), else: pids
+  end
+
   def server(cfg, target, name), do: {name, node_of(cfg, target)}
   defp node_of(cfg, :cnode), do: cfg.cnode
   defp node_of(cfg, :beam), do: cfg.peer
+  defp node_of(cfg, :cnode_crash), do: cfg.cnode_crash
 
   def machine do
     cpuinfo = File.read!("/proc/cpuinfo")
@@ -227,10 +235,13 @@ defmodule Bench do
       idle_node_cpu_us: d.(other),
       # CPU the machine spent on anything but the three nodes (other users, the kernel's own
       # threads), in cores: a busy neighbour shows up here.
-      foreign_cpu_share: Float.round(max(d.(:machine) - d.(:cnode) - d.(:beam) - d.(:caller), 0) / 1.0e6 / elapsed, 2),
+      foreign_cpu_share: Float.round(max(d.(:machine) - nodes_cpu(cfg, d), 0) / 1.0e6 / elapsed, 2),
       clk_tck: cfg.clk_tck
     }
   end
+
+  # The CPU of all the run's nodes (the tls section's crash-mode C node too) between two samples.
+  defp nodes_cpu(cfg, d), do: cfg.os_pid |> Map.keys() |> Enum.map(d) |> Enum.sum()
 
   ## Casts
 
@@ -467,19 +478,22 @@ defmodule Bench do
     log("TLS distribution: C node #{cfg.cnode}, BEAM peer #{cfg.peer}, caller #{node()}, all -proto_dist inet_tls")
     ids = List.to_tuple(for i <- 0..(cfg.ids - 1), do: @id_prefix <> Integer.to_string(i))
     :persistent_term.put({Bench, :ids}, ids)
+    # The C node in terminate mode, as the BEAM peer keeps its state (in memory, saved in
+    # terminate); then, when scripts/bench.sh started it, a C node in its default crash mode.
+    targets = [:cnode, :beam] ++ if(cfg.cnode_crash, do: [:cnode_crash], else: [])
 
-    for target <- [:cnode, :beam] do
+    for target <- targets do
       node = node_of(cfg, target)
       true = Node.connect(node) || abort("cannot connect to #{node} over TLS")
       0 = GenServer.call(server(cfg, target, :counter), :get_value, @call_timeout)
     end
 
     cells =
-      for op <- [:increment, :check_rate], conc <- cfg.concurrency, target <- [:cnode, :beam] do
+      for op <- [:increment, :check_rate], conc <- cfg.concurrency, target <- targets do
         cell = call_cell(cfg, target, op, conc, cfg.cell_s)
 
         log(
-          "TLS #{pad(op, 10)} x#{pad(conc, 3)} #{pad(target, 5)}: #{pad(cell.ops_per_s, 7)} calls/s, " <>
+          "TLS #{pad(op, 10)} x#{pad(conc, 3)} #{pad(target, 11)}: #{pad(cell.ops_per_s, 7)} calls/s, " <>
             "p99 #{cell.p99_us} µs, server #{cell.server_cpu_us_per_op} µs CPU/call, " <>
             "caller #{cell.caller_cpu_us_per_op} µs CPU/call"
         )
@@ -497,6 +511,7 @@ defmodule Bench do
           "| p99 µs, #{conc} caller(s), `#{inspect(op)}` | #{c.p99_us} | #{b.p99_us} | #{fmt(ratio(c.p99_us, b.p99_us))} |",
           "| server CPU µs per call, #{conc} caller(s), `#{inspect(op)}` | #{fmt(c.server_cpu_us_per_op)} | " <>
             "#{fmt(b.server_cpu_us_per_op)} | **#{fmt(ratio(c.server_cpu_us_per_op, b.server_cpu_us_per_op))}** |"
+          | crash_rows(cells, op, conc, b)
         ]
       end
 
@@ -504,6 +519,9 @@ defmodule Bench do
       Enum.join(
         [
           "## make bench: TLS distribution (inet_tls, mutual verification, every node)",
+          "",
+          "C node: `--durability terminate`, as the BEAM peer keeps its state in memory and saves it in terminate." <>
+            if(cfg.cnode_crash, do: " Rows marked crash: a second C node in its default `--durability crash` (a journal write per loop turn).", else: ""),
           "",
           "| figure over TLS | C node | BEAM peer | C/BEAM |",
           "|---|---:|---:|---:|"
@@ -515,6 +533,21 @@ defmodule Bench do
     IO.puts("\n" <> md)
     File.write!(Path.join(cfg.out, "tls.md"), md)
     File.write!(Path.join(cfg.out, "tls.json"), Bench.Json.encode(%{tls_calls: cells}) <> "\n")
+  end
+
+  # The crash-mode C node's rows beside the BEAM peer's, when it ran.
+  defp crash_rows(cells, op, conc, b) do
+    case find(cells, :cnode_crash, op, conc) do
+      nil ->
+        []
+
+      k ->
+        [
+          "| crash: `#{inspect(op)}` calls/s, #{conc} caller(s) | #{fmt(k.ops_per_s)} | #{fmt(b.ops_per_s)} | #{fmt(ratio(k.ops_per_s, b.ops_per_s))} |",
+          "| crash: server CPU µs per call, #{conc} caller(s), `#{inspect(op)}` | #{fmt(k.server_cpu_us_per_op)} | " <>
+            "#{fmt(b.server_cpu_us_per_op)} | #{fmt(ratio(k.server_cpu_us_per_op, b.server_cpu_us_per_op))} |"
+        ]
+    end
   end
 
   defp log(line), do: IO.puts("[#{Time.utc_now() |> Time.truncate(:second)}] " <> line)

@@ -5,12 +5,15 @@
 %% refusal: a plaintext peer, a certificate of another CA, an expired one, none at all, a
 %% TLS peer with the wrong cookie, a server certificate that does not name the host. Each
 %% refusal must be logged with the peer's address, and a witness peer must still work.
+%% The groups ipv6_accept and ipv6_connect run the same cases over IPv6: the C node
+%% cnode@::1 with --proto-dist inet6_tls, the peers -proto_dist inet6_tls @::1 (skipped,
+%% with the reason, where ::1 or the run's epmd on it is unusable).
 %%
 %% The certificates are made at the start of the run with the openssl command, in the
 %% suite's priv dir: a CA, a server and a client certificate, a rogue CA and a certificate
 %% it signed, an expired certificate, and one that names another host. OTP's client checks
 %% the host of the node it dials against the server's certificate as a string, so ours name
-%% 127.0.0.1 both as an IP address and as a DNS name.
+%% 127.0.0.1 and ::1 both as IP addresses and as DNS names.
 %%
 %% This node speaks plain TCP, so the TLS peers are driven over their standard input and
 %% output (peer's connection standard_io), not over distribution; each peer's OS pid goes to
@@ -31,18 +34,21 @@
 -export([remote_call/3, remote_monitor_down/1, remote_wait_connected/2]).
 
 -define(WAIT, 15000).
+-define(LOOPBACK6, {0, 0, 0, 0, 0, 0, 0, 1}).
 
 suite() ->
     [{timetrap, {minutes, 3}}].
 
 all() ->
-    [{group, accept}, {group, connect}, {group, refusals}, bad_configuration_exits_at_start,
-     one_optfile_for_both].
+    [{group, accept}, {group, connect}, {group, ipv6_accept}, {group, ipv6_connect},
+     {group, refusals}, bad_configuration_exits_at_start, one_optfile_for_both].
 
 groups() ->
     Cases = [calls, casts, noproc_for_unknown_name, monitor_gets_down],
     [{accept, [], Cases ++ [tls13_calls]},
      {connect, [], Cases},
+     {ipv6_accept, [], Cases ++ [rogue_ca_peer_refused]},
+     {ipv6_connect, [], Cases},
      {refusals, [], [plaintext_peer_refused, rogue_ca_peer_refused, expired_peer_refused,
                      certless_peer_refused, wrong_cookie_peer_refused,
                      certless_peer_allowed_when_told, dialed_peer_must_name_its_host,
@@ -61,8 +67,26 @@ init_per_suite(Config) ->
 end_per_suite(_Config) ->
     ok.
 
+init_per_group(ipv6_accept, Config) ->
+    ipv6_group(accept, Config);
+init_per_group(ipv6_connect, Config) ->
+    ipv6_group(connect, Config);
 init_per_group(Group, Config) ->
-    [{direction, Group} | Config].
+    [{direction, Group}, {family, inet} | Config].
+
+ipv6_group(Direction, Config) ->
+    case ipv6_epmd() of
+        ok -> [{direction, Direction}, {family, inet6} | Config];
+        {error, Why} -> {skip, lists:flatten(io_lib:format("::1 is unusable here: ~p", [Why]))}
+    end.
+
+%% The epmd of the run answers on [::1]: IPv6 loopback works and epmd listens there.
+ipv6_epmd() ->
+    Port = list_to_integer(os:getenv("ERL_EPMD_PORT", "4369")),
+    case gen_tcp:connect(?LOOPBACK6, Port, [inet6], 5000) of
+        {ok, S} -> gen_tcp:close(S);
+        {error, Why} -> {error, {epmd_on_ipv6_loopback, Why}}
+    end.
 
 end_per_group(_Group, _Config) ->
     ok.
@@ -104,7 +128,7 @@ held(Config, Item) ->
 make_certs(Dir) ->
     Ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes",
     ok = file:write_file(filename:join(Dir, "ext.cnf"),
-                         "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1\n"),
+                         "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1,IP:::1,DNS:::1\n"),
     ok = file:write_file(filename:join(Dir, "other.cnf"),
                          "subjectAltName=IP:10.9.9.9,DNS:elsewhere.example\n"),
     [sh(Dir, io_lib:format("openssl req -x509 ~s -keyout ~s.key -out ~s.pem -subj /CN=~s -days 2",
@@ -138,12 +162,24 @@ cert(Config, Name) ->
 
 %% The C node's TLS flags: the server certificate, the CA, mutual verification.
 cnode_tls_args(Config) ->
-    ["--proto-dist", "inet_tls", "--tls-certfile", cert(Config, "server.pem"),
+    ["--proto-dist", proto_dist(Config), "--tls-certfile", cert(Config, "server.pem"),
      "--tls-keyfile", cert(Config, "server.key"), "--tls-cacertfile", cert(Config, "ca.pem")].
+
+%% inet_tls, or inet6_tls in the IPv6 groups; the host of every node's name to match.
+proto_dist(Config) ->
+    case ?config(family, Config) of inet6 -> "inet6_tls"; _ -> "inet_tls" end.
+
+host(Config) ->
+    case ?config(family, Config) of inet6 -> "::1"; _ -> "127.0.0.1" end.
+
+%% A peer's address as the C node logs it: 127.0.0.1:PORT, or [::1]:PORT.
+addr_re(Config) ->
+    case ?config(family, Config) of inet6 -> "\\[::1\\]:[0-9]+"; _ -> "127\\.0\\.0\\.1:[0-9]+" end.
 
 %% A C node over TLS (Extra: more flags), logging at debug so the TLS version shows.
 start_cnode(Config, Extra) ->
-    CNode = cnode_ct_lib:start(cnode_tls_args(Config) ++ ["--log-level", "debug"] ++ Extra),
+    CNode = cnode_ct_lib:start(cnode_tls_args(Config) ++ ["--log-level", "debug"] ++ Extra,
+                               #{host => host(Config)}),
     held(Config, {cnode, CNode}),
     CNode.
 
@@ -174,7 +210,7 @@ start_peer(Config, Opts) ->
     Cookie = maps:get(cookie, Opts, atom_to_list(erlang:get_cookie())),
     Tls = case maps:get(plain, Opts, false) of
               true -> [];
-              false -> ["-proto_dist", "inet_tls", "-ssl_dist_optfile",
+              false -> ["-proto_dist", proto_dist(Config), "-ssl_dist_optfile",
                         optfile(Config, Name, maps:get(cert, Opts, "client"),
                                 maps:get(ca, Opts, "ca"), maps:get(versions, Opts, undefined))]
           end,
@@ -183,7 +219,7 @@ start_peer(Config, Opts) ->
 
 %% Starts a peer; its OS pid goes to the run's pid file, the peer to the case's holder.
 boot_peer(Config, Name, Args) ->
-    {ok, Peer, Node} = peer:start(#{name => Name, host => "127.0.0.1", longnames => true,
+    {ok, Peer, Node} = peer:start(#{name => Name, host => host(Config), longnames => true,
                                     connection => standard_io, args => Args}),
     held(Config, {peer, Peer}),
     OsPid = peer:call(Peer, os, getpid, []),
@@ -275,9 +311,12 @@ tls13_calls(Config) ->
     ?assertEqual(1, call(Config, ?config(counter, Config), increment)),
     await_log(?config(cnode, Config), "TLSv1\\.3 with 127\\.0\\.0\\.1:").
 
-%% The C node's log says which TLS version each connection runs.
+%% The C node's log says which TLS version each connection runs, with the peer's address
+%% (IPv6 in the IPv6 groups); and the C node is named after that family's host.
 tls_in_use(Config) ->
-    await_log(?config(cnode, Config), "\\[tls\\] TLSv1\\.[23] with 127\\.0\\.0\\.1:").
+    CNode = ?config(cnode, Config),
+    ?assertEqual(host(Config), lists:last(string:split(atom_to_list(maps:get(node, CNode)), "@", trailing))),
+    await_log(CNode, "\\[tls\\] TLSv1\\.[23] with " ++ addr_re(Config)).
 
 %% ---- Refusals ----
 
@@ -310,9 +349,10 @@ plaintext_peer_refused(Config) ->
         await_log(CNode, "refused 127\\.0\\.0\\.1:[0-9]+: TLS: the peer sent plaintext")
     end).
 
+%% Also in ipv6_accept, where the address logged is [::1]:PORT.
 rogue_ca_peer_refused(Config) ->
     refused_peer(Config, #{cert => "rogue"},
-                 "refused 127\\.0\\.0\\.1:[0-9]+: TLS: the peer's certificate: unable to get local issuer"
+                 "refused " ++ addr_re(Config) ++ ": TLS: the peer's certificate: unable to get local issuer"
                  " certificate, subject /CN=rogue").
 
 expired_peer_refused(Config) ->
