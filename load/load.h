@@ -27,6 +27,7 @@ typedef struct ld_result {
     double gen_cpu_us_per_call; /* this process's user + system CPU per reply over the window */
     double server_cpu_us_per_call; /* the --server-pid's, or -1 */
     double server_cpu_share;    /* the server's CPU over the window, in cores (1.0: one core busy) */
+    double gen_cpu_share;       /* this process's, likewise */
 } ld_result;
 
 /*
