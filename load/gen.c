@@ -26,6 +26,7 @@
  * slot that frees sends the calls that became due meanwhile at once.
  */
 #include <assert.h>
+#include <sched.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +112,8 @@ struct ld_gen {
     int snap_open;              /* the window's start snapshot is taken */
     double cpu0, srv0;
     uint64_t replies0;
+    int srv_cpu, gen_cpu;       /* the cores each is pinned to, or -1 */
+    double srv_busy0, srv_total0, gen_busy0, gen_total0;
     unsigned ticks;
 };
 
@@ -142,6 +145,55 @@ static double proc_cpu_s(long pid)
     if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
         return -1;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* The one CPU pid may run on, or -1 when it may run on several (0: this process). */
+static int pinned_cpu(long pid)
+{
+    cpu_set_t set;
+    if (sched_getaffinity((pid_t)pid, sizeof set, &set) < 0 || CPU_COUNT(&set) != 1)
+        return -1;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set))
+            return c;
+    return -1;
+}
+
+/* cpu's busy and total time in ticks from /proc/stat; -1 when unreadable. */
+static int cpu_ticks(int cpu, double *busy, double *total)
+{
+    char want[32], line[512];
+    int n = snprintf(want, sizeof want, "cpu%d ", cpu);
+    FILE *f = fopen("/proc/stat", "r");
+    int rc = -1;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        unsigned long long v[8] = {0};
+        if (strncmp(line, want, (size_t)n) != 0 ||
+            sscanf(line + n, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                   &v[6], &v[7]) < 5)
+            continue;
+        *total = 0;
+        for (int k = 0; k < 8; k++)
+            *total += (double)v[k];
+        *busy = *total - (double)v[3] - (double)v[4];     /* all but idle and iowait */
+        rc = 0;
+        break;
+    }
+    if (f != NULL)
+        fclose(f);
+    return rc;
+}
+
+/* The share of the time since the last look (busy0, total0; then updated) cpu was busy; -1 unknown. */
+static double core_busy(int cpu, double *busy0, double *total0)
+{
+    double busy, total;
+    if (cpu < 0 || cpu_ticks(cpu, &busy, &total) < 0)
+        return -1;
+    double share = total > *total0 ? (busy - *busy0) / (total - *total0) : -1;
+    *busy0 = busy;
+    *total0 = total;
+    return share;
 }
 
 /* ---- Output: frames queue per node and leave at the end of the turn ---- */
@@ -511,6 +563,8 @@ static void snapshot(ld_gen *g, int open)
 {
     double cpu = self_cpu_s();
     double srv = g->cfg->server_pid > 0 ? proc_cpu_s(g->cfg->server_pid) : -1;
+    double srv_core = core_busy(g->srv_cpu, &g->srv_busy0, &g->srv_total0);
+    double gen_core = core_busy(g->gen_cpu, &g->gen_busy0, &g->gen_total0);
     if (open) {
         g->cpu0 = cpu;
         g->srv0 = srv;
@@ -526,6 +580,8 @@ static void snapshot(ld_gen *g, int open)
     g->res->server_cpu_us_per_call = srv >= 0 && g->srv0 >= 0 && n ? (srv - g->srv0) * 1e6 / (double)n : -1;
     g->res->server_cpu_share = srv >= 0 && g->srv0 >= 0 ? (srv - g->srv0) / span : -1;
     g->res->gen_cpu_share = (cpu - g->cpu0) / span;
+    g->res->server_core_busy = srv_core;
+    g->res->gen_core_busy = gen_core;
 }
 
 /* The calls due in the window that never got a reply: recorded as waiting until now. */
@@ -738,8 +794,11 @@ int ld_run(const ld_config *cfg, ld_result *res)
     ld_hist_reset(h);
     res->server_cpu_us_per_call = -1;
     res->server_cpu_share = -1;
+    res->server_core_busy = res->gen_core_busy = -1;
     ld_gen *g = cn_calloc(1, sizeof *g);
     g->cfg = cfg;
+    g->srv_cpu = cfg->server_pid > 0 ? pinned_cpu(cfg->server_pid) : -1;
+    g->gen_cpu = pinned_cpu(0);
     g->res = res;
     g->server = cfg->request == LD_CHECK_RATE ? "rate_limiter" : "counter";
     g->t_begin = uv_hrtime();
