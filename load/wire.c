@@ -241,7 +241,8 @@ static void rd_skip(rd *r, size_t n)
 
 static unsigned rd_u16(rd *r)
 {
-    return (rd_u8(r) << 8) | rd_u8(r);
+    unsigned hi = rd_u8(r);     /* two statements: the operands of | are not sequenced */
+    return (hi << 8) | rd_u8(r);
 }
 
 /* An atom of any of the four tags; its text in *text, *n. */
