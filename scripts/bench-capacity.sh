@@ -33,8 +33,9 @@
 # rate limiters keep every timestamp of the window per id, a list on the BEAM and a ring in
 # the C node, so a long window would make a step's calls dearer the faster the steps before
 # it ran: at 384 000 calls/s over 100 000 ids a 10 s window holds 38 stamps an id, and the C
-# node's check_rate fell from 256 000 to 218 000 calls/s past its knee with each call 40 %
-# dearer; 1 s keeps at most a few an id and no step's state reaches the next),
+# node's check_rate fell from 256 000 to 218 000 calls/s past its knee with each call 41 %
+# dearer (other work took a tenth of its core then; with 1 s, 14 %); 1 s keeps at most a
+# few an id and no step's state reaches the next),
 # BENCH_CAP_SERVER_CORE (0), BENCH_CAP_GEN_CORE (1),
 # LOAD_BIN (build/cnode-load).
 # Outputs: build/bench/capacity.md (the table), capacity.csv (every step), capacity.png.
