@@ -27,6 +27,14 @@ typedef struct ld_result {
     double gen_cpu_us_per_call; /* this process's user + system CPU per reply over the window */
     double server_cpu_us_per_call; /* the --server-pid's, or -1 */
     double server_cpu_share;    /* the server's CPU over the window, in cores (1.0: one core busy) */
+    double gen_cpu_share;       /* this process's, likewise */
+    /*
+     * How busy the server's core and the generator's were over the window with
+     * anything at all (from /proc/stat), when each is pinned to one core; -1
+     * otherwise. A core busy with other work while the server's own share is
+     * low says the machine was not quiet, not that the server saturated.
+     */
+    double server_core_busy, gen_core_busy;
 } ld_result;
 
 /*

@@ -45,14 +45,15 @@ static void print_result(const ld_config *cfg, const ld_result *r)
     printf("RESULT label=%s request=%s mode=%s nodes=%u inflight=%u offered=%.0f achieved=%.1f calls=%llu "
            "window_s=%.3f p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f mean_us=%.1f "
            "errors=%llu timeouts=%llu rejected=%llu unfinished=%llu peak_inflight=%llu "
-           "gen_cpu_us_per_call=%.3f server_cpu_us_per_call=%.3f server_cores=%.3f\n",
+           "gen_cpu_us_per_call=%.3f server_cpu_us_per_call=%.3f server_cores=%.3f gen_cores=%.3f "
+           "server_core_busy=%.3f gen_core_busy=%.3f\n",
            cfg->label ? cfg->label : "-", ld_request_name(cfg->request), mode, cfg->nodes, cfg->inflight,
            cfg->rate, r->achieved, (unsigned long long)r->calls, r->window_s, us(ld_hist_quantile(h, 0.5)),
            us(ld_hist_quantile(h, 0.9)), us(ld_hist_quantile(h, 0.99)), us(ld_hist_quantile(h, 0.999)),
            us(h->max == 0 ? 0 : h->max), us((uint64_t)ld_hist_mean(h)), (unsigned long long)r->errors,
            (unsigned long long)r->timeouts, (unsigned long long)r->rejected, (unsigned long long)r->unfinished,
            (unsigned long long)r->peak_inflight, r->gen_cpu_us_per_call, r->server_cpu_us_per_call,
-           r->server_cpu_share);
+           r->server_cpu_share, r->gen_cpu_share, r->server_core_busy, r->gen_core_busy);
     printf("# %s %s, %s loop, %u node(s) x %u in flight: %.0f calls/s", cfg->target, ld_request_name(cfg->request),
            mode, cfg->nodes, cfg->inflight, r->achieved);
     if (cfg->rate > 0)

@@ -1,7 +1,8 @@
 /*
  * Unit tests of the load generator's pure parts (load/hist.h, load/pace.h,
- * load/args.h): the histogram's buckets and quantiles, the open loop's
- * schedule, and the command line.
+ * load/args.h, load/wire.h): the histogram's buckets and quantiles, the open
+ * loop's schedule, the command line, and the frames: the templates must give
+ * exactly the bytes ei gives for gen:call's frames, and replies must be found.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,10 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <ei.h>
 
 #include "load/args.h"
 #include "load/hist.h"
 #include "load/pace.h"
+#include "load/wire.h"
+#include "cnode/protocol.h"
 
 /* ---- Histogram ---- */
 
@@ -267,6 +271,240 @@ static void bad_lines_are_refused_with_a_reason(void **state)
     assert_int_equal(parse(&c, err, "--target n@h --help"), 1);
 }
 
+/* ---- Frames ---- */
+
+#define NODE "gen_7@127.0.0.1"
+#define CREATION 0x5eed0004u
+
+static void make_pid(erlang_pid *pid, unsigned slot)
+{
+    memset(pid, 0, sizeof *pid);
+    strcpy(pid->node, NODE);
+    pid->num = LD_PID_BASE + slot;
+    pid->creation = CREATION;
+}
+
+static void make_ref(erlang_ref *ref, const char *node, unsigned slot, uint64_t seq)
+{
+    memset(ref, 0, sizeof *ref);
+    strcpy(ref->node, node);
+    ref->len = 3;
+    ref->creation = CREATION;
+    ref->n[0] = slot;
+    ref->n[1] = (unsigned)(seq & 0xffffffffu);
+    ref->n[2] = (unsigned)(seq >> 32);
+}
+
+/* A pass-through frame around what encode wrote at buf + 5; its total length. */
+static int frame_of(char *buf, int i)
+{
+    buf[0] = (char)((i - 4) >> 24);
+    buf[1] = (char)((i - 4) >> 16);
+    buf[2] = (char)((i - 4) >> 8);
+    buf[3] = (char)(i - 4);
+    buf[4] = 112;
+    return i;
+}
+
+/* What the runtime sent for MONITOR_P/DEMONITOR_P {Op, Pid, Server, Ref}, with ei. */
+static int ei_monitor(char *buf, long op, unsigned slot, uint64_t seq, const char *server)
+{
+    erlang_pid pid;
+    erlang_ref ref;
+    make_pid(&pid, slot);
+    make_ref(&ref, NODE, slot, seq);
+    int i = 5;
+    assert_int_equal(ei_encode_version(buf, &i) | ei_encode_tuple_header(buf, &i, 4) | ei_encode_long(buf, &i, op) |
+                         ei_encode_pid(buf, &i, &pid) | ei_encode_atom_as(buf, &i, server, ERLANG_UTF8, ERLANG_UTF8) |
+                         ei_encode_ref(buf, &i, &ref),
+                     0);
+    return frame_of(buf, i);
+}
+
+/* REG_SEND {6, Pid, '', Server} + {'$gen_call', {Pid, [alias | Ref]}, Request}, with ei. */
+static int ei_call(char *buf, unsigned slot, uint64_t seq, const char *server, ld_request r, unsigned id)
+{
+    erlang_pid pid;
+    erlang_ref ref;
+    make_pid(&pid, slot);
+    make_ref(&ref, NODE, slot, seq);
+    int i = 5;
+    int rc = ei_encode_version(buf, &i) | ei_encode_tuple_header(buf, &i, 4) | ei_encode_long(buf, &i, 6) |
+             ei_encode_pid(buf, &i, &pid) | ei_encode_atom(buf, &i, "") |
+             ei_encode_atom_as(buf, &i, server, ERLANG_UTF8, ERLANG_UTF8) | ei_encode_version(buf, &i) |
+             ei_encode_tuple_header(buf, &i, 3) | ei_encode_atom(buf, &i, "$gen_call") |
+             ei_encode_tuple_header(buf, &i, 2) | ei_encode_pid(buf, &i, &pid) | ei_encode_list_header(buf, &i, 1) |
+             ei_encode_atom(buf, &i, "alias") | ei_encode_ref(buf, &i, &ref);
+    if (r == LD_CHECK_RATE) {
+        char text[32];
+        int n = snprintf(text, sizeof text, "client-%u", id);
+        rc |= ei_encode_tuple_header(buf, &i, 2) | ei_encode_atom(buf, &i, "check_rate") |
+              ei_encode_binary(buf, &i, text, n);
+    } else {
+        rc |= ei_encode_atom(buf, &i, "increment");
+    }
+    assert_int_equal(rc, 0);
+    return frame_of(buf, i);
+}
+
+static void templates_give_the_bytes_ei_gives(void **state)
+{
+    (void)state;
+    static const struct { ld_request r; const char *server; } cases[] = {
+        {LD_INCREMENT, "counter"}, {LD_CHECK_RATE, "rate_limiter"}};
+    static const unsigned slots[] = {0, 1, 255, 4095, LD_MAX_SLOTS - 1};
+    static const uint64_t seqs[] = {1, 255, 0xffffffffull, 0x123456789abcull};
+    static const unsigned ids[] = {0, 9, 10, 99999, 4000000000u};
+    char got[2048], want[2048], req[LD_MAX_REQUEST];
+    for (size_t c = 0; c < 2; c++) {
+        ld_tmpl t;
+        ld_tmpl_init(&t, NODE, CREATION, cases[c].server);
+        for (size_t k = 0; k < sizeof slots / sizeof slots[0]; k++) {
+            unsigned slot = slots[k], id = ids[k];
+            uint64_t seq = seqs[k % 4];
+            size_t n = ld_tmpl_call(&t, got, slot, seq, req, ld_encode_request(cases[c].r, id, req));
+            int m = ei_monitor(want, DOP_MONITOR_P, slot, seq, cases[c].server);
+            m += ei_call(want + m, slot, seq, cases[c].server, cases[c].r, id);
+            assert_int_equal(n, (size_t)m);
+            assert_memory_equal(got, want, n);
+            n = ld_tmpl_demonitor(&t, got, slot, seq);
+            m = ei_monitor(want, DOP_DEMONITOR_P, slot, seq, cases[c].server);
+            assert_int_equal(n, (size_t)m);
+            assert_memory_equal(got, want, n);
+        }
+        ld_tmpl_free(&t);
+    }
+}
+
+static void a_cast_is_a_reg_send_of_gen_cast(void **state)
+{
+    (void)state;
+    ld_tmpl t;
+    ld_tmpl_init(&t, NODE, CREATION, "counter");
+    erlang_pid pid;
+    make_pid(&pid, 0);
+    char want[512];
+    int i = 5;
+    assert_int_equal(ei_encode_version(want, &i) | ei_encode_tuple_header(want, &i, 4) |
+                         ei_encode_long(want, &i, 6) | ei_encode_pid(want, &i, &pid) | ei_encode_atom(want, &i, "") |
+                         ei_encode_atom(want, &i, "counter") | ei_encode_version(want, &i) |
+                         ei_encode_tuple_header(want, &i, 2) | ei_encode_atom(want, &i, "$gen_cast") |
+                         ei_encode_atom(want, &i, "increment"),
+                     0);
+    frame_of(want, i);
+    assert_int_equal(t.cast_len, (size_t)i);
+    assert_memory_equal(t.cast, want, t.cast_len);
+    ld_tmpl_free(&t);
+}
+
+/*
+ * A reply frame's body (no length): the control tuple (op 33, or 37 with
+ * flags), then {[alias | Ref], Reply} where Reply is {Tag, 5}.
+ */
+static int reply_body(char *buf, long op, unsigned slot, uint64_t seq, const char *tag)
+{
+    erlang_pid server;
+    memset(&server, 0, sizeof server);
+    strcpy(server.node, "cnode@127.0.0.1");
+    server.num = 77;
+    server.creation = 9;
+    erlang_ref ref;
+    make_ref(&ref, NODE, slot, seq);
+    int i = 1;
+    buf[0] = 112;
+    int rc = ei_encode_version(buf, &i) | ei_encode_tuple_header(buf, &i, op == 33 ? 3 : 4) |
+             ei_encode_long(buf, &i, op);
+    if (op != 33)
+        rc |= ei_encode_long(buf, &i, CN_ALTACT_ALIAS);
+    rc |= ei_encode_pid(buf, &i, &server) | ei_encode_ref(buf, &i, &ref) | ei_encode_version(buf, &i) |
+          ei_encode_tuple_header(buf, &i, 2) | ei_encode_list_header(buf, &i, 1) | ei_encode_atom(buf, &i, "alias") |
+          ei_encode_ref(buf, &i, &ref) | ei_encode_tuple_header(buf, &i, 2) | ei_encode_atom(buf, &i, tag) |
+          ei_encode_long(buf, &i, 5);
+    assert_int_equal(rc, 0);
+    return i;
+}
+
+static void replies_are_found_by_slot_and_sequence(void **state)
+{
+    (void)state;
+    char body[1024];
+    ld_frame_info info;
+    static const long ops[] = {DOP_ALIAS_SEND, DOP_ALTACT_SIG_SEND};
+    for (size_t k = 0; k < 2; k++) {
+        int n = reply_body(body, ops[k], 4095, 0x100000002ull, "ok");
+        assert_int_equal(ld_frame_read(body, (size_t)n, &info), LD_FRAME_REPLY);
+        assert_int_equal(info.slot, 4095);
+        assert_int_equal(info.seq, 0x100000002ull);
+        assert_false(info.rejected);
+        n = reply_body(body, ops[k], 3, 7, "error");
+        assert_int_equal(ld_frame_read(body, (size_t)n, &info), LD_FRAME_REPLY);
+        assert_int_equal(info.slot, 3);
+        assert_true(info.rejected);
+    }
+    assert_int_equal(ld_frame_read(body, 0, &info), LD_FRAME_OTHER);   /* a tick */
+}
+
+static void a_down_fails_its_call(void **state)
+{
+    (void)state;
+    erlang_pid pid;
+    erlang_ref ref;
+    make_pid(&pid, 2);
+    make_ref(&ref, NODE, 2, 40);
+    static const long ops[] = {DOP_MONITOR_P_EXIT, DOP_PAYLOAD_MONITOR_P_EXIT};
+    for (size_t k = 0; k < 2; k++) {
+        char body[512];
+        int i = 1;
+        body[0] = 112;
+        int rc = ei_encode_version(body, &i) | ei_encode_tuple_header(body, &i, k == 0 ? 5 : 4) |
+                 ei_encode_long(body, &i, ops[k]) | ei_encode_atom(body, &i, "counter") |
+                 ei_encode_pid(body, &i, &pid) | ei_encode_ref(body, &i, &ref);
+        rc |= k == 0 ? ei_encode_atom(body, &i, "noproc")
+                     : ei_encode_version(body, &i) | ei_encode_atom(body, &i, "noproc");
+        assert_int_equal(rc, 0);
+        ld_frame_info info;
+        assert_int_equal(ld_frame_read(body, (size_t)i, &info), LD_FRAME_DOWN);
+        assert_int_equal(info.slot, 2);
+        assert_int_equal(info.seq, 40);
+    }
+}
+
+/* Cut anywhere, reading a reply stays in its bounds (ASan says so) and never finds a DOWN in it. */
+static void a_cut_reply_is_not_a_reply(void **state)
+{
+    (void)state;
+    char body[1024];
+    int n = reply_body(body, DOP_ALIAS_SEND, 1, 1, "ok");
+    for (int cut = 0; cut < n; cut++) {
+        char *copy = malloc((size_t)cut + 1);
+        memcpy(copy, body, (size_t)cut);
+        ld_frame_info info;
+        ld_frame_kind kind = ld_frame_read(copy, (size_t)cut, &info);
+        assert_true(kind != LD_FRAME_DOWN);
+        free(copy);
+    }
+}
+
+static void the_request_bytes_are_eis(void **state)
+{
+    (void)state;
+    char got[LD_MAX_REQUEST], want[128];
+    static const unsigned ids[] = {0, 7, 10, 123456, 4294967295u};
+    for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+        char text[32];
+        int n = snprintf(text, sizeof text, "client-%u", ids[k]), i = 0;
+        assert_int_equal(ei_encode_tuple_header(want, &i, 2) | ei_encode_atom(want, &i, "check_rate") |
+                             ei_encode_binary(want, &i, text, n),
+                         0);
+        assert_int_equal(ld_encode_request(LD_CHECK_RATE, ids[k], got), (size_t)i);
+        assert_memory_equal(got, want, (size_t)i);
+    }
+    int i = 0;
+    assert_int_equal(ei_encode_atom(want, &i, "increment"), 0);
+    assert_int_equal(ld_encode_request(LD_INCREMENT, 5, got), (size_t)i);
+    assert_memory_equal(got, want, (size_t)i);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +520,12 @@ int main(void)
         cmocka_unit_test(every_flag_is_read),
         cmocka_unit_test(an_open_loop_allows_many_in_flight),
         cmocka_unit_test(bad_lines_are_refused_with_a_reason),
+        cmocka_unit_test(templates_give_the_bytes_ei_gives),
+        cmocka_unit_test(a_cast_is_a_reg_send_of_gen_cast),
+        cmocka_unit_test(replies_are_found_by_slot_and_sequence),
+        cmocka_unit_test(a_down_fails_its_call),
+        cmocka_unit_test(a_cut_reply_is_not_a_reply),
+        cmocka_unit_test(the_request_bytes_are_eis),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
