@@ -12,10 +12,8 @@
  */
 #include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cnode/addr.h"
 #include "cnode/error.h"
@@ -55,9 +53,6 @@ static void configure(cn_node *node, const cn_node_config *cfg)
     node->no_epmd = cfg->no_epmd;
     node->coalesce_us = cfg->coalesce_us > 1000 ? 1000 : cfg->coalesce_us;
     node->busy_poll_us = cfg->busy_poll_us > 1000 ? 1000 : cfg->busy_poll_us;
-    node->schedstat_fd = -1;
-    if (cfg->busy_poll_adaptive && node->busy_poll_us > 0)
-        node->schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
     node->status_cb = cfg->status_cb;
 }
 
@@ -316,8 +311,6 @@ int cn_node_free(cn_node *node)
     cn__proc_free_all(node);
     cn_buf_free(&node->scratch);
     cn_tls_ctx_free(node->tls);
-    if (node->schedstat_fd >= 0)
-        close(node->schedstat_fd);
     free(node);
     return 0;
 }

@@ -58,14 +58,6 @@ typedef struct cn_node_config {
      */
     unsigned busy_poll_us;
     /*
-     * Non-zero: busy poll only while a core is spare, judged by the loop
-     * thread's run delay (cnode/contention.h): when another thread waited for
-     * our core in the last 10 ms, the loop sleeps between turns instead. The
-     * node must then be created on the thread that runs its loop. 0 (this
-     * struct's default; the program turns it on) spins regardless.
-     */
-    int busy_poll_adaptive;
-    /*
      * Optional: what happens to the epmd registration after cn_node_start's
      * ready_cb reported 0. When epmd drops the registration (it died or was
      * restarted) the node keeps serving its connections and registers again
@@ -156,7 +148,6 @@ typedef struct cn_node_stats {
     uint64_t alias_sends;   /* messages to aliases sent as ALIAS_SEND (OTP 24-27 peers) */
     uint64_t altact_sends;  /* messages to aliases sent as ALTACT_SIG_SEND (OTP 28+ peers) */
     uint64_t polls;         /* loop turns that polled on without blocking (busy_poll_us) */
-    uint64_t spin_changes;  /* busy_poll_adaptive: times the spin stopped or resumed */
     uint64_t pauses;        /* coalescing pauses taken (coalesce_us) */
 } cn_node_stats;
 void cn_node_get_stats(const cn_node *node, cn_node_stats *st);

@@ -44,7 +44,6 @@
 #include <utlist.h>
 
 #include "cnode/buf.h"
-#include "cnode/contention.h"
 #include "cnode/epmd.h"
 #include "cnode/handshake.h"
 #include "cnode/metrics.h"
@@ -241,8 +240,6 @@ struct cn_node {
     uint64_t coalesce_mark;         /* messages_in at the end of the last turn */
     unsigned busy_poll_us;
     uint64_t spin_until;            /* uv_hrtime() until which the loop polls without blocking */
-    int schedstat_fd;               /* the loop thread's /proc schedstat (busy_poll_adaptive), or -1 */
-    cn_contention contention;       /* whether another thread waited for our core lately */
     unsigned busy_turns;            /* light turns that still pause after a heavy one (sched.c) */
 
     const cn__conn_events *conn_events;

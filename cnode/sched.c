@@ -17,7 +17,6 @@
  */
 #include <time.h>
 
-#include "cnode/log.h"
 #include "cnode/node_int.h"
 
 /* Local messages delivered per turn before I/O gets its turn again. */
@@ -69,27 +68,6 @@ static void coalesce(cn_node *node, uint64_t handled)
 }
 
 /*
- * With busy_poll_adaptive, whether another thread waited for our core in the
- * last sample (contention.h); read at most every 10 ms. An unreadable file
- * counts as a spare core: the spin then behaves as without the check.
- */
-static int core_contended(cn_node *node, uint64_t now)
-{
-    cn_contention *c = &node->contention;
-    if (node->schedstat_fd < 0 || (c->sampled_at != 0 && now - c->sampled_at < CN_CONTENTION_SAMPLE_NS))
-        return c->contended;
-    uint64_t delay;
-    if (cn_contention_read(node->schedstat_fd, &delay) < 0)
-        return 0;
-    int was = c->contended;
-    if (cn_contention_update(c, now, delay) != was) {
-        node->stats.spin_changes++;
-        CN_DEBUG("sched", "busy polling %s", c->contended ? "paused: another thread waited for our core" : "resumed");
-    }
-    return c->contended;
-}
-
-/*
  * Busy polling, as the BEAM's schedulers spin before they sleep (+sbwt). Where
  * waking a sleeping process costs tens of microseconds (an inter-processor
  * interrupt, dearer still in a virtual machine: 42 us for a pipe round trip
@@ -104,8 +82,6 @@ static int keep_polling(cn_node *node, uint64_t handled)
     if (node->busy_poll_us == 0)
         return 0;
     uint64_t now = uv_hrtime();
-    if (core_contended(node, now))
-        return 0;
     if (will_pause(node, handled))
         node->spin_until = 0;
     else if (handled > 0)

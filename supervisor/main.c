@@ -81,7 +81,6 @@ enum {
     OPT_TLS_FAIL,
     OPT_TLS_NO_FAIL,
     OPT_SSL_DIST_OPTFILE,
-    OPT_BUSY_POLL_ALWAYS,
 };
 
 static void usage(FILE *f)
@@ -91,7 +90,7 @@ static void usage(FILE *f)
             "             [--connect NODE]... [--max-requests N] [--window-ms MS]\n"
             "             [--log-level debug|info|warning|error] [--net-ticktime S]\n"
             "             [--handshake-timeout-ms MS] [--counter-initial N] [--coalesce-us US]\n"
-            "             [--busy-poll-us US] [--busy-poll-always] [--heart [--heart-timeout S]]\n"
+            "             [--busy-poll-us US] [--heart [--heart-timeout S]]\n"
             "             [--proto-dist inet_tcp|inet6_tcp|inet_tls|inet6_tls]\n"
             "             [--tls-certfile F] [--tls-keyfile F] [--tls-cacertfile F]\n"
             "             [--tls-verify verify_peer|verify_none]\n"
@@ -244,7 +243,6 @@ static int set_option(options *o, int ch, const char *arg)
     case 'i': return parse_long("--counter-initial", arg, INT64_MIN, INT64_MAX, &o->app.counter.initial);
     case 'u': return parse_unsigned("--coalesce-us", arg, 0, 1000, &node->coalesce_us);
     case 'b': return parse_unsigned("--busy-poll-us", arg, 0, 1000, &node->busy_poll_us);
-    case OPT_BUSY_POLL_ALWAYS: node->busy_poll_adaptive = 0; return 0;
     case 'X': o->heart = 1; return 0;
     case 'T': return parse_long("--heart-timeout", arg, 1, 86400, &o->heart_timeout_s);
     case 'E': o->app.stop_on_stdin_eof = 1; return 0;
@@ -283,13 +281,11 @@ static int parse_args(int argc, char **argv, options *o)
         {"stop-on-stdin-eof", no_argument, 0, 'E'},
         {"durability", required_argument, 0, 'D'}, {"snapshot-bytes", required_argument, 0, 'S'},
         {"metrics-listen", required_argument, 0, 'M'},
-        {"busy-poll-always", no_argument, 0, OPT_BUSY_POLL_ALWAYS},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->app.node.coalesce_us = 150;
     o->app.node.busy_poll_us = 200;
-    o->app.node.busy_poll_adaptive = 1;
     o->app.node.family = AF_INET;
     o->app.counter.durability = o->app.limiter.durability = GS_DURABLE_CRASH;
     o->data_dir = "var/cnode";
