@@ -11,6 +11,7 @@
 #include "cnode/buf.h"
 #include "cnode/error.h"
 #include "cnode/term.h"
+#include "cnode/utf8.h"
 
 /* A term rich in every kind of field: tuples, lists, maps, pids, refs, bigs, binaries. */
 static void build_rich(ei_x_buff *x)
@@ -489,6 +490,50 @@ static void old_float_text_must_end(void **state)
     assert_int_equal(walk_exact(b, sizeof b), CN_EDECODE);
 }
 
+/* cn_utf8_atom_chars as it was, a byte at a time: the reference for its word-at-a-time ASCII path. */
+static int atom_chars_bytewise(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    int chars = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = p[i] < 0x80 ? 1 : cn_utf8_seq(p + i, n - i, NULL);
+        if (k == 0 || ++chars > CN_ATOM_MAX_CHARS)
+            return -1;
+        i += k;
+    }
+    return chars;
+}
+
+/*
+ * The ASCII words first, then the rest a byte at a time: the same answer as a
+ * byte at a time, for ASCII runs of every length around the word size and the
+ * 255-character limit, followed by valid and invalid sequences.
+ */
+static void atom_chars_agree_with_a_bytewise_count(void **state)
+{
+    (void)state;
+    static const char *tails[] = {"", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xc3", "\x80",
+                                  "\xed\xa0\x80", "\xc0\xaf", "a\xff", "\0"};
+    char buf[600];
+    for (size_t run = 0; run < 300; run++) {
+        for (size_t t = 0; t < sizeof tails / sizeof tails[0]; t++) {
+            memset(buf, 'a' + (int)(run % 26), run);
+            size_t tl = t == 9 ? 1 : strlen(tails[t]);
+            memcpy(buf + run, tails[t], tl);
+            for (size_t extra = 0; extra < 10; extra++) {
+                memset(buf + run + tl, 'z', extra);
+                size_t n = run + tl + extra;
+                assert_int_equal(cn_utf8_atom_chars(buf, n), atom_chars_bytewise(buf, n));
+            }
+        }
+    }
+    /* 255 ASCII characters are an atom, 256 are not, whatever comes after. */
+    memset(buf, 'x', sizeof buf);
+    assert_int_equal(cn_utf8_atom_chars(buf, 255), 255);
+    assert_int_equal(cn_utf8_atom_chars(buf, 256), -1);
+    assert_int_equal(cn_utf8_atom_chars(buf, sizeof buf), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -504,6 +549,7 @@ int main(void)
         cmocka_unit_test(fun_lying_inside_its_size_is_refused),
         cmocka_unit_test(nested_funs_are_bounded),
         cmocka_unit_test(utf8_atoms_up_to_255_characters),
+        cmocka_unit_test(atom_chars_agree_with_a_bytewise_count),
         cmocka_unit_test(utf8_atoms_must_be_well_formed),
         cmocka_unit_test(invalid_utf8_atoms_are_refused),
         cmocka_unit_test(atoms_decode_as_utf8_with_their_length),
