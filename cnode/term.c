@@ -314,6 +314,65 @@ int cn_term_decode_atom(const char *buf, size_t len, size_t *idx, char *out, siz
     return 0;
 }
 
+int cn_term_decode_pid(const char *buf, size_t len, size_t *idx, erlang_pid *p, size_t *node_len)
+{
+    size_t i = *idx;
+    if (i >= len)
+        return CN_EDECODE;
+    unsigned char tag = (unsigned char)buf[i++];
+    if (tag != T_PID && tag != T_NEW_PID)
+        return CN_EDECODE;
+    /* PID_EXT: id, serial, a creation byte of which ei keeps 2 bits; NEW_PID_EXT: three words. */
+    size_t fields = tag == T_PID ? 9 : 12;
+    if (cn_term_decode_atom(buf, len, &i, p->node, node_len) < 0 || len - i < fields)
+        return CN_EDECODE;
+    p->num = cn_get_u32(buf + i);
+    p->serial = cn_get_u32(buf + i + 4);
+    p->creation = tag == T_PID ? (unsigned char)buf[i + 8] & 0x03 : cn_get_u32(buf + i + 8);
+    *idx = i + fields;
+    return 0;
+}
+
+/* REFERENCE_EXT after its tag: the node, one id word and a creation byte (2 bits kept, as ei does). */
+static int decode_old_ref(const char *buf, size_t len, size_t *i, erlang_ref *r, size_t *node_len)
+{
+    if (cn_term_decode_atom(buf, len, i, r->node, node_len) < 0 || len - *i < 5)
+        return CN_EDECODE;
+    r->len = 1;
+    r->n[0] = cn_get_u32(buf + *i);
+    r->creation = (unsigned char)buf[*i + 4] & 0x03;
+    *i += 5;
+    return 0;
+}
+
+int cn_term_decode_ref(const char *buf, size_t len, size_t *idx, erlang_ref *r, size_t *node_len)
+{
+    size_t i = *idx;
+    if (i >= len)
+        return CN_EDECODE;
+    unsigned char tag = (unsigned char)buf[i++];
+    if (tag == T_REF) {
+        if (decode_old_ref(buf, len, &i, r, node_len) < 0)
+            return CN_EDECODE;
+        *idx = i;
+        return 0;
+    }
+    if ((tag != T_NEW_REF && tag != T_NEWER_REF) || len - i < 2)
+        return CN_EDECODE;
+    /* A word count of at most 5, the node, the creation (a byte of which 2 bits are kept, or a word), the words. */
+    size_t words = cn_get_u16(buf + i), cre = tag == T_NEW_REF ? 1 : 4;
+    i += 2;
+    if (words > 5 || cn_term_decode_atom(buf, len, &i, r->node, node_len) < 0 || len - i < cre + 4 * words)
+        return CN_EDECODE;
+    r->creation = tag == T_NEW_REF ? (unsigned char)buf[i] & 0x03 : cn_get_u32(buf + i);
+    i += cre;
+    r->len = (int)words;
+    for (size_t k = 0; k < words; k++, i += 4)
+        r->n[k] = cn_get_u32(buf + i);
+    *idx = i;
+    return 0;
+}
+
 int cn_term_skip_trusted(const char *buf, int *index)
 {
     size_t i = (size_t)*index;

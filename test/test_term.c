@@ -534,6 +534,123 @@ static void atom_chars_agree_with_a_bytewise_count(void **state)
     assert_int_equal(cn_utf8_atom_chars(buf, sizeof buf), -1);
 }
 
+/* An atom of text t (n bytes) in encoding tag (ATOM_EXT, SMALL_ATOM_EXT, ATOM_UTF8_EXT, SMALL_ATOM_UTF8_EXT). */
+static void put_atom(cn_buf *b, unsigned char tag, const char *t, size_t n)
+{
+    cn_buf_put_u8(b, tag);
+    if (tag == 115 || tag == 119)
+        cn_buf_put_u8(b, (uint8_t)n);
+    else
+        cn_buf_put_u16(b, (uint16_t)n);
+    cn_buf_append(b, t, n);
+}
+
+/* Node texts: ASCII, Latin-1 or UTF-8 beyond it, a NUL inside, at and past 255 characters. */
+static size_t node_text(int k, char *t)
+{
+    static const char *fixed[] = {"a@b", "n\xe9@h", "\xc3\xb1ode@h", "\xe2\x82\xac@h", "\xf0\x9f\x98\x80@h",
+                                  "\xc3\x28@h", "", "cnode_load_17@127.0.0.1"};
+    if (k < 8) {
+        strcpy(t, fixed[k]);
+        return strlen(t);
+    }
+    if (k == 8) {
+        memcpy(t, "a\0b", 3);
+        return 3;
+    }
+    size_t n = k == 9 ? 255 : 256;
+    memset(t, 'x', n);
+    return n;
+}
+
+static void check_pid(const cn_buf *b)
+{
+    for (size_t len = 0; len <= b->len; len++) {
+        erlang_pid ours, theirs;
+        size_t i = 0, w = 0, nl;
+        int j = 0;
+        int ok = cn_term_decode_pid(b->data, len, &i, &ours, &nl) == 0;
+        int walks = cn_term_skip(b->data, len, &w) == 0;
+        int ei_ok = walks && ei_decode_pid(b->data, &j, &theirs) == 0;
+        assert_int_equal(ok, ei_ok);
+        if (!ok)
+            continue;
+        assert_int_equal(i, (size_t)j);
+        assert_int_equal(i, w);
+        assert_memory_equal(ours.node, theirs.node, nl + 1);
+        assert_int_equal(ours.num, theirs.num);
+        assert_int_equal(ours.serial, theirs.serial);
+        assert_int_equal(ours.creation, theirs.creation);
+    }
+}
+
+static void check_ref(const cn_buf *b)
+{
+    for (size_t len = 0; len <= b->len; len++) {
+        erlang_ref ours, theirs;
+        size_t i = 0, w = 0, nl;
+        int j = 0;
+        int ok = cn_term_decode_ref(b->data, len, &i, &ours, &nl) == 0;
+        int walks = cn_term_skip(b->data, len, &w) == 0;
+        int ei_ok = walks && ei_decode_ref(b->data, &j, &theirs) == 0;
+        assert_int_equal(ok, ei_ok);
+        if (!ok)
+            continue;
+        assert_int_equal(i, (size_t)j);
+        assert_int_equal(i, w);
+        assert_memory_equal(ours.node, theirs.node, nl + 1);
+        assert_int_equal(ours.len, theirs.len);
+        assert_memory_equal(ours.n, theirs.n, (size_t)ours.len * sizeof ours.n[0]);
+        assert_int_equal(ours.creation, theirs.creation);
+    }
+}
+
+/*
+ * Our pid and reference decoders give what ei's give for every term the walker
+ * takes, in every encoding of the node atom and with every bit of the numbers
+ * set or not, and refuse every truncation and every term the walker refuses.
+ */
+static void pids_and_refs_decode_as_ei_decodes_them(void **state)
+{
+    (void)state;
+    static const unsigned char atom_tags[] = {100, 115, 118, 119};
+    static const unsigned char fill[] = {0x00, 0xff, 0x5a};
+    char t[300];
+    cn_buf b;
+    cn_buf_init(&b);
+    for (int k = 0; k < 11; k++) {
+        size_t n = node_text(k, t);
+        for (size_t a = 0; a < sizeof atom_tags; a++) {
+            if ((atom_tags[a] == 115 || atom_tags[a] == 119) && n > 255)
+                continue;
+            for (size_t f = 0; f < sizeof fill; f++) {
+                for (int pt = 0; pt < 2; pt++) {
+                    cn_buf_reset(&b);
+                    cn_buf_put_u8(&b, pt ? 88 : 103);
+                    put_atom(&b, atom_tags[a], t, n);
+                    for (int q = 0; q < (pt ? 12 : 9); q++)
+                        cn_buf_put_u8(&b, (uint8_t)(fill[f] + q));
+                    check_pid(&b);
+                }
+                for (int rt = 0; rt < 3; rt++) {
+                    for (unsigned words = 0; words <= (rt == 0 ? 0u : 6u); words++) {
+                        cn_buf_reset(&b);
+                        cn_buf_put_u8(&b, rt == 0 ? 101 : rt == 1 ? 114 : 90);
+                        if (rt > 0)
+                            cn_buf_put_u16(&b, (uint16_t)words);
+                        put_atom(&b, atom_tags[a], t, n);
+                        size_t rest = rt == 0 ? 5 : (rt == 1 ? 1 : 4) + 4 * words;
+                        for (size_t q = 0; q < rest; q++)
+                            cn_buf_put_u8(&b, (uint8_t)(fill[f] + q));
+                        check_ref(&b);
+                    }
+                }
+            }
+        }
+    }
+    cn_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -550,6 +667,7 @@ int main(void)
         cmocka_unit_test(nested_funs_are_bounded),
         cmocka_unit_test(utf8_atoms_up_to_255_characters),
         cmocka_unit_test(atom_chars_agree_with_a_bytewise_count),
+        cmocka_unit_test(pids_and_refs_decode_as_ei_decodes_them),
         cmocka_unit_test(utf8_atoms_must_be_well_formed),
         cmocka_unit_test(invalid_utf8_atoms_are_refused),
         cmocka_unit_test(atoms_decode_as_utf8_with_their_length),
