@@ -71,7 +71,7 @@ static int atom_text(unsigned char tag, const char *b, size_t len, size_t *i, si
     if (take(len, i, *n) < 0)
         return -1;
     if (*utf8)
-        return cn_utf8_atom_chars(b + *at, *n) < 0 ? -1 : 0;
+        return cn_utf8_short_ascii(b + *at, *n) || cn_utf8_atom_chars(b + *at, *n) >= 0 ? 0 : -1;
     return *n > CN_ATOM_MAX_CHARS ? -1 : 0;
 }
 

@@ -524,6 +524,10 @@ static void atom_chars_agree_with_a_bytewise_count(void **state)
                 memset(buf + run + tl, 'z', extra);
                 size_t n = run + tl + extra;
                 assert_int_equal(cn_utf8_atom_chars(buf, n), atom_chars_bytewise(buf, n));
+                if (cn_utf8_short_ascii(buf, n))
+                    assert_int_equal(atom_chars_bytewise(buf, n), (int)n);
+                else /* the tails of 0 and 9 are ASCII */
+                    assert_true((t != 0 && t != 9) || n > CN_ATOM_MAX_CHARS);
             }
         }
     }
