@@ -387,12 +387,13 @@ static void apply(gs_server *s, gs_ret r, gs_result *res)
 
 /* ---- Dispatch ---- */
 
-/* The tag is [alias | Ref] for OTP 24+ callers. */
 /*
- * The pid and the alias are read by term.c's decoders, which give what ei's
- * give at a fraction of the cost (every call decodes both). The message was
- * walked when it arrived (cn_term_skip), so, as for cn_term_skip_trusted, its
- * end needs no bound here.
+ * The tag is [alias | Ref] for OTP 24+ callers: a list of one element whose
+ * tail is the reference, so the tag ends where the reference does; any other
+ * tag is walked to its end. The pid and the alias are read by term.c's
+ * decoders, which give what ei's give at a fraction of the cost (every call
+ * decodes both). The message was walked when it arrived (cn_term_skip), so,
+ * as for cn_term_skip_trusted, its end needs no bound here.
  */
 int gs__decode_from(const char *b, int *i, gs_from *from)
 {
@@ -413,7 +414,9 @@ int gs__decode_from(const char *b, int *i, gs_from *from)
         if (cn_term_decode_ref(b, SIZE_MAX, &at, &from->alias, &node_len) == 0)
             from->has_alias = 1;
     }
-    if (cn_term_skip_trusted(b, i) < 0)
+    if (from->has_alias)
+        *i = (int)at;
+    else if (cn_term_skip_trusted(b, i) < 0)
         return CN_EDECODE;
     from->tag = b + start;
     from->tag_len = *i - start;
