@@ -373,6 +373,55 @@ int cn_term_decode_ref(const char *buf, size_t len, size_t *idx, erlang_ref *r, 
     return 0;
 }
 
+/* A node's name as ei encodes it in a pid or reference; NULL when it is no atom's text. */
+static char *put_node_atom(char *w, const char *node)
+{
+    size_t n = strnlen(node, MAXATOMLEN_UTF8);
+    if (n >= MAXATOMLEN_UTF8 || (!cn_utf8_short_ascii(node, n) && cn_utf8_atom_chars(node, n) < 0))
+        return NULL;
+    if (n <= 255) {
+        *w++ = (char)T_SMALL_ATOM_UTF8;
+        *w++ = (char)n;
+    } else {
+        *w++ = (char)T_ATOM_UTF8;
+        *w++ = (char)(n >> 8);
+        *w++ = (char)n;
+    }
+    memcpy(w, node, n);
+    return w + n;
+}
+
+int cn_term_encode_pid(char *buf, int *idx, const erlang_pid *p)
+{
+    char *w = buf + *idx;
+    *w++ = (char)T_NEW_PID;
+    if ((w = put_node_atom(w, p->node)) == NULL)
+        return CN_EDECODE;
+    cn_set_u32(w, p->num);
+    cn_set_u32(w + 4, p->serial);
+    cn_set_u32(w + 8, p->creation);
+    *idx = (int)(w + 12 - buf);
+    return 0;
+}
+
+int cn_term_encode_ref(char *buf, int *idx, const erlang_ref *r)
+{
+    if (r->len < 0 || r->len > 5)
+        return CN_EDECODE;
+    char *w = buf + *idx;
+    w[0] = (char)T_NEWER_REF;
+    w[1] = (char)(r->len >> 8);
+    w[2] = (char)r->len;
+    if ((w = put_node_atom(w + 3, r->node)) == NULL)
+        return CN_EDECODE;
+    cn_set_u32(w, r->creation);
+    w += 4;
+    for (int k = 0; k < r->len; k++, w += 4)
+        cn_set_u32(w, r->n[k]);
+    *idx = (int)(w - buf);
+    return 0;
+}
+
 int cn_term_skip_trusted(const char *buf, int *index)
 {
     size_t i = (size_t)*index;

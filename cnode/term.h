@@ -49,6 +49,18 @@ int cn_term_decode_pid(const char *buf, size_t len, size_t *idx, erlang_pid *p, 
 int cn_term_decode_ref(const char *buf, size_t len, size_t *idx, erlang_ref *r, size_t *node_len);
 
 /*
+ * Writes pid p (NEW_PID_EXT) or reference r (NEWER_REFERENCE_EXT) at buf[*idx]
+ * with the bytes ei_encode_pid and ei_encode_ref write (the node as
+ * SMALL_ATOM_UTF8_EXT, or ATOM_UTF8_EXT past 255 bytes), and advances *idx.
+ * As ei, it refuses (CN_EDECODE, nothing written) a node that is not the text
+ * of an atom (valid UTF-8, at most 255 characters); a reference of more than 5
+ * words too. buf must have the room (at most 1 + 3 + 1020 + 12 bytes for a
+ * pid, 1 + 2 + 3 + 1020 + 4 + 20 for a reference): the send path reserves it.
+ */
+int cn_term_encode_pid(char *buf, int *idx, const erlang_pid *p);
+int cn_term_encode_ref(char *buf, int *idx, const erlang_ref *r);
+
+/*
  * Skips one term in a buffer that has already been walked by cn_term_skip (every
  * message a process receives has): no bounds to check, but, unlike ei_skip_term,
  * no recursion either, so a deeply nested term cannot exhaust the C stack.

@@ -655,6 +655,77 @@ static void pids_and_refs_decode_as_ei_decodes_them(void **state)
     cn_buf_free(&b);
 }
 
+/* Node names to encode: ASCII, UTF-8 of 2 to 4 bytes, Latin-1 (not UTF-8), broken and long ones. */
+static size_t enc_node(int k, char *t)
+{
+    static const char *fixed[] = {"a@b", "\xc3\xb1@b", "\xe2\x82\xac@h", "\xf0\x9f\x98\x80@h", "\xe9@b",
+                                  "\xc3\x28", "\xed\xa0\x80@h", "\xc0\xaf@h", "", "cnode_load_17@127.0.0.1"};
+    if (k < 10) {
+        strcpy(t, fixed[k]);
+        return strlen(t);
+    }
+    if (k == 10 || k == 11) { /* 255 and 256 ASCII characters */
+        memset(t, 'x', 255 + (size_t)(k - 10));
+        t[255 + k - 10] = '\0';
+        return strlen(t);
+    }
+    size_t chars = k == 12 ? 100 : 255; /* 300 or 765 bytes of euro signs */
+    for (size_t c = 0; c < chars; c++)
+        memcpy(t + 3 * c, "\xe2\x82\xac", 3);
+    t[3 * chars] = '\0';
+    return 3 * chars;
+}
+
+/*
+ * Our pid and reference encoders write the bytes ei's write, for every node
+ * name ei takes that is an atom's text to the BEAM, and refuse every other
+ * name; a reference of every length up to 5 words, and more refused.
+ */
+static void pids_and_refs_encode_as_ei_encodes_them(void **state)
+{
+    (void)state;
+    static char ours[2048], theirs[2048];
+    for (int k = 0; k < 14; k++) {
+        erlang_pid p;
+        memset(&p, 0, sizeof p);
+        enc_node(k, p.node);
+        p.num = 0x12345678u + (unsigned)k;
+        p.serial = 0xfedcba98u;
+        p.creation = 0xffffffffu;
+        int i = 0, j = 0;
+        int rc = cn_term_encode_pid(ours, &i, &p);
+        int erc = ei_encode_pid(theirs, &j, &p);
+        int beam_atom = cn_utf8_atom_chars(p.node, strlen(p.node)) >= 0;
+        /* ei also takes text the BEAM refuses as an atom (a UTF-16 surrogate, which the BEAM would drop the connection for); we do not. */
+        assert_int_equal(rc == 0, erc == 0 && beam_atom);
+        if (rc == 0) {
+            assert_int_equal(i, j);
+            assert_memory_equal(ours, theirs, (size_t)i);
+        }
+        for (int len = 0; len <= 6; len++) {
+            erlang_ref r;
+            memset(&r, 0, sizeof r);
+            enc_node(k, r.node);
+            r.len = len;
+            for (int w = 0; w < 5; w++)
+                r.n[w] = 0x01020304u * (unsigned)(w + 1) + (unsigned)k;
+            r.creation = 0x80000001u;
+            i = j = 0;
+            rc = cn_term_encode_ref(ours, &i, &r);
+            if (len > 5) {
+                assert_int_not_equal(rc, 0);
+                continue;
+            }
+            erc = ei_encode_ref(theirs, &j, &r);
+            assert_int_equal(rc == 0, erc == 0 && beam_atom);
+            if (rc == 0) {
+                assert_int_equal(i, j);
+                assert_memory_equal(ours, theirs, (size_t)i);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -672,6 +743,7 @@ int main(void)
         cmocka_unit_test(utf8_atoms_up_to_255_characters),
         cmocka_unit_test(atom_chars_agree_with_a_bytewise_count),
         cmocka_unit_test(pids_and_refs_decode_as_ei_decodes_them),
+        cmocka_unit_test(pids_and_refs_encode_as_ei_encodes_them),
         cmocka_unit_test(utf8_atoms_must_be_well_formed),
         cmocka_unit_test(invalid_utf8_atoms_are_refused),
         cmocka_unit_test(atoms_decode_as_utf8_with_their_length),
