@@ -6,9 +6,10 @@
  * message or an exit reason (the payload). Nothing in a frame is trusted:
  *
  * - the control tuple is walked with bounds checks first (cnode/term.c), and
- *   every decoder after that is bounded by the end of the tuple: each element
- *   is walked again to find its own end, decoded within it, and the decoder
- *   must have used exactly its bytes;
+ *   every decoder after that is bounded by the end of the tuple: pids and
+ *   references by term.c's decoders, which check each length against it;
+ *   other elements are walked again to find their own end, decoded within
+ *   it, and the decoder must have used exactly its bytes;
  * - every operation has one layout (below): its arity, exactly, as the BEAM
  *   checks it, what each element is, and whether a payload follows;
  * - the frame ends exactly where the control tuple ends, or, for an operation
@@ -130,15 +131,35 @@ static int element(const char *f, size_t end, int idx, size_t *e)
 }
 
 /*
- * The node atom at f[at], as pids and refs embed it, names a node only if it
- * holds no NUL byte: the name becomes a C string, and a truncated one could
- * name this node or another.
+ * A pid or reference's node names a node only if it holds no NUL byte: the
+ * name becomes a C string, and a truncated one could name this node or another.
  */
-static int node_atom_ok(const char *f, size_t end, size_t at)
+static int node_ok(const char *node, size_t n)
 {
-    char node[MAXATOMLEN_UTF8];
-    size_t n;
-    return cn_term_decode_atom(f, end, &at, node, &n) == 0 && memchr(node, '\0', n) == NULL;
+    return memchr(node, '\0', n) == NULL;
+}
+
+/*
+ * Pids and references are decoded by term.c's bounded decoders, which check
+ * every length against the tuple's end themselves and stop exactly where the
+ * term does, with what ei would decode (test_term compares them).
+ */
+static int dec_pid(const char *f, size_t end, int *idx, erlang_pid *p)
+{
+    size_t i = (size_t)*idx, n;
+    if (cn_term_decode_pid(f, end, &i, p, &n) < 0 || !node_ok(p->node, n))
+        return -1;
+    *idx = (int)i;
+    return 0;
+}
+
+static int dec_ref(const char *f, size_t end, int *idx, erlang_ref *r)
+{
+    size_t i = (size_t)*idx, n;
+    if (cn_term_decode_ref(f, end, &i, r, &n) < 0 || !node_ok(r->node, n))
+        return -1;
+    *idx = (int)i;
+    return 0;
 }
 
 /*
@@ -146,36 +167,6 @@ static int node_atom_ok(const char *f, size_t end, size_t at)
  * stop exactly at the element's end e (so it read nothing outside the element).
  */
 #define EXACT(decode, f, i, out, e) ((decode)((f), &(i), (out)) == 0 && (size_t)(i) == (e))
-
-static int dec_pid(const char *f, size_t end, int *idx, erlang_pid *p)
-{
-    size_t e;
-    int i = *idx;
-    if (element(f, end, i, &e) < 0)
-        return -1;
-    unsigned char tag = (unsigned char)f[i];
-    if ((tag != ERL_NEW_PID_EXT && tag != ERL_PID_EXT) || !node_atom_ok(f, e, (size_t)i + 1) ||
-        !EXACT(ei_decode_pid, f, i, p, e))
-        return -1;
-    *idx = i;
-    return 0;
-}
-
-static int dec_ref(const char *f, size_t end, int *idx, erlang_ref *r)
-{
-    size_t e;
-    int i = *idx;
-    if (element(f, end, i, &e) < 0)
-        return -1;
-    unsigned char tag = (unsigned char)f[i];
-    /* NEW_ and NEWER_REFERENCE_EXT: a word count before the node; REFERENCE_EXT: none. */
-    size_t node_at = (size_t)i + (tag == ERL_REFERENCE_EXT ? 1 : 3);
-    if ((tag != ERL_NEWER_REFERENCE_EXT && tag != ERL_NEW_REFERENCE_EXT && tag != ERL_REFERENCE_EXT) ||
-        !node_atom_ok(f, e, node_at) || !EXACT(ei_decode_ref, f, i, r, e))
-        return -1;
-    *idx = i;
-    return 0;
-}
 
 static int dec_long(const char *f, size_t end, int *idx, long *v)
 {

@@ -20,6 +20,7 @@
 #include "cnode/error.h"
 #include "cnode/node_int.h"
 #include "cnode/protocol.h"
+#include "cnode/term.h"
 
 /*
  * Largest encodings, in bytes, as ei writes them (erts "External Term Format"):
@@ -79,12 +80,18 @@ static int begin(enc *e, cn_conn *c, size_t extra)
 
 /* Every encoder goes through here: a refusal is remembered, not ignored. */
 #define ENC(e, call, ...) ((e)->bad |= ei_encode_##call((e)->c->wbuf.data, &(e)->i, __VA_ARGS__) < 0)
+/*
+ * Pids and references go through term.c's encoders: ei's bytes without ei's
+ * atom conversion, which cost about 500 instructions a reply (issue 13).
+ */
+#define ENC_PID(e, p) ((e)->bad |= cn_term_encode_pid((e)->c->wbuf.data, &(e)->i, (p)) < 0)
+#define ENC_REF(e, r) ((e)->bad |= cn_term_encode_ref((e)->c->wbuf.data, &(e)->i, (r)) < 0)
 
 static void enc_peer_pid(enc *e, const cn_peer_pid *pp)
 {
     erlang_pid pid;
     cn__peer_to_pid(e->c->node, pp, &pid);
-    ENC(e, pid, &pid);
+    ENC_PID(e, &pid);
 }
 
 /* Is this piece sent from its blob rather than copied? (cn_piece in node.h) */
@@ -141,12 +148,12 @@ int cn__dist_send(cn_conn *c, const erlang_pid *from, const erlang_pid *to, cons
     ENC(&e, tuple_header, 3);
     if (c->peer_flags & DFLAG_SEND_SENDER) {
         ENC(&e, long, DOP_SEND_SENDER);
-        ENC(&e, pid, from);
+        ENC_PID(&e, from);
     } else {
         ENC(&e, long, DOP_SEND);
         ENC(&e, atom, "");
     }
-    ENC(&e, pid, to);
+    ENC_PID(&e, to);
     return finish_pieces(&e, msg, n);
 }
 
@@ -158,7 +165,7 @@ int cn__dist_reg_send(cn_conn *c, const erlang_pid *from, const char *name, cons
         return rc;
     ENC(&e, tuple_header, 4);
     ENC(&e, long, DOP_REG_SEND);
-    ENC(&e, pid, from);
+    ENC_PID(&e, from);
     ENC(&e, atom, "");
     /* Names are UTF-8 (ei_encode_atom would take them for Latin-1 and cut them at 255 bytes). */
     ENC(&e, atom_as, name, ERLANG_UTF8, ERLANG_UTF8);
@@ -173,8 +180,8 @@ int cn__dist_alias_send(cn_conn *c, const erlang_pid *from, const erlang_ref *al
         return rc;
     ENC(&e, tuple_header, 3);
     ENC(&e, long, DOP_ALIAS_SEND);
-    ENC(&e, pid, from);
-    ENC(&e, ref, alias);
+    ENC_PID(&e, from);
+    ENC_REF(&e, alias);
     return finish_pieces(&e, msg, n);
 }
 
@@ -194,8 +201,8 @@ int cn__dist_altact_alias_send(cn_conn *c, const erlang_pid *from, const erlang_
     ENC(&e, tuple_header, 4);
     ENC(&e, long, DOP_ALTACT_SIG_SEND);
     ENC(&e, ulong, CN_ALTACT_ALIAS);
-    ENC(&e, pid, from);
-    ENC(&e, ref, alias);
+    ENC_PID(&e, from);
+    ENC_REF(&e, alias);
     return finish_pieces(&e, msg, n);
 }
 
@@ -217,9 +224,9 @@ int cn__dist_monitor_p_exit(cn_conn *c, const char *name, size_t name_len, const
     if (name != NULL)
         ENC(&e, atom_len_as, name, (int)name_len, ERLANG_UTF8, ERLANG_UTF8);
     else
-        ENC(&e, pid, tpid);
-    ENC(&e, pid, watcher);
-    ENC(&e, ref, ref);
+        ENC_PID(&e, tpid);
+    ENC_PID(&e, watcher);
+    ENC_REF(&e, ref);
     if (payload)
         return finish(&e, reason, rlen);
     /* Inline reason: the term without its version byte. */
@@ -254,7 +261,7 @@ int cn__dist_exit(cn_conn *c, int op_plain, const erlang_pid *from, const cn_pee
         return rc;
     ENC(&e, tuple_header, payload ? 3 : 4);
     ENC(&e, long, op);
-    ENC(&e, pid, from);
+    ENC_PID(&e, from);
     enc_peer_pid(&e, to);
     if (payload)
         return finish(&e, reason, len);
@@ -269,7 +276,7 @@ int cn__dist_link(cn_conn *c, const erlang_pid *from, const cn_peer_pid *to)
         return rc;
     ENC(&e, tuple_header, 3);
     ENC(&e, long, DOP_LINK);
-    ENC(&e, pid, from);
+    ENC_PID(&e, from);
     enc_peer_pid(&e, to);
     return finish(&e, NULL, 0);
 }
@@ -283,7 +290,7 @@ int cn__dist_unlink_id(cn_conn *c, int op, uint64_t id, const erlang_pid *from, 
     ENC(&e, tuple_header, 4);
     ENC(&e, long, op);
     ENC(&e, ulonglong, id);
-    ENC(&e, pid, from);
+    ENC_PID(&e, from);
     enc_peer_pid(&e, to);
     return finish(&e, NULL, 0);
 }
@@ -302,8 +309,8 @@ int cn__dist_monitor_p(cn_conn *c, int op, const erlang_pid *from, const char *n
         return rc;
     ENC(&e, tuple_header, 4);
     ENC(&e, long, op);
-    ENC(&e, pid, from);
+    ENC_PID(&e, from);
     ENC(&e, atom_as, name, ERLANG_UTF8, ERLANG_UTF8);
-    ENC(&e, ref, ref);
+    ENC_REF(&e, ref);
     return finish(&e, NULL, 0);
 }

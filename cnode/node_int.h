@@ -88,7 +88,7 @@ typedef struct cn_monitor_list {
     struct cn_monitor_list *next_orphan;    /* in node->orphans */
 } cn_monitor_list;
 
-/* Monitors are found by (connection, reference); the key is hashed as raw bytes. */
+/* Monitors are found by (connection, reference); keys compare as raw bytes (unused words zero). */
 typedef struct cn_monitor_key {
     cn_conn *conn;
     uint32_t len;
@@ -96,16 +96,33 @@ typedef struct cn_monitor_key {
 } cn_monitor_key;
 
 /*
- * The monitor table is split in this many uthash tables by a hash of the key:
- * uthash doubles a table's buckets by rehashing every entry at once, which for
- * a peer's half a million monitors held the loop 183 ms; a shard's doubling
- * moves a 64th of them.
+ * The monitor table (mon_table.c) is split in this many open-addressing tables
+ * by a hash of the key: a table doubles by rehashing every entry at once, which
+ * for a peer's half a million monitors in one table held the loop 183 ms; a
+ * shard's doubling moves a 64th of them.
  */
 #define CN__MONITOR_SHARDS 64
 
+/* A slot of a shard: the monitor (NULL: empty) and its key's hash. */
+typedef struct cn_mon_slot {
+    uint64_t h;
+    cn_monitor *m;
+} cn_mon_slot;
+
+/* One shard: mask + 1 slots (a power of two), count of them used. */
+typedef struct cn_mon_shard {
+    cn_mon_slot *slots;
+    size_t mask;
+    size_t count;
+} cn_mon_shard;
+
+typedef struct cn_mon_table {
+    cn_mon_shard shards[CN__MONITOR_SHARDS];
+    uint64_t seed;                  /* keys the hash: a peer cannot choose colliding references */
+} cn_mon_table;
+
 /* A remote process `watcher` monitors local process `target`. */
 struct cn_monitor {
-    UT_hash_handle hh;
     cn_monitor_key key;
     uint32_t ref_creation;
     cn_proc *target;
@@ -272,13 +289,7 @@ struct cn_node {
     uint64_t next_unlink_id;
     cn_proc *zombies;
 
-    /*
-     * Monitors by (conn, ref), in CN__MONITOR_SHARDS tables (proc.c), each with
-     * its anchor always in it: uthash frees an empty table, and the anchor
-     * keeps it, so calls allocate nothing.
-     */
-    cn_monitor *monitors[CN__MONITOR_SHARDS];
-    cn_monitor monitor_anchor[CN__MONITOR_SHARDS];
+    cn_mon_table monitors;           /* remote monitors by (conn, ref) (mon_table.c) */
     cn_monitor *free_monitors;      /* recycled, so a call allocates nothing */
     unsigned free_monitor_count;    /* at most MONITOR_SPARE (proc.c): the rest is freed */
     cn_monitor_list *orphans;       /* lost connections' monitor lists, emptied a batch a turn */
@@ -447,6 +458,20 @@ void cn__alias_free_all(cn_node *node);
 
 /* route.c */
 void cn__route_conn_down(cn_conn *c);
+
+/*
+ * mon_table.c: remote monitors by key. The caller finds before it adds (keys
+ * are unique) and deletes only a monitor that is in the table. Nothing here
+ * allocates a monitor or touches its lists.
+ */
+void cn__monitor_key(cn_monitor_key *k, cn_conn *c, const erlang_ref *ref);
+void cn__mon_table_init(cn_mon_table *t, uint64_t seed);
+/* Frees the shards; the table must be empty. */
+void cn__mon_table_free(cn_mon_table *t);
+cn_monitor *cn__mon_table_find(cn_mon_table *t, const cn_monitor_key *k);
+void cn__mon_table_add(cn_mon_table *t, cn_monitor *m);
+void cn__mon_table_del(cn_mon_table *t, cn_monitor *m);
+size_t cn__mon_table_count(const cn_mon_table *t);
 
 /* proc.c */
 int cn__is_local(const cn_node *node, const erlang_pid *pid);

@@ -276,67 +276,13 @@ void cn__proc_unlink_local(cn_proc *p, const erlang_pid *pid)
 
 /* ---- Monitors (remote watchers of local processes) ---- */
 
-static void monitor_key(cn_monitor_key *k, cn_conn *c, const erlang_ref *ref)
+/* A seed for the monitor table's hash that a peer cannot guess. */
+static uint64_t random_seed(const cn_node *node)
 {
-    memset(k, 0, sizeof *k);
-    k->conn = c;
-    k->len = ref->len > 5 ? 5 : (uint32_t)ref->len;
-    memcpy(k->n, ref->n, k->len * sizeof k->n[0]);
-}
-
-/* The shard of the monitor table a key is in (CN__MONITOR_SHARDS in node_int.h). */
-static unsigned shard_of(const cn_monitor_key *k)
-{
-    uint32_t h = k->n[0] ^ (k->n[1] * 0x9e3779b1u) ^ (uint32_t)((uintptr_t)k->conn >> 4);
-    h *= 0x85ebca6bu;
-    return (h >> 16) % CN__MONITOR_SHARDS;
-}
-
-static cn_monitor **shard(cn_node *node, const cn_monitor_key *k)
-{
-    return &node->monitors[shard_of(k)];
-}
-
-/* Every shard empty but for its anchor, which no real monitor's key matches (its conn is NULL). */
-static void monitors_init(cn_node *node)
-{
-    for (unsigned i = 0; i < CN__MONITOR_SHARDS; i++) {
-        memset(&node->monitor_anchor[i], 0, sizeof node->monitor_anchor[i]);
-        node->monitors[i] = NULL;
-        HASH_ADD(hh, node->monitors[i], key, sizeof node->monitor_anchor[i].key, &node->monitor_anchor[i]);
-    }
-}
-
-static void monitors_clear(cn_node *node)
-{
-    for (unsigned i = 0; i < CN__MONITOR_SHARDS; i++)
-        HASH_CLEAR(hh, node->monitors[i]);
-}
-
-/* One shard rebuilt from its own entries, for the size they need now. */
-static void shard_rebuild(cn_node *node, unsigned i)
-{
-    cn_monitor *old = node->monitors[i], *m, *tmp;
-    UT_hash_table *tbl = old->hh.tbl;
-    node->monitors[i] = NULL;
-    /* Each entry moves to the new table; the iteration has read its next entry already. */
-    HASH_ITER(hh, old, m, tmp)
-        HASH_ADD(hh, node->monitors[i], key, sizeof m->key, m);
-    uthash_free(tbl->buckets, tbl->num_buckets * sizeof(struct UT_hash_bucket));
-    uthash_free(tbl, sizeof(UT_hash_table));
-}
-
-/*
- * After a peer's million monitors went one by one (demonitors), the table keeps
- * the buckets they grew: when it has far more buckets than monitors, it is
- * rebuilt, which costs less than the removals that emptied it did. A table of
- * the size calls in flight need never is.
- */
-static void monitors_compact(cn_node *node, unsigned i)
-{
-    unsigned buckets = node->monitors[i]->hh.tbl->num_buckets;
-    if (buckets > 256 && HASH_COUNT(node->monitors[i]) < buckets / 16)
-        shard_rebuild(node, i);
+    uint64_t v;
+    if (uv_random(NULL, NULL, &v, sizeof v, 0, NULL) != 0)
+        v = uv_hrtime() ^ (uint64_t)(uintptr_t)node;
+    return v;
 }
 
 /* A lost connection's list that has no monitor left goes. */
@@ -381,11 +327,9 @@ static void monitor_release(cn_node *node, cn_monitor *m, int later)
 
 static void monitor_drop(cn_node *node, cn_monitor *m)
 {
-    unsigned i = shard_of(&m->key);
     monitor_unlink(node, m);
-    HASH_DEL(node->monitors[i], m);
+    cn__mon_table_del(&node->monitors, m);
     monitor_release(node, m, 0);
-    monitors_compact(node, i);
 }
 
 void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const erlang_pid *watcher,
@@ -394,10 +338,8 @@ void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const 
     cn_node *node = target->node;
     assert(!target->dead);
     cn_monitor_key k;
-    monitor_key(&k, c, ref);
-    cn_monitor *m = NULL;
-    cn_monitor **table = shard(node, &k);
-    HASH_FIND(hh, *table, &k, sizeof k, m);
+    cn__monitor_key(&k, c, ref);
+    cn_monitor *m = cn__mon_table_find(&node->monitors, &k);
     /* A lost connection's monitor whose key a new connection at the same address reuses goes now. */
     if (m != NULL && m->route->orphan) {
         monitor_drop(node, m);
@@ -419,7 +361,7 @@ void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const 
     m->watcher = (cn_peer_pid){c, watcher->num, watcher->serial, watcher->creation};
     m->by_name = by_name;
     m->route = route;
-    HASH_ADD(hh, *table, key, sizeof m->key, m);
+    cn__mon_table_add(&node->monitors, m);
     DL_PREPEND2(target->monitors, m, t_prev, t_next);
     DL_PREPEND2(route->head, m, c_prev, c_next);
     route->count++;
@@ -429,16 +371,15 @@ void cn__monitor_add(cn_proc *target, cn_conn *c, cn_monitor_list *route, const 
 void cn__monitor_remove(cn_node *node, cn_conn *c, const erlang_ref *ref)
 {
     cn_monitor_key k;
-    monitor_key(&k, c, ref);
-    cn_monitor *m = NULL;
-    HASH_FIND(hh, *shard(node, &k), &k, sizeof k, m);
+    cn__monitor_key(&k, c, ref);
+    cn_monitor *m = cn__mon_table_find(&node->monitors, &k);
     if (m != NULL && !m->route->orphan)
         monitor_drop(node, m);
 }
 
 /*
- * Up to n monitors of lost connections off their lists and tables, into the
- * batches freed later; the shards they emptied are compacted. Returns how many.
+ * Up to n monitors of lost connections off their lists and table, into the
+ * batches freed later (the table's shards shrink as they empty). Returns how many.
  */
 static unsigned orphans_drain(cn_node *node, unsigned n)
 {
@@ -447,14 +388,10 @@ static unsigned orphans_drain(cn_node *node, unsigned n)
     while (done < n && (list = node->orphans) != NULL) {
         cn_monitor *m = list->head;
         assert(m != NULL);
-        HASH_DEL(*shard(node, &m->key), m);
+        cn__mon_table_del(&node->monitors, m);
         monitor_unlink(node, m);    /* frees list with its last monitor */
         monitor_release(node, m, 1);
         done++;
-    }
-    if (done > 0) {
-        for (unsigned i = 0; i < CN__MONITOR_SHARDS; i++)
-            monitors_compact(node, i);
     }
     return done;
 }
@@ -670,7 +607,7 @@ void cn__proc_free_zombies(cn_node *node)
 void cn__proc_init(cn_node *node)
 {
     node->next_num = 1;
-    monitors_init(node);
+    cn__mon_table_init(&node->monitors, random_seed(node));
 }
 
 void cn__proc_free_all(cn_node *node)
@@ -697,7 +634,7 @@ void cn__proc_free_all(cn_node *node)
         free(p);
     }
     assert(node->stats.monitors == 0);
-    monitors_clear(node);
+    cn__mon_table_free(&node->monitors);
     cn_monitor *fm;
     while ((fm = node->free_monitors) != NULL) {
         node->free_monitors = fm->t_next;

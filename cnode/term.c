@@ -71,7 +71,7 @@ static int atom_text(unsigned char tag, const char *b, size_t len, size_t *i, si
     if (take(len, i, *n) < 0)
         return -1;
     if (*utf8)
-        return cn_utf8_atom_chars(b + *at, *n) < 0 ? -1 : 0;
+        return cn_utf8_short_ascii(b + *at, *n) || cn_utf8_atom_chars(b + *at, *n) >= 0 ? 0 : -1;
     return *n > CN_ATOM_MAX_CHARS ? -1 : 0;
 }
 
@@ -311,6 +311,114 @@ int cn_term_decode_atom(const char *buf, size_t len, size_t *idx, char *out, siz
     out[o] = '\0';
     *out_len = o;
     *idx = at + n;
+    return 0;
+}
+
+int cn_term_decode_pid(const char *buf, size_t len, size_t *idx, erlang_pid *p, size_t *node_len)
+{
+    size_t i = *idx;
+    if (i >= len)
+        return CN_EDECODE;
+    unsigned char tag = (unsigned char)buf[i++];
+    if (tag != T_PID && tag != T_NEW_PID)
+        return CN_EDECODE;
+    /* PID_EXT: id, serial, a creation byte of which ei keeps 2 bits; NEW_PID_EXT: three words. */
+    size_t fields = tag == T_PID ? 9 : 12;
+    if (cn_term_decode_atom(buf, len, &i, p->node, node_len) < 0 || len - i < fields)
+        return CN_EDECODE;
+    p->num = cn_get_u32(buf + i);
+    p->serial = cn_get_u32(buf + i + 4);
+    p->creation = tag == T_PID ? (unsigned char)buf[i + 8] & 0x03 : cn_get_u32(buf + i + 8);
+    *idx = i + fields;
+    return 0;
+}
+
+/* REFERENCE_EXT after its tag: the node, one id word and a creation byte (2 bits kept, as ei does). */
+static int decode_old_ref(const char *buf, size_t len, size_t *i, erlang_ref *r, size_t *node_len)
+{
+    if (cn_term_decode_atom(buf, len, i, r->node, node_len) < 0 || len - *i < 5)
+        return CN_EDECODE;
+    r->len = 1;
+    r->n[0] = cn_get_u32(buf + *i);
+    r->creation = (unsigned char)buf[*i + 4] & 0x03;
+    *i += 5;
+    return 0;
+}
+
+int cn_term_decode_ref(const char *buf, size_t len, size_t *idx, erlang_ref *r, size_t *node_len)
+{
+    size_t i = *idx;
+    if (i >= len)
+        return CN_EDECODE;
+    unsigned char tag = (unsigned char)buf[i++];
+    if (tag == T_REF) {
+        if (decode_old_ref(buf, len, &i, r, node_len) < 0)
+            return CN_EDECODE;
+        *idx = i;
+        return 0;
+    }
+    if ((tag != T_NEW_REF && tag != T_NEWER_REF) || len - i < 2)
+        return CN_EDECODE;
+    /* A word count of at most 5, the node, the creation (a byte of which 2 bits are kept, or a word), the words. */
+    size_t words = cn_get_u16(buf + i), cre = tag == T_NEW_REF ? 1 : 4;
+    i += 2;
+    if (words > 5 || cn_term_decode_atom(buf, len, &i, r->node, node_len) < 0 || len - i < cre + 4 * words)
+        return CN_EDECODE;
+    r->creation = tag == T_NEW_REF ? (unsigned char)buf[i] & 0x03 : cn_get_u32(buf + i);
+    i += cre;
+    r->len = (int)words;
+    for (size_t k = 0; k < words; k++, i += 4)
+        r->n[k] = cn_get_u32(buf + i);
+    *idx = i;
+    return 0;
+}
+
+/* A node's name as ei encodes it in a pid or reference; NULL when it is no atom's text. */
+static char *put_node_atom(char *w, const char *node)
+{
+    size_t n = strnlen(node, MAXATOMLEN_UTF8);
+    if (n >= MAXATOMLEN_UTF8 || (!cn_utf8_short_ascii(node, n) && cn_utf8_atom_chars(node, n) < 0))
+        return NULL;
+    if (n <= 255) {
+        *w++ = (char)T_SMALL_ATOM_UTF8;
+        *w++ = (char)n;
+    } else {
+        *w++ = (char)T_ATOM_UTF8;
+        *w++ = (char)(n >> 8);
+        *w++ = (char)n;
+    }
+    memcpy(w, node, n);
+    return w + n;
+}
+
+int cn_term_encode_pid(char *buf, int *idx, const erlang_pid *p)
+{
+    char *w = buf + *idx;
+    *w++ = (char)T_NEW_PID;
+    if ((w = put_node_atom(w, p->node)) == NULL)
+        return CN_EDECODE;
+    cn_set_u32(w, p->num);
+    cn_set_u32(w + 4, p->serial);
+    cn_set_u32(w + 8, p->creation);
+    *idx = (int)(w + 12 - buf);
+    return 0;
+}
+
+int cn_term_encode_ref(char *buf, int *idx, const erlang_ref *r)
+{
+    if (r->len < 0 || r->len > 5)
+        return CN_EDECODE;
+    char *w = buf + *idx;
+    w[0] = (char)T_NEWER_REF;
+    w[1] = (char)(r->len >> 8);
+    w[2] = (char)r->len;
+    if ((w = put_node_atom(w + 3, r->node)) == NULL)
+        return CN_EDECODE;
+    cn_set_u32(w, r->creation);
+    w += 4;
+    for (int k = 0; k < r->len; k++, w += 4)
+        cn_set_u32(w, r->n[k]);
+    *idx = (int)(w - buf);
     return 0;
 }
 

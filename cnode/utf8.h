@@ -11,6 +11,8 @@
 #define CN_UTF8_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 /* The most characters an atom has, and the most bytes its UTF-8 text takes. */
 #define CN_ATOM_MAX_CHARS 255
@@ -28,5 +30,31 @@ size_t cn_utf8_seq(const unsigned char *s, size_t n, unsigned *cp);
  * bytes are legal characters here, as they are in atoms.
  */
 int cn_utf8_atom_chars(const char *s, size_t n);
+
+/*
+ * Whether s[0..n) is at most CN_ATOM_MAX_CHARS bytes of ASCII, read a word at a
+ * time (a byte at a time below 8): the common atom, a legal one, settled
+ * without a call. False says
+ * nothing: cn_utf8_atom_chars decides.
+ */
+static inline int cn_utf8_short_ascii(const char *s, size_t n)
+{
+    if (n > CN_ATOM_MAX_CHARS)
+        return 0;
+    if (n < 8) {
+        unsigned char acc = 0;
+        for (size_t i = 0; i < n; i++)
+            acc |= (unsigned char)s[i];
+        return acc < 0x80;
+    }
+    uint64_t acc = 0, w;
+    size_t i = 0;
+    for (; n - i > 8; i += 8) {
+        memcpy(&w, s + i, 8);
+        acc |= w;
+    }
+    memcpy(&w, s + n - 8, 8);
+    return ((acc | w) & 0x8080808080808080ull) == 0;
+}
 
 #endif

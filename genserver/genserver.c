@@ -17,6 +17,7 @@
  * system messages still get through a suspended server, as in OTP.
  */
 #include <assert.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utlist.h>
@@ -386,21 +387,36 @@ static void apply(gs_server *s, gs_ret r, gs_result *res)
 
 /* ---- Dispatch ---- */
 
-/* The tag is [alias | Ref] for OTP 24+ callers. */
+/*
+ * The tag is [alias | Ref] for OTP 24+ callers: a list of one element whose
+ * tail is the reference, so the tag ends where the reference does; any other
+ * tag is walked to its end. The pid and the alias are read by term.c's
+ * decoders, which give what ei's give at a fraction of the cost (every call
+ * decodes both). The message was walked when it arrived (cn_term_skip), so,
+ * as for cn_term_skip_trusted, its end needs no bound here.
+ */
 int gs__decode_from(const char *b, int *i, gs_from *from)
 {
     int arity;
-    if (ei_decode_tuple_header(b, i, &arity) < 0 || arity != 2 || ei_decode_pid(b, i, &from->pid) < 0)
+    size_t at, node_len;
+    if (ei_decode_tuple_header(b, i, &arity) < 0 || arity != 2)
         return CN_EDECODE;
+    at = (size_t)*i;
+    if (cn_term_decode_pid(b, SIZE_MAX, &at, &from->pid, &node_len) < 0)
+        return CN_EDECODE;
+    *i = (int)at;
     int start = *i;
     from->has_alias = 0;
     int j = *i, n;
     if (ei_decode_list_header(b, &j, &n) == 0 && n == 1 && gs__atom_at(b, j, "alias")) {
         cn_term_skip_trusted(b, &j);
-        if (ei_decode_ref(b, &j, &from->alias) == 0)
+        at = (size_t)j;
+        if (cn_term_decode_ref(b, SIZE_MAX, &at, &from->alias, &node_len) == 0)
             from->has_alias = 1;
     }
-    if (cn_term_skip_trusted(b, i) < 0)
+    if (from->has_alias)
+        *i = (int)at;
+    else if (cn_term_skip_trusted(b, i) < 0)
         return CN_EDECODE;
     from->tag = b + start;
     from->tag_len = *i - start;

@@ -766,6 +766,73 @@ static void a_lost_connections_monitors_leave_in_batches(void **state)
     assert_int_equal(f->fp.out.len, 0);
 }
 
+/* A MONITOR_P or DEMONITOR_P of the counter by pid, from pid 47 with reference k. */
+static void monitor_frame(cn_buf *b, int op, const erlang_pid *cpid, unsigned k)
+{
+    erlang_pid from;
+    erlang_ref ref;
+    fp_pid(&from, 47);
+    fp_ref(&ref, k, 7, 47);
+    ei_x_buff ctl;
+    fp_ctl_monitor(&ctl, op, &from, NULL, cpid, &ref);
+    fp_frame(b, &ctl, NULL);
+    ei_x_free(&ctl);
+}
+
+/*
+ * Monitors removed in another order than they came, thousands to the table
+ * (cnode/mon_table.c moves the slots after a removed one back, and grows and
+ * shrinks its shards): each demonitor removes its own monitor and no other, a
+ * demonitor of no monitor changes nothing, and each monitor left gets its DOWN.
+ */
+static void demonitors_in_any_order_leave_the_rest(void **state)
+{
+    fixture *f = *state;
+    enum { N = 6000 };
+    static char seen[N];
+    memset(seen, 0, sizeof seen);
+    erlang_pid cpid;
+    counter_pid(f, &cpid);
+    cn_buf b;
+    cn_buf_init(&b);
+    for (unsigned k = 0; k < N; k++)
+        monitor_frame(&b, DOP_MONITOR_P, &cpid, k);
+    /* A permutation of 0..N-1 (7919 is prime to N); every third monitor stays. */
+    for (unsigned j = 0; j < N; j++) {
+        unsigned k = (unsigned)((j * 7919ull) % N);
+        if (k % 3 != 0)
+            monitor_frame(&b, DOP_DEMONITOR_P, &cpid, k);
+    }
+    monitor_frame(&b, DOP_DEMONITOR_P, &cpid, N + 1);
+    cn_conn_feed(f->fp.conn, b.data, b.len);
+    fp_run(&f->fp);
+    cn_buf_free(&b);
+    cn_node_stats st;
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.monitors, N / 3);
+    cn_buf_reset(&f->fp.out);
+    gs_stop(f->counter, "shutdown");
+    fp_run(&f->fp);
+    unsigned downs = 0;
+    fp_frame_view v;
+    while (fp_next(&f->fp, &v) == 0) {
+        if (v.op == DOP_PAYLOAD_MONITOR_P_EXIT || v.op == DOP_MONITOR_P_EXIT) {
+            int i = v.ctl;
+            erlang_ref ref;
+            assert_int_equal(ei_skip_term(v.buf, &i), 0);
+            assert_int_equal(ei_skip_term(v.buf, &i), 0);
+            assert_int_equal(ei_decode_ref(v.buf, &i, &ref), 0);
+            assert_true(ref.n[0] < N && ref.n[0] % 3 == 0 && !seen[ref.n[0]]);
+            seen[ref.n[0]] = 1;
+            downs++;
+        }
+        fp_view_free(&v);
+    }
+    assert_int_equal(downs, N / 3);
+    cn_node_get_stats(f->fp.node, &st);
+    assert_int_equal(st.monitors, 0);
+}
+
 /*
  * {13, From, To, Token} and {18, From, To, Token}: one element short. The old
  * decoder took the bytes after the frame for the missing reason; here the byte
@@ -1410,6 +1477,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(utf8_node_names_in_pids_and_refs, setup, teardown),
         cmocka_unit_test_setup_teardown(names_sent_to_the_peer_are_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(monitors_give_their_memory_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(demonitors_in_any_order_leave_the_rest, setup, teardown),
         cmocka_unit_test_setup_teardown(a_large_message_gives_its_memory_back, setup, teardown),
         cmocka_unit_test_setup_teardown(a_large_tag_is_echoed_from_its_frame, setup, teardown),
     };

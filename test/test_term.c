@@ -11,6 +11,7 @@
 #include "cnode/buf.h"
 #include "cnode/error.h"
 #include "cnode/term.h"
+#include "cnode/utf8.h"
 
 /* A term rich in every kind of field: tuples, lists, maps, pids, refs, bigs, binaries. */
 static void build_rich(ei_x_buff *x)
@@ -489,6 +490,242 @@ static void old_float_text_must_end(void **state)
     assert_int_equal(walk_exact(b, sizeof b), CN_EDECODE);
 }
 
+/* cn_utf8_atom_chars as it was, a byte at a time: the reference for its word-at-a-time ASCII path. */
+static int atom_chars_bytewise(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    int chars = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = p[i] < 0x80 ? 1 : cn_utf8_seq(p + i, n - i, NULL);
+        if (k == 0 || ++chars > CN_ATOM_MAX_CHARS)
+            return -1;
+        i += k;
+    }
+    return chars;
+}
+
+/*
+ * The ASCII words first, then the rest a byte at a time: the same answer as a
+ * byte at a time, for ASCII runs of every length around the word size and the
+ * 255-character limit, followed by valid and invalid sequences.
+ */
+static void atom_chars_agree_with_a_bytewise_count(void **state)
+{
+    (void)state;
+    static const char *tails[] = {"", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xc3", "\x80",
+                                  "\xed\xa0\x80", "\xc0\xaf", "a\xff", "\0"};
+    char buf[600];
+    for (size_t run = 0; run < 300; run++) {
+        for (size_t t = 0; t < sizeof tails / sizeof tails[0]; t++) {
+            memset(buf, 'a' + (int)(run % 26), run);
+            size_t tl = t == 9 ? 1 : strlen(tails[t]);
+            memcpy(buf + run, tails[t], tl);
+            for (size_t extra = 0; extra < 10; extra++) {
+                memset(buf + run + tl, 'z', extra);
+                size_t n = run + tl + extra;
+                assert_int_equal(cn_utf8_atom_chars(buf, n), atom_chars_bytewise(buf, n));
+                if (cn_utf8_short_ascii(buf, n))
+                    assert_int_equal(atom_chars_bytewise(buf, n), (int)n);
+                else /* the tails of 0 and 9 are ASCII */
+                    assert_true((t != 0 && t != 9) || n > CN_ATOM_MAX_CHARS);
+            }
+        }
+    }
+    /* 255 ASCII characters are an atom, 256 are not, whatever comes after. */
+    memset(buf, 'x', sizeof buf);
+    assert_int_equal(cn_utf8_atom_chars(buf, 255), 255);
+    assert_int_equal(cn_utf8_atom_chars(buf, 256), -1);
+    assert_int_equal(cn_utf8_atom_chars(buf, sizeof buf), -1);
+}
+
+/* An atom of text t (n bytes) in encoding tag (ATOM_EXT, SMALL_ATOM_EXT, ATOM_UTF8_EXT, SMALL_ATOM_UTF8_EXT). */
+static void put_atom(cn_buf *b, unsigned char tag, const char *t, size_t n)
+{
+    cn_buf_put_u8(b, tag);
+    if (tag == 115 || tag == 119)
+        cn_buf_put_u8(b, (uint8_t)n);
+    else
+        cn_buf_put_u16(b, (uint16_t)n);
+    cn_buf_append(b, t, n);
+}
+
+/* Node texts: ASCII, Latin-1 or UTF-8 beyond it, a NUL inside, at and past 255 characters. */
+static size_t node_text(int k, char *t)
+{
+    static const char *fixed[] = {"a@b", "n\xe9@h", "\xc3\xb1ode@h", "\xe2\x82\xac@h", "\xf0\x9f\x98\x80@h",
+                                  "\xc3\x28@h", "", "cnode_load_17@127.0.0.1"};
+    if (k < 8) {
+        strcpy(t, fixed[k]);
+        return strlen(t);
+    }
+    if (k == 8) {
+        memcpy(t, "a\0b", 3);
+        return 3;
+    }
+    size_t n = k == 9 ? 255 : 256;
+    memset(t, 'x', n);
+    return n;
+}
+
+static void check_pid(const cn_buf *b)
+{
+    for (size_t len = 0; len <= b->len; len++) {
+        erlang_pid ours, theirs;
+        size_t i = 0, w = 0, nl;
+        int j = 0;
+        int ok = cn_term_decode_pid(b->data, len, &i, &ours, &nl) == 0;
+        int walks = cn_term_skip(b->data, len, &w) == 0;
+        int ei_ok = walks && ei_decode_pid(b->data, &j, &theirs) == 0;
+        assert_int_equal(ok, ei_ok);
+        if (!ok)
+            continue;
+        assert_int_equal(i, (size_t)j);
+        assert_int_equal(i, w);
+        assert_memory_equal(ours.node, theirs.node, nl + 1);
+        assert_int_equal(ours.num, theirs.num);
+        assert_int_equal(ours.serial, theirs.serial);
+        assert_int_equal(ours.creation, theirs.creation);
+    }
+}
+
+static void check_ref(const cn_buf *b)
+{
+    for (size_t len = 0; len <= b->len; len++) {
+        erlang_ref ours, theirs;
+        size_t i = 0, w = 0, nl;
+        int j = 0;
+        int ok = cn_term_decode_ref(b->data, len, &i, &ours, &nl) == 0;
+        int walks = cn_term_skip(b->data, len, &w) == 0;
+        int ei_ok = walks && ei_decode_ref(b->data, &j, &theirs) == 0;
+        assert_int_equal(ok, ei_ok);
+        if (!ok)
+            continue;
+        assert_int_equal(i, (size_t)j);
+        assert_int_equal(i, w);
+        assert_memory_equal(ours.node, theirs.node, nl + 1);
+        assert_int_equal(ours.len, theirs.len);
+        assert_memory_equal(ours.n, theirs.n, (size_t)ours.len * sizeof ours.n[0]);
+        assert_int_equal(ours.creation, theirs.creation);
+    }
+}
+
+/*
+ * Our pid and reference decoders give what ei's give for every term the walker
+ * takes, in every encoding of the node atom and with every bit of the numbers
+ * set or not, and refuse every truncation and every term the walker refuses.
+ */
+static void pids_and_refs_decode_as_ei_decodes_them(void **state)
+{
+    (void)state;
+    static const unsigned char atom_tags[] = {100, 115, 118, 119};
+    static const unsigned char fill[] = {0x00, 0xff, 0x5a};
+    char t[300];
+    cn_buf b;
+    cn_buf_init(&b);
+    for (int k = 0; k < 11; k++) {
+        size_t n = node_text(k, t);
+        for (size_t a = 0; a < sizeof atom_tags; a++) {
+            if ((atom_tags[a] == 115 || atom_tags[a] == 119) && n > 255)
+                continue;
+            for (size_t f = 0; f < sizeof fill; f++) {
+                for (int pt = 0; pt < 2; pt++) {
+                    cn_buf_reset(&b);
+                    cn_buf_put_u8(&b, pt ? 88 : 103);
+                    put_atom(&b, atom_tags[a], t, n);
+                    for (int q = 0; q < (pt ? 12 : 9); q++)
+                        cn_buf_put_u8(&b, (uint8_t)(fill[f] + q));
+                    check_pid(&b);
+                }
+                for (int rt = 0; rt < 3; rt++) {
+                    for (unsigned words = 0; words <= (rt == 0 ? 0u : 6u); words++) {
+                        cn_buf_reset(&b);
+                        cn_buf_put_u8(&b, rt == 0 ? 101 : rt == 1 ? 114 : 90);
+                        if (rt > 0)
+                            cn_buf_put_u16(&b, (uint16_t)words);
+                        put_atom(&b, atom_tags[a], t, n);
+                        size_t rest = rt == 0 ? 5 : (rt == 1 ? 1 : 4) + 4 * words;
+                        for (size_t q = 0; q < rest; q++)
+                            cn_buf_put_u8(&b, (uint8_t)(fill[f] + q));
+                        check_ref(&b);
+                    }
+                }
+            }
+        }
+    }
+    cn_buf_free(&b);
+}
+
+/* Node names to encode: ASCII, UTF-8 of 2 to 4 bytes, Latin-1 (not UTF-8), broken and long ones. */
+static size_t enc_node(int k, char *t)
+{
+    static const char *fixed[] = {"a@b", "\xc3\xb1@b", "\xe2\x82\xac@h", "\xf0\x9f\x98\x80@h", "\xe9@b",
+                                  "\xc3\x28", "\xed\xa0\x80@h", "\xc0\xaf@h", "", "cnode_load_17@127.0.0.1"};
+    if (k < 10) {
+        strcpy(t, fixed[k]);
+        return strlen(t);
+    }
+    if (k == 10 || k == 11) { /* 255 and 256 ASCII characters */
+        memset(t, 'x', 255 + (size_t)(k - 10));
+        t[255 + k - 10] = '\0';
+        return strlen(t);
+    }
+    size_t chars = k == 12 ? 100 : 255; /* 300 or 765 bytes of euro signs */
+    for (size_t c = 0; c < chars; c++)
+        memcpy(t + 3 * c, "\xe2\x82\xac", 3);
+    t[3 * chars] = '\0';
+    return 3 * chars;
+}
+
+/*
+ * Our pid and reference encoders write the bytes ei's write, for every node
+ * name ei takes that is an atom's text to the BEAM, and refuse every other
+ * name; a reference of every length up to 5 words, and more refused.
+ */
+static void pids_and_refs_encode_as_ei_encodes_them(void **state)
+{
+    (void)state;
+    static char ours[2048], theirs[2048];
+    for (int k = 0; k < 14; k++) {
+        erlang_pid p;
+        memset(&p, 0, sizeof p);
+        enc_node(k, p.node);
+        p.num = 0x12345678u + (unsigned)k;
+        p.serial = 0xfedcba98u;
+        p.creation = 0xffffffffu;
+        int i = 0, j = 0;
+        int rc = cn_term_encode_pid(ours, &i, &p);
+        int erc = ei_encode_pid(theirs, &j, &p);
+        int beam_atom = cn_utf8_atom_chars(p.node, strlen(p.node)) >= 0;
+        /* ei also takes text the BEAM refuses as an atom (a UTF-16 surrogate, which the BEAM would drop the connection for); we do not. */
+        assert_int_equal(rc == 0, erc == 0 && beam_atom);
+        if (rc == 0) {
+            assert_int_equal(i, j);
+            assert_memory_equal(ours, theirs, (size_t)i);
+        }
+        for (int len = 0; len <= 6; len++) {
+            erlang_ref r;
+            memset(&r, 0, sizeof r);
+            enc_node(k, r.node);
+            r.len = len;
+            for (int w = 0; w < 5; w++)
+                r.n[w] = 0x01020304u * (unsigned)(w + 1) + (unsigned)k;
+            r.creation = 0x80000001u;
+            i = j = 0;
+            rc = cn_term_encode_ref(ours, &i, &r);
+            if (len > 5) {
+                assert_int_not_equal(rc, 0);
+                continue;
+            }
+            erc = ei_encode_ref(theirs, &j, &r);
+            assert_int_equal(rc == 0, erc == 0 && beam_atom);
+            if (rc == 0) {
+                assert_int_equal(i, j);
+                assert_memory_equal(ours, theirs, (size_t)i);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -504,6 +741,9 @@ int main(void)
         cmocka_unit_test(fun_lying_inside_its_size_is_refused),
         cmocka_unit_test(nested_funs_are_bounded),
         cmocka_unit_test(utf8_atoms_up_to_255_characters),
+        cmocka_unit_test(atom_chars_agree_with_a_bytewise_count),
+        cmocka_unit_test(pids_and_refs_decode_as_ei_decodes_them),
+        cmocka_unit_test(pids_and_refs_encode_as_ei_encodes_them),
         cmocka_unit_test(utf8_atoms_must_be_well_formed),
         cmocka_unit_test(invalid_utf8_atoms_are_refused),
         cmocka_unit_test(atoms_decode_as_utf8_with_their_length),
