@@ -258,6 +258,8 @@ struct cn_node {
     unsigned busy_poll_us;
     uint64_t spin_until;            /* uv_hrtime() until which the loop polls without blocking */
     unsigned busy_turns;            /* light turns that still pause after a heavy one (sched.c) */
+    uint64_t peak_batch;            /* the largest turn lately, in requests, and when (sched.c) */
+    uint64_t peak_at;
 
     const cn__conn_events *conn_events;
     uv_tcp_t listener;

@@ -187,11 +187,15 @@ static void a_heavy_turn_pauses_instead_of_polling(void **state)
 {
     (void)state;
     fx *f = start(1000, 1);
-    send_batch(f, 8);
-    assert_int_equal(f->got, 8);
+    send_batch(f, 16);
+    assert_int_equal(f->got, 16);
     cn_node_stats st = stats(f);
     assert_int_equal(st.pauses, 1);
     assert_int_equal(st.polls, 0);
+    /* After that, 8 is heavy too: many callers are about. */
+    send_batch(f, 8);
+    assert_int_equal(stats(f).pauses, 2);
+    assert_int_equal(stats(f).polls, 0);
     /* Seven is still a light turn: it polls on when no heavy turn came before. */
     fx *g = start(1000, 1);
     send_batch(g, 7);
@@ -201,24 +205,41 @@ static void a_heavy_turn_pauses_instead_of_polling(void **state)
     stop(f);
 }
 
+/*
+ * A few callers, all answered in one turn, send nothing more during a pause:
+ * turns of 8 never pause while no turn lately served 16 (sched.c's
+ * COALESCE_MIN_PEAK).
+ */
+static void a_few_callers_never_pause(void **state)
+{
+    (void)state;
+    fx *f = start(1000, 1);
+    for (int i = 0; i < 5; i++)
+        send_batch(f, 8);
+    assert_int_equal(f->got, 40);
+    assert_int_equal(stats(f).pauses, 0);
+    assert_true(stats(f).polls > 0);
+    stop(f);
+}
+
 /* The light turns right after a heavy one pause too (sched.c's COALESCE_HOLD_TURNS), then polling resumes. */
 static void light_turns_after_a_heavy_one_pause_for_a_while(void **state)
 {
     (void)state;
     fx *f = start(1000, 1);
-    send_batch(f, 8);
+    send_batch(f, 16);
     assert_int_equal(stats(f).pauses, 1);
     int held = 0;
     while (stats(f).polls == 0 && held < 100) {
         send_batch(f, 1);
         held++;
     }
-    assert_int_equal(f->got, 8 + held);
+    assert_int_equal(f->got, 16 + held);
     /* Eight light turns paused; the ninth polled on. */
     assert_int_equal(held, 9);
     assert_int_equal(stats(f).pauses, 1 + 8);
     /* A heavy turn holds the pauses again. */
-    send_batch(f, 8);
+    send_batch(f, 16);
     uint64_t polls = stats(f).polls;
     send_batch(f, 1);
     assert_int_equal(stats(f).polls, polls);
@@ -902,6 +923,7 @@ int main(void)
         cmocka_unit_test(flush_hooks_run_after_the_turns_messages_before_its_output),
         cmocka_unit_test(no_busy_polling_when_it_is_off),
         cmocka_unit_test(a_heavy_turn_pauses_instead_of_polling),
+        cmocka_unit_test(a_few_callers_never_pause),
         cmocka_unit_test(light_turns_after_a_heavy_one_pause_for_a_while),
         cmocka_unit_test(coalescing_off_means_every_turn_polls),
         cmocka_unit_test(a_quiet_node_stops_polling_after_the_window),
