@@ -167,11 +167,3 @@ void cn__mon_table_del(cn_mon_table *t, cn_monitor *m)
     if (cap > SHARD_MIN && s->count < cap / 8)
         resize(s, cap / 2);
 }
-
-size_t cn__mon_table_count(const cn_mon_table *t)
-{
-    size_t n = 0;
-    for (unsigned i = 0; i < CN__MONITOR_SHARDS; i++)
-        n += t->shards[i].count;
-    return n;
-}

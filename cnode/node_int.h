@@ -474,7 +474,6 @@ void cn__mon_table_free(cn_mon_table *t);
 cn_monitor *cn__mon_table_find(cn_mon_table *t, const cn_monitor_key *k);
 void cn__mon_table_add(cn_mon_table *t, cn_monitor *m);
 void cn__mon_table_del(cn_mon_table *t, cn_monitor *m);
-size_t cn__mon_table_count(const cn_mon_table *t);
 
 /* proc.c */
 int cn__is_local(const cn_node *node, const erlang_pid *pid);

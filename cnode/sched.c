@@ -105,11 +105,10 @@ static void coalesce(cn_node *node, uint64_t handled)
  * pause, the loop polls with a zero timeout for busy_poll_us; a
  * quiet node then sleeps in epoll as before.
  */
-static int keep_polling(cn_node *node, uint64_t handled)
+static int keep_polling(cn_node *node, uint64_t handled, uint64_t now)
 {
     if (node->busy_poll_us == 0)
         return 0;
-    uint64_t now = uv_hrtime();
     if (will_pause(node, handled))
         node->spin_until = 0;
     else if (handled > 0)
@@ -140,8 +139,9 @@ static void on_check(uv_check_t *h)
     cn__tcp_resume(node);
     uint64_t handled = node->stats.messages_in - node->coalesce_mark;
     node->coalesce_mark = node->stats.messages_in;
-    note_peak(node, handled, uv_hrtime());
-    if (keep_polling(node, handled) || node->run_queue != NULL || node->dirty != NULL || reclaiming)
+    uint64_t now = uv_hrtime();
+    note_peak(node, handled, now);
+    if (keep_polling(node, handled, now) || node->run_queue != NULL || node->dirty != NULL || reclaiming)
         cn__node_wake(node);
     else
         uv_idle_stop(&node->idle);
