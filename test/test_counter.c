@@ -340,10 +340,11 @@ static char *await_reply_text(fx *f)
     return text;
 }
 
-static void await_reply(fx *f, const char *want)
+static void await_reply_int(fx *f, long long want)
 {
-    char *text = await_reply_text(f);
-    assert_string_equal(text, want);
+    char *text = await_reply_text(f), buf[24];
+    snprintf(buf, sizeof buf, "%lld", want);
+    assert_string_equal(text, buf);
     free(text);
 }
 
@@ -365,11 +366,8 @@ static void one_busy_journal_syncs_in_the_loop_and_replies_in_the_same_turn(void
         feed_call(f, "c1", "increment");
         feed_call(f, "c1", "increment");
         one_turn(f);
-        char want[16];
-        snprintf(want, sizeof want, "%d", 100 + 2 * i - 1);
-        expect_reply_text(f, want);
-        snprintf(want, sizeof want, "%d", 100 + 2 * i);
-        expect_reply_text(f, want);
+        expect_reply_int(f, 100 + 2 * i - 1);
+        expect_reply_int(f, 100 + 2 * i);
     }
     stop_power(p);
 }
@@ -388,22 +386,19 @@ static void two_busy_journals_sync_one_on_the_pool_one_in_the_loop(void **state)
         feed_call(f, "c1", "increment");
         feed_call(f, "c2", "decrement");
         one_turn(f);
-        char want[16];
-        snprintf(want, sizeof want, "%d", 200 - i);
-        expect_reply_text(f, want);
+        expect_reply_int(f, 200 - i);
         expect_no_reply(f);
-        snprintf(want, sizeof want, "%d", 100 + i);
-        await_reply(f, want);
+        await_reply_int(f, 100 + i);
     }
     /* A read made behind a change waits with it, for the pool's sync. */
     feed_call(f, "c1", "increment");
     feed_call(f, "c1", "get_value");
     feed_call(f, "c2", "increment");
     one_turn(f);
-    expect_reply_text(f, "198");
+    expect_reply_int(f, 198);
     expect_no_reply(f);
-    await_reply(f, "104");
-    await_reply(f, "104");
+    await_reply_int(f, 104);
+    await_reply_int(f, 104);
     stop_power(p);
 }
 
@@ -416,19 +411,19 @@ static void a_slow_disk_moves_the_syncs_to_the_pool_and_back(void **state)
     gs_journal_set_slow_sync(0);
     feed_call(f, "c1", "increment");
     one_turn(f);
-    expect_reply_text(f, "101");
+    expect_reply_int(f, 101);
     feed_call(f, "c1", "increment");
     one_turn(f);
     expect_no_reply(f);
-    await_reply(f, "102");
+    await_reply_int(f, 102);
     gs_journal_set_slow_sync(UINT64_MAX);
     feed_call(f, "c1", "increment");
     one_turn(f);
     expect_no_reply(f);
-    await_reply(f, "103");
+    await_reply_int(f, 103);
     feed_call(f, "c1", "increment");
     one_turn(f);
-    expect_reply_text(f, "104");
+    expect_reply_int(f, 104);
     stop_power(p);
 }
 
@@ -445,7 +440,7 @@ static void a_failed_inline_fdatasync_answers_not_durable(void **state)
     fx *f = &p->f;
     feed_call(f, "c1", "increment");
     one_turn(f);
-    expect_reply_text(f, "101");
+    expect_reply_int(f, 101);
     gs_journal_set_fault(fail_syncs);
     feed_call(f, "c1", "increment");
     feed_call(f, "c1", "get_value");
@@ -459,7 +454,7 @@ static void a_failed_inline_fdatasync_answers_not_durable(void **state)
     gs_journal_set_fault(NULL);
     feed_call(f, "c2", "increment");
     one_turn(f);
-    expect_reply_text(f, "201");
+    expect_reply_int(f, 201);
     stop_power(p);
 }
 

@@ -466,13 +466,27 @@ static void a_failed_fdatasync_in_power_mode_refuses(void **state)
     assert_int_equal(f->t.value, 2);
 }
 
+/* A power-mode journal whose sync callback logs into l. */
+static void open_power(fx *f, synced_log *l)
+{
+    open_j(f, GS_DURABLE_POWER, 0);
+    gs_journal_on_sync(f->j, log_sync, l);
+}
+
+/* One power-mode turn that adds by: written, then synced as where asks; the sync's result. */
+static int power_turn(fx *f, signed char by, gs_sync_where where)
+{
+    add(f, by);
+    assert_int_equal(gs_journal_write(f->j), GS_JOURNAL_SYNCING);
+    return gs_journal_sync(f->j, where);
+}
+
 /* A power-mode commit in two steps, synced in the loop: durable on return, no callback, no wake. */
 static void an_inline_sync_makes_the_turn_durable_before_it_returns(void **state)
 {
     fx *f = *state;
     synced_log l = {0};
-    open_j(f, GS_DURABLE_POWER, 0);
-    gs_journal_on_sync(f->j, log_sync, &l);
+    open_power(f, &l);
     add(f, 5);
     assert_int_equal(gs_journal_write(f->j), GS_JOURNAL_SYNCING);
     assert_true(gs_journal_needs_sync(f->j));
@@ -495,16 +509,11 @@ static void a_running_pool_sync_keeps_the_next_one_on_the_pool(void **state)
 {
     fx *f = *state;
     synced_log l = {0};
-    open_j(f, GS_DURABLE_POWER, 0);
-    gs_journal_on_sync(f->j, log_sync, &l);
-    add(f, 1);
-    assert_int_equal(gs_journal_write(f->j), GS_JOURNAL_SYNCING);
-    assert_int_equal(gs_journal_sync(f->j, GS_SYNC_POOL), GS_JOURNAL_SYNCING);
+    open_power(f, &l);
+    assert_int_equal(power_turn(f, 1, GS_SYNC_POOL), GS_JOURNAL_SYNCING);
     /* The loop has not run: the first sync's end is not known yet. */
     assert_false(gs_journal_inline_ok(f->j));
-    add(f, 1);
-    assert_int_equal(gs_journal_write(f->j), GS_JOURNAL_SYNCING);
-    assert_int_equal(gs_journal_sync(f->j, GS_SYNC_INLINE), GS_JOURNAL_SYNCING);
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), GS_JOURNAL_SYNCING);
     /* Both syncs end (in either order): then the loop may sync again. */
     await_syncs(f, &l, 2);
     assert_int_equal(gs_journal_synced(f->j), 2);
@@ -521,33 +530,24 @@ static void a_slow_inline_sync_moves_the_syncs_to_the_pool_until_one_is_quick(vo
 {
     fx *f = *state;
     synced_log l = {0};
-    open_j(f, GS_DURABLE_POWER, 0);
-    gs_journal_on_sync(f->j, log_sync, &l);
+    open_power(f, &l);
     gs_journal_set_slow_sync(0);
-    add(f, 1);
-    assert_int_equal(gs_journal_write(f->j), GS_JOURNAL_SYNCING);
     /* The slow sync still made the turn durable. */
-    assert_int_equal(gs_journal_sync(f->j, GS_SYNC_INLINE), 0);
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), 0);
     assert_int_equal(gs_journal_synced(f->j), 1);
     assert_false(gs_journal_inline_ok(f->j));
     /* On the pool now, and a sync there that is slow too keeps them there. */
-    add(f, 1);
-    assert_int_equal(gs_journal_write(f->j), GS_JOURNAL_SYNCING);
-    assert_int_equal(gs_journal_sync(f->j, GS_SYNC_INLINE), GS_JOURNAL_SYNCING);
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), GS_JOURNAL_SYNCING);
     await_syncs(f, &l, 1);
     assert_int_equal(l.synced, 2);
     assert_false(gs_journal_inline_ok(f->j));
     /* A quick sync on the pool brings them back to the loop. */
     gs_journal_set_slow_sync(UINT64_MAX);
-    add(f, 1);
-    assert_int_equal(gs_journal_write(f->j), GS_JOURNAL_SYNCING);
-    assert_int_equal(gs_journal_sync(f->j, GS_SYNC_INLINE), GS_JOURNAL_SYNCING);
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), GS_JOURNAL_SYNCING);
     await_syncs(f, &l, 2);
     assert_int_equal(l.synced, 3);
     assert_true(gs_journal_inline_ok(f->j));
-    add(f, 1);
-    assert_int_equal(gs_journal_write(f->j), GS_JOURNAL_SYNCING);
-    assert_int_equal(gs_journal_sync(f->j, GS_SYNC_INLINE), 0);
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), 0);
     assert_int_equal(l.calls, 2);
     crash(f);
     open_j(f, GS_DURABLE_POWER, 0);
@@ -559,15 +559,12 @@ static void a_failed_inline_fdatasync_refuses(void **state)
 {
     fx *f = *state;
     synced_log l = {0};
-    open_j(f, GS_DURABLE_POWER, 0);
-    gs_journal_on_sync(f->j, log_sync, &l);
+    open_power(f, &l);
     add(f, 1);
     assert_int_equal(gs_journal_commit(f->j), GS_JOURNAL_SYNCING);
     await_syncs(f, &l, 1);
     gs_journal_set_fault(fail_syncs);
-    add(f, 1);
-    assert_int_equal(gs_journal_write(f->j), GS_JOURNAL_SYNCING);
-    assert_int_equal(gs_journal_sync(f->j, GS_SYNC_INLINE), -EIO);
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), -EIO);
     assert_int_equal(gs_journal_ready(f->j), -EIO);
     assert_int_equal(gs_journal_synced(f->j), 1);
     assert_false(gs_journal_holding(f->j));
@@ -579,9 +576,7 @@ static void a_failed_inline_fdatasync_refuses(void **state)
     assert_int_equal(gs_journal_sync(f->j, GS_SYNC_INLINE), -EIO);
     gs_journal_set_fault(NULL);
     await_accepting(f);
-    add(f, 1);
-    assert_int_equal(gs_journal_write(f->j), GS_JOURNAL_SYNCING);
-    assert_int_equal(gs_journal_sync(f->j, GS_SYNC_INLINE), 0);
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), 0);
     crash(f);
     open_j(f, GS_DURABLE_POWER, 0);
     assert_int_equal(f->t.value, 4);
