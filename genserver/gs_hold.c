@@ -20,9 +20,10 @@
  * Why one hook for the node, not one per server: a sync in the loop saves a
  * power-mode turn the two cross-thread wakes of a pool sync (journal.h), but
  * two of them would run one after the other. The syncs are decided once every
- * journal is written: the last journal that needs one and has none running
- * syncs in the loop, after the others' have started on the pool, so two busy
- * servers wait for about one fdatasync per turn, not two.
+ * journal is written: one journal that needs one and has none running syncs
+ * in the loop (in turn, when several could), after the others' have started
+ * on the pool, so two busy servers wait for about one fdatasync per turn, not
+ * two.
  *
  * A reply that echoes a large part of its request (a 100 MB tag) has holes
  * where those bytes stay in the request's blob (genserver.c, put_echo): the
@@ -286,6 +287,9 @@ typedef struct gs__group {
  * The pool's syncs start first, so that they run while the loop waits for
  * its own. Only a journal with no sync running may sync in the loop: one that
  * waits for a sync in flight gains nothing from the loop doing its next one.
+ * The last such journal in the list is taken, and then moved to the front:
+ * with two busy servers, each syncs in the loop every other turn, rather than
+ * one of them always on the pool (whose callers then wait for the wakes).
  */
 static void start_syncs(gs__group *g)
 {
@@ -298,8 +302,11 @@ static void start_syncs(gs__group *g)
         if (s != in_loop && gs_journal_needs_sync(s->journal))
             (void)gs_journal_sync(s->journal, GS_SYNC_POOL);
     }
-    if (in_loop != NULL)
-        (void)gs_journal_sync(in_loop->journal, GS_SYNC_INLINE);
+    if (in_loop == NULL)
+        return;
+    (void)gs_journal_sync(in_loop->journal, GS_SYNC_INLINE);
+    DL_DELETE2(g->servers, in_loop, gprev, gnext);
+    DL_PREPEND2(g->servers, in_loop, gprev, gnext);
 }
 
 /*

@@ -373,32 +373,33 @@ static void one_busy_journal_syncs_in_the_loop_and_replies_in_the_same_turn(void
 }
 
 /*
- * Two busy journals: the one that joined the node's group first syncs on the
- * pool, the other in the loop, at the same time; the loop's reply leaves with
- * the turn, the pool's when its sync ends, and every reply is right.
+ * Two busy journals: one syncs on the pool, the other in the loop, at the same
+ * time, and they take turns in the loop (c2, the last to join, first); the
+ * loop's reply leaves with the turn, the pool's when its sync ends, and every
+ * reply is right.
  */
 static void two_busy_journals_sync_one_on_the_pool_one_in_the_loop(void **state)
 {
     (void)state;
     power_fx *p = start_power();
     fx *f = &p->f;
-    for (int i = 1; i <= 3; i++) {
+    for (int t = 1; t <= 4; t++) {
         feed_call(f, "c1", "increment");
         feed_call(f, "c2", "decrement");
         one_turn(f);
-        expect_reply_int(f, 200 - i);
+        expect_reply_int(f, t % 2 ? 200 - t : 100 + t);
         expect_no_reply(f);
-        await_reply_int(f, 100 + i);
+        await_reply_int(f, t % 2 ? 100 + t : 200 - t);
     }
     /* A read made behind a change waits with it, for the pool's sync. */
     feed_call(f, "c1", "increment");
     feed_call(f, "c1", "get_value");
     feed_call(f, "c2", "increment");
     one_turn(f);
-    expect_reply_int(f, 198);
+    expect_reply_int(f, 197);
     expect_no_reply(f);
-    await_reply_int(f, 104);
-    await_reply_int(f, 104);
+    await_reply_int(f, 105);
+    await_reply_int(f, 105);
     stop_power(p);
 }
 
