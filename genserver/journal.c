@@ -283,7 +283,7 @@ static void kick_sync(gs_journal *j)
     uv_queue_work(j->loop, &y->work, sync_work, sync_done);
 }
 
-/* An fdatasync in the loop; *took says how long it took. 0 or the error, and the journal refuses. */
+/* An fdatasync in the loop; *took says how long it took. 0, or the error (the journal refuses from now on). */
 static int sync_in_loop(gs_journal *j, uint64_t *took)
 {
     uint64_t t0 = uv_hrtime();

@@ -272,6 +272,9 @@ static power_fx *start_power(void)
 {
     power_fx *p = test_calloc(1, sizeof *p);
     fx *f = &p->f;
+    /* What a failed test left set goes. */
+    gs_journal_set_fault(NULL);
+    gs_journal_set_slow_sync(GS_JOURNAL_SLOW_SYNC_NS);
     assert_int_equal(fp_setup(&f->fp, "k", "k", FP_FLAGS_ALIAS), 0);
     strcpy(f->dir, "/tmp/test_counter.XXXXXX");
     assert_non_null(mkdtemp(f->dir));
