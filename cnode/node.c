@@ -215,6 +215,16 @@ void cn_node_remove_flush_hook(cn_node *node, cn_node_flush_hook *hook)
     hook->prev = hook->next = NULL;
 }
 
+cn_node_flush_hook *cn_node_find_flush_hook(const cn_node *node, void (*cb)(cn_node_flush_hook *hook))
+{
+    cn_node_flush_hook *h;
+    DL_FOREACH(node->flush_hooks, h) {
+        if (h->cb == cb)
+            return h;
+    }
+    return NULL;
+}
+
 /*
  * A hook that removes itself is safe (the next one is taken first); one added
  * during the walk is appended after the last, and runs from the next turn on.

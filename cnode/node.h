@@ -125,6 +125,12 @@ typedef struct cn_node_flush_hook {
 } cn_node_flush_hook;
 void cn_node_add_flush_hook(cn_node *node, cn_node_flush_hook *hook);
 void cn_node_remove_flush_hook(cn_node *node, cn_node_flush_hook *hook);
+/*
+ * The first hook added with this cb, or NULL: a layer that keeps one hook per
+ * node for all its users (genserver/'s journals) finds it here, without a
+ * table of nodes of its own.
+ */
+cn_node_flush_hook *cn_node_find_flush_hook(const cn_node *node, void (*cb)(cn_node_flush_hook *hook));
 
 const char *cn_node_name(const cn_node *node);
 uint32_t cn_node_creation(const cn_node *node);

@@ -162,7 +162,7 @@ static void on_timeout(uv_timer_t *h)
 static void release(gs_server *s)
 {
     /* The held replies go (or are refused) while the process can still send them. */
-    gs__settle(s, 1);
+    gs__settle(s);
     gs_set_journal(s, NULL);
     gs__hold_free(s);
     gs__sys_release(s);
@@ -212,7 +212,7 @@ static void run_terminate(gs_server *s, const char *reason, size_t len)
 {
     (void)len;
     /* What the turn appended is made durable before terminate's snapshot, and the replies answered. */
-    gs__settle(s, 1);
+    gs__settle(s);
     if (s->cb->terminate) {
         gs_term t = {reason, 1};
         s->cb->terminate(s, &t);

@@ -82,10 +82,13 @@ struct gs_server {
     char *sys_held;             /* the request held until the stdlib version is known */
     gs_sys_cache sys_callers;   /* which sys each calling node runs */
     unsigned sys_refused;       /* system messages dropped by gs__sys_foreign */
-    /* Group commit (gs_hold.c): the journal, its flush hook, the replies it holds. */
+    /*
+     * Group commit (gs_hold.c): the journal, the node's group of journaled
+     * servers (one flush hook for all of them), the replies it holds.
+     */
     gs_journal *journal;
-    cn_node_flush_hook hook;
-    int hooked;
+    struct gs__group *group;
+    gs_server *gprev, *gnext;   /* in group's list (utlist DL) */
     cn_buf held;                /* this turn's replies */
     cn_buf waiting;             /* earlier turns' replies, waiting for a sync (power mode) */
     gs_metrics *met;            /* a named server's figures (gs_metrics.c), else NULL */
@@ -120,11 +123,12 @@ void gs__hold_reply(gs_server *s, const gs_from *from, const char *msg, size_t l
 /* Frees what is still held (nothing, after a final gs__settle that succeeded) and its blob references. */
 void gs__hold_free(gs_server *s);
 /*
- * Commits the journal's turn and queues the turn's replies behind their
- * commit, sending what is durable. final (a server stopping): everything is
- * made durable now and every reply leaves. Nothing without a journal.
+ * A server stopping or leaving its journal: the turn's records are written
+ * and everything is made durable now, in the loop, and every reply leaves
+ * (refused if that failed). Nothing without a journal. (Each turn's commit is
+ * the node's flush hook's, gs_hold.c.)
  */
-void gs__settle(gs_server *s, int final);
+void gs__settle(gs_server *s);
 
 /* ---- gs_sys.c, for genserver.c ---- */
 

@@ -5,14 +5,25 @@
  * journal has records not yet durable: the reply may acknowledge one of them.
  * The replies are kept here, compactly (the caller's pid and alias as their
  * fields, then the encoded message). At the end of the loop turn, before the
- * node writes its output, the flush hook commits the journal once; the turn's
- * replies are then tagged with the commit's number and wait until the journal
- * says that commit is durable: at once in crash mode, when the pipelined
- * fdatasync that covers it ends in power mode (on_sync). When the commit or
- * the sync fails, each gets {Tag, {error, not_durable}} instead: nothing that
- * could not be made durable is acknowledged. Replies to calls that changed
- * nothing are held too, so that no caller sees a state the disk does not have
- * yet, and the replies leave in the order they were made.
+ * node writes its output, the node's flush hook commits the journals of all
+ * its journaled servers (the group): it writes each journal's records, then
+ * starts the syncs (power mode), then releases what is durable. The turn's
+ * replies are tagged with their commit's number and wait until the journal
+ * says that commit is durable: at once in crash mode, and in power mode at
+ * once for the journal that synced in the loop, else when the fdatasync on the
+ * thread pool that covers it ends (on_sync). When the commit or the sync
+ * fails, each gets {Tag, {error, not_durable}} instead: nothing that could not
+ * be made durable is acknowledged. Replies to calls that changed nothing are
+ * held too, so that no caller sees a state the disk does not have yet, and the
+ * replies leave in the order they were made.
+ *
+ * Why one hook for the node, not one per server: a sync in the loop saves a
+ * power-mode turn the two cross-thread wakes of a pool sync (journal.h), but
+ * two of them would run one after the other. The syncs are decided once every
+ * journal is written: one journal that needs one and has none running syncs
+ * in the loop (in turn, when several could), after the others' have started
+ * on the pool, so two busy servers wait for about one fdatasync per turn, not
+ * two.
  *
  * A reply that echoes a large part of its request (a 100 MB tag) has holes
  * where those bytes stay in the request's blob (genserver.c, put_echo): the
@@ -20,10 +31,13 @@
  * reply never costs a turn the time to touch that much memory.
  */
 #include <assert.h>
+#include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 #include "cnode/buf.h"
 #include "cnode/log.h"
+#include "cnode/mem.h"
 #include "genserver/genserver_int.h"
 
 /* The tag of a reply {Tag, Reply} starts after the version byte and the tuple header (gs__begin_reply). */
@@ -234,45 +248,119 @@ static void on_sync(void *arg, uint64_t synced, int status)
         release_until(s, &s->waiting, ALL, status);
 }
 
-void gs__settle(gs_server *s, int final)
+/*
+ * After the turn's write (rc < 0: refused, the journal's error), the turn's
+ * replies queue behind their commit and what is durable leaves. Refused: this
+ * turn's replies now; those waiting for a sync in flight learn from it, except
+ * when the server stops (final), when nothing will come.
+ */
+static void settle_turn(gs_server *s, int rc, int final)
 {
-    gs_journal *j = s->journal;
-    if (j == NULL)
-        return;
-    int rc = gs_journal_commit(j);
-    if (final && rc >= 0)
-        rc = gs_journal_sync_now(j);
     if (rc < 0) {
-        /* Refused: this turn's replies now; those waiting for a sync in flight learn from it. */
         release_until(s, &s->held, ALL, rc);
         if (final)
             release_until(s, &s->waiting, ALL, rc);
         return;
     }
-    queue_turn(s, gs_journal_seq(j));
-    release_until(s, &s->waiting, gs_journal_synced(j), 0);
+    queue_turn(s, gs_journal_seq(s->journal));
+    release_until(s, &s->waiting, gs_journal_synced(s->journal), 0);
 }
 
-static void before_flush(cn_node_flush_hook *hook)
+void gs__settle(gs_server *s)
 {
-    gs__settle(hook->data, 0);
+    gs_journal *j = s->journal;
+    if (j == NULL)
+        return;
+    int rc = gs_journal_write(j);
+    if (rc >= 0)
+        rc = gs_journal_sync_now(j);
+    settle_turn(s, rc, 1);
+}
+
+/* A node's journaled servers, with the flush hook that commits their journals (the top of this file). */
+typedef struct gs__group {
+    cn_node_flush_hook hook;
+    gs_server *servers;     /* utlist DL through gprev/gnext */
+} gs__group;
+
+/*
+ * The pool's syncs start first, so that they run while the loop waits for
+ * its own. Only a journal with no sync running may sync in the loop: one that
+ * waits for a sync in flight gains nothing from the loop doing its next one.
+ * The last such journal in the list is taken, and then moved to the front:
+ * with two busy servers, each syncs in the loop every other turn, rather than
+ * one of them always on the pool (whose callers then wait for the wakes).
+ */
+static void start_syncs(gs__group *g)
+{
+    gs_server *s, *in_loop = NULL;
+    DL_FOREACH2(g->servers, s, gnext) {
+        if (gs_journal_needs_sync(s->journal) && gs_journal_inline_ok(s->journal))
+            in_loop = s;
+    }
+    DL_FOREACH2(g->servers, s, gnext) {
+        if (s != in_loop && gs_journal_needs_sync(s->journal))
+            (void)gs_journal_sync(s->journal, GS_SYNC_POOL);
+    }
+    if (in_loop == NULL)
+        return;
+    (void)gs_journal_sync(in_loop->journal, GS_SYNC_INLINE);
+    DL_DELETE2(g->servers, in_loop, gprev, gnext);
+    DL_PREPEND2(g->servers, in_loop, gprev, gnext);
+}
+
+/*
+ * The walks assume that releasing replies stops no server of the group: sends
+ * are queued (remote ones for the flush that follows, local ones for the run
+ * queue), so nothing runs a server's callbacks from here.
+ */
+static void group_flush(cn_node_flush_hook *hook)
+{
+    gs__group *g = hook->data;
+    gs_server *s;
+    DL_FOREACH2(g->servers, s, gnext)
+        (void)gs_journal_write(s->journal);
+    start_syncs(g);
+    DL_FOREACH2(g->servers, s, gnext)
+        settle_turn(s, gs_journal_ready(s->journal), 0);
+}
+
+static void join_group(gs_server *s)
+{
+    cn_node_flush_hook *h = cn_node_find_flush_hook(s->node, group_flush);
+    gs__group *g = h != NULL ? h->data : NULL;
+    if (g == NULL) {
+        g = cn_calloc(1, sizeof *g);
+        g->hook.cb = group_flush;
+        g->hook.data = g;
+        cn_node_add_flush_hook(s->node, &g->hook);
+    }
+    DL_APPEND2(g->servers, s, gprev, gnext);
+    s->group = g;
+}
+
+/* The last server out removes the hook and frees the group. */
+static void leave_group(gs_server *s)
+{
+    gs__group *g = s->group;
+    DL_DELETE2(g->servers, s, gprev, gnext);
+    s->group = NULL;
+    if (g->servers != NULL)
+        return;
+    cn_node_remove_flush_hook(s->node, &g->hook);
+    free(g);
 }
 
 void gs_set_journal(gs_server *s, gs_journal *j)
 {
     if (s->journal != NULL && j != s->journal) {
-        gs__settle(s, 1);
+        gs__settle(s);
         gs_journal_on_sync(s->journal, NULL, NULL);
     }
-    if (j != NULL && !s->hooked) {
-        s->hook.cb = before_flush;
-        s->hook.data = s;
-        cn_node_add_flush_hook(s->node, &s->hook);
-        s->hooked = 1;
-    } else if (j == NULL && s->hooked) {
-        cn_node_remove_flush_hook(s->node, &s->hook);
-        s->hooked = 0;
-    }
+    if (j != NULL && s->group == NULL)
+        join_group(s);
+    else if (j == NULL && s->group != NULL)
+        leave_group(s);
     if (j != NULL)
         gs_journal_on_sync(j, on_sync, s);
     s->journal = j;

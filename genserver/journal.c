@@ -26,10 +26,14 @@
 /* How often a refusing journal tries a snapshot, and a running child is looked at. */
 #define RETRY_MS 1000
 #define CHILD_POLL_MS 10
+/* A journal's switches between loop and pool logged at info level at most this often. */
+#define SWITCH_LOG_MS 60000
 
 static gs_journal_fault_fn fault_fn;
+static uint64_t slow_sync_ns = GS_JOURNAL_SLOW_SYNC_NS;
 
 void gs_journal_set_fault(gs_journal_fault_fn fn) { fault_fn = fn; }
+void gs_journal_set_slow_sync(uint64_t ns) { slow_sync_ns = ns; }
 
 int gs__journal_fault(const char *op)
 {
@@ -198,8 +202,31 @@ static void notify(gs_journal *j, int status)
 static void sync_work(uv_work_t *w)
 {
     gs__sync *y = w->data;
+    uint64_t t0 = uv_hrtime();
     y->rc = sync_data(y->fd);
+    y->took = uv_hrtime() - t0;
     close(y->fd);
+}
+
+/*
+ * A journal's syncs move between the loop and the pool (on_pool). A disk whose
+ * latency hovers around the threshold would switch often: only the first
+ * switch in SWITCH_LOG_MS is logged at info level.
+ */
+static void switch_sync(gs_journal *j, int on_pool, uint64_t took)
+{
+    j->on_pool = on_pool;
+    uint64_t now = uv_now(j->loop);
+    cn_log_level level = now >= j->next_switch_log ? CN_LOG_INFO : CN_LOG_DEBUG;
+    if (level == CN_LOG_INFO)
+        j->next_switch_log = now + SWITCH_LOG_MS;
+    if (on_pool)
+        cn_log(level, "journal", "%s/%s: an fdatasync in the loop took %.1f ms (%.1f ms or more is slow): "
+               "syncs run on the thread pool until one there is quicker", j->dir, j->name, took / 1e6,
+               slow_sync_ns / 1e6);
+    else
+        cn_log(level, "journal", "%s/%s: an fdatasync took %.1f ms: syncs run in the loop again", j->dir,
+               j->name, took / 1e6);
 }
 
 static void free_journal(gs_journal *j);
@@ -227,6 +254,8 @@ static void sync_done(uv_work_t *w, int status)
         gs__journal_refuse(j, y->rc, "fdatasync of the journal");
     else if (y->target > j->synced_seq)
         j->synced_seq = y->target;
+    if (y->rc == 0 && j->on_pool && y->took < slow_sync_ns)
+        switch_sync(j, 0, y->took);
     notify(j, j->failed);
     kick_sync(j);
 }
@@ -254,13 +283,13 @@ static void kick_sync(gs_journal *j)
     uv_queue_work(j->loop, &y->work, sync_work, sync_done);
 }
 
-int gs_journal_sync_now(gs_journal *j)
+/* An fdatasync in the loop; *took says how long it took. 0, or the error (the journal refuses from now on). */
+static int sync_in_loop(gs_journal *j, uint64_t *took)
 {
-    if (j->failed != 0 || j->synced_seq == j->written_seq)
-        return j->failed;
     uint64_t t0 = uv_hrtime();
     int rc = sync_data(j->fd);
-    cn_metrics_observe(&cn_metrics_journal_sync, uv_hrtime() - t0);
+    *took = uv_hrtime() - t0;
+    cn_metrics_observe(&cn_metrics_journal_sync, *took);
     if (rc < 0) {
         gs__journal_refuse(j, rc, "fdatasync of the journal");
         return rc;
@@ -269,10 +298,60 @@ int gs_journal_sync_now(gs_journal *j)
     return 0;
 }
 
+int gs_journal_sync_now(gs_journal *j)
+{
+    if (j->failed != 0 || j->synced_seq == j->written_seq)
+        return j->failed;
+    uint64_t took;
+    return sync_in_loop(j, &took);
+}
+
+/* What gs_journal_commit returns: the refusal, 0 when all written is durable, else GS_JOURNAL_SYNCING. */
+static int commit_status(const gs_journal *j)
+{
+    return j->failed != 0 ? j->failed : j->synced_seq == j->written_seq ? 0 : GS_JOURNAL_SYNCING;
+}
+
+int gs_journal_needs_sync(const gs_journal *j)
+{
+    return j->mode == GS_DURABLE_POWER && j->failed == 0 && j->sync_started < j->written_seq;
+}
+
+int gs_journal_inline_ok(const gs_journal *j)
+{
+    return j->syncs_busy == 0 && !j->on_pool;
+}
+
+/*
+ * Inline, the sync replaces the two wakes a pool sync costs (the worker's, then
+ * the loop's) with a wait in the loop; with no sync of the journal running,
+ * everything written before is durable already, so this one covers it all.
+ */
+int gs_journal_sync(gs_journal *j, gs_sync_where where)
+{
+    if (!gs_journal_needs_sync(j))
+        return commit_status(j);
+    if (where == GS_SYNC_POOL || !gs_journal_inline_ok(j)) {
+        kick_sync(j);
+        return commit_status(j);
+    }
+    uint64_t took;
+    int rc = sync_in_loop(j, &took);
+    if (rc == 0 && took >= slow_sync_ns)
+        switch_sync(j, 1, took);
+    return rc;
+}
+
 int gs_journal_commit(gs_journal *j)
 {
+    int rc = gs_journal_write(j);
+    return rc == GS_JOURNAL_SYNCING ? gs_journal_sync(j, GS_SYNC_POOL) : rc;
+}
+
+int gs_journal_write(gs_journal *j)
+{
     if (j->pending.len == 0 || j->mode == GS_DURABLE_TERMINATE)
-        return j->failed != 0 ? j->failed : j->synced_seq == j->written_seq ? 0 : GS_JOURNAL_SYNCING;
+        return commit_status(j);
     if (j->failed != 0)
         return j->failed;
     size_t done;
@@ -289,10 +368,9 @@ int gs_journal_commit(gs_journal *j)
     j->written_seq++;
     if (j->mode == GS_DURABLE_CRASH)
         j->synced_seq = j->sync_started = j->written_seq;
-    else
-        kick_sync(j);
+    /* In power mode a snapshot starting here syncs the old journal in the loop first: nothing left to start. */
     maybe_snapshot(j);
-    return j->failed != 0 ? j->failed : j->synced_seq == j->written_seq ? 0 : GS_JOURNAL_SYNCING;
+    return commit_status(j);
 }
 
 /* ---- Snapshots ---- */

@@ -42,11 +42,17 @@
  * (gs_journal_append); genserver.c holds the replies of a server whose journal
  * has records not yet durable, and at the end of the loop turn, before the
  * node flushes its output (cn_node_add_flush_hook), commits them all at once
- * and then releases the replies. In power mode the fdatasync runs on libuv's
- * thread pool, up to four at a time, so the loop goes on reading and writing
- * the next turns' records meanwhile; the replies wait for the sync that covers
- * their records (gs_journal_on_sync), and each sync covers everything written
- * before it started: the batch grows with the disk's latency.
+ * and then releases the replies. In power mode, once all of a node's journals
+ * have written the turn's records, one of them syncs in the loop (fdatasync
+ * there, as Redis's appendfsync always does): its replies leave with the
+ * turn's output, without the two cross-thread wakes a sync on another thread
+ * costs. The others sync on libuv's thread pool meanwhile, up to four per
+ * journal at a time, and so does a journal whose sync is still running: the
+ * replies wait for the sync that covers their records (gs_journal_on_sync),
+ * and each sync covers everything written before it started, so the batch
+ * grows with the disk's latency. A disk slow enough that one sync in the loop
+ * takes GS_JOURNAL_SLOW_SYNC_NS or more would stall every connection of the
+ * node: that journal's syncs then go to the pool, until one there is quick again.
  *
  * Snapshots compact the journal in the background: when the current journal
  * passes snapshot_bytes, the server forks; the child writes the snapshot from
@@ -153,14 +159,43 @@ void gs_journal_append(gs_journal *j, const void *rec, size_t len);
 int gs_journal_holding(const gs_journal *j);
 
 /*
- * Writes the records appended since the last commit. 0 when they are as
- * durable as the mode promises; GS_JOURNAL_SYNCING in power mode, where they
- * are durable once gs_journal_synced reaches gs_journal_seq (the sync callback
- * says when); else the journal is refusing from now on and the error is
- * returned.
+ * Writes the records appended since the last commit and, in power mode,
+ * starts a sync on the thread pool for them. 0 when they are as durable as the
+ * mode promises; GS_JOURNAL_SYNCING in power mode, where they are durable once
+ * gs_journal_synced reaches gs_journal_seq (the sync callback says when); else
+ * the journal is refusing from now on and the error is returned.
+ * gs_journal_write followed by gs_journal_sync(j, GS_SYNC_POOL).
  */
 #define GS_JOURNAL_SYNCING 1
 int gs_journal_commit(gs_journal *j);
+
+/*
+ * A commit in two steps, for a node that writes all its journals' records
+ * before it decides where each sync runs (genserver/gs_hold.c).
+ * gs_journal_write writes the records and returns as gs_journal_commit, but
+ * starts no sync: in power mode GS_JOURNAL_SYNCING then means that
+ * gs_journal_needs_sync is true until gs_journal_sync starts one.
+ */
+int gs_journal_write(gs_journal *j);
+int gs_journal_needs_sync(const gs_journal *j);
+
+/*
+ * An inline sync (GS_SYNC_INLINE) runs fdatasync in the loop, when no sync of
+ * the journal runs on the pool and its inline syncs have not been found slow
+ * (gs_journal_inline_ok); otherwise, and with GS_SYNC_POOL, the sync starts on
+ * the thread pool. Returns as gs_journal_commit: 0 when an inline sync made
+ * everything written durable (the sync callback is not called for it).
+ *
+ * An inline sync that takes GS_JOURNAL_SLOW_SYNC_NS or more sends the
+ * journal's syncs to the pool, until a sync there takes less: the loop serves
+ * every connection of the node, and a slow disk must not hold them all. Each
+ * switch is logged at info level (at most once a minute per journal; the
+ * others at debug level).
+ */
+#define GS_JOURNAL_SLOW_SYNC_NS (2ull * 1000 * 1000)
+typedef enum gs_sync_where { GS_SYNC_POOL, GS_SYNC_INLINE } gs_sync_where;
+int gs_journal_sync(gs_journal *j, gs_sync_where where);
+int gs_journal_inline_ok(const gs_journal *j);
 
 /* The number of the last commit that wrote records, and of the last one known durable. */
 uint64_t gs_journal_seq(const gs_journal *j);
@@ -198,6 +233,13 @@ int gs_journal_close(gs_journal *j, int save);
  */
 typedef int (*gs_journal_fault_fn)(const char *op);
 void gs_journal_set_fault(gs_journal_fault_fn fn);
+
+/*
+ * The duration from which a sync counts as slow (GS_JOURNAL_SLOW_SYNC_NS
+ * unless set), for this process: 0 makes every inline sync slow, UINT64_MAX
+ * every sync quick, so tests drive the switch without timing anything.
+ */
+void gs_journal_set_slow_sync(uint64_t ns);
 
 /* The generation of the current journal, and whether a snapshot child is running. */
 uint64_t gs_journal_generation(const gs_journal *j);

@@ -27,6 +27,7 @@ typedef struct gs__sync {
     int busy, fd, rc;
     uint64_t target;
     uint64_t started;           /* uv_hrtime() when queued: the sync's latency for the metrics */
+    uint64_t took;              /* ns the fdatasync itself took (the slow-disk test, not the wakes) */
 } gs__sync;
 
 struct gs_journal {
@@ -64,6 +65,13 @@ struct gs_journal {
     gs_journal_sync_cb sync_cb;
     void *sync_arg;
     int closing;            /* closed while a sync ran: freed when it ends */
+    /*
+     * An inline sync took GS_JOURNAL_SLOW_SYNC_NS or more: syncs go to the
+     * pool until one there is quicker. next_switch_log: the loop's time
+     * (ms) before which a switch is logged at debug level, not info.
+     */
+    int on_pool;
+    uint64_t next_switch_log;
 };
 
 /* The fault seam (gs_journal_set_fault): 0, or the -errno the operation must fail with. */

@@ -259,6 +259,209 @@ static void a_journal_that_cannot_write_answers_not_durable(void **state)
     stop(f);
 }
 
+/* ---- Power mode: where the turn's fdatasync runs ---- */
+
+/* A power-mode node with counters c1 (initial 100) and c2 (200) journaling into one directory. */
+typedef struct power_fx {
+    fx f;
+    counter_config cfg2;
+    gs_server *c2;
+} power_fx;
+
+static power_fx *start_power(void)
+{
+    power_fx *p = test_calloc(1, sizeof *p);
+    fx *f = &p->f;
+    /* What a failed test left set goes. */
+    gs_journal_set_fault(NULL);
+    gs_journal_set_slow_sync(GS_JOURNAL_SLOW_SYNC_NS);
+    assert_int_equal(fp_setup(&f->fp, "k", "k", FP_FLAGS_ALIAS), 0);
+    strcpy(f->dir, "/tmp/test_counter.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->cfg = (counter_config){.initial = 100, .data_dir = f->dir, .durability = GS_DURABLE_POWER};
+    p->cfg2 = f->cfg;
+    p->cfg2.initial = 200;
+    assert_int_equal(counter_start(f->fp.node, &f->cfg, "c1", NULL, &f->gs), 0);
+    assert_int_equal(counter_start(f->fp.node, &p->cfg2, "c2", NULL, &p->c2), 0);
+    fp_run(&f->fp);
+    return p;
+}
+
+static void stop_power(power_fx *p)
+{
+    fx *f = &p->f;
+    gs_journal_set_fault(NULL);
+    gs_journal_set_slow_sync(GS_JOURNAL_SLOW_SYNC_NS);
+    gs_stop(f->gs, "shutdown");
+    gs_stop(p->c2, "shutdown");
+    fp_run(&f->fp);
+    fp_teardown(&f->fp);
+    remove_dir(f);
+    test_free(p);
+}
+
+/*
+ * GenServer.call(name, atom) fed to the node without running its loop: the
+ * node handles it, and commits the journals, in the next loop turn.
+ */
+static void feed_call(fx *f, const char *name, const char *atom)
+{
+    erlang_pid pid;
+    erlang_ref ref;
+    fp_pid(&pid, 7);
+    fp_ref(&ref, ++f->refs, 0, 0);
+    char req[MAXATOMLEN + 8];
+    int n = 0;
+    ei_encode_atom(req, &n, atom);
+    ei_x_buff ctl, msg;
+    fp_ctl_reg_send(&ctl, &pid, name);
+    fp_msg_request(&msg, "$gen_call", &pid, &ref, req, (size_t)n);
+    cn_buf b;
+    cn_buf_init(&b);
+    fp_frame(&b, &ctl, &msg);
+    cn_conn_feed(f->fp.conn, b.data, b.len);
+    cn_buf_free(&b);
+    ei_x_free(&ctl);
+    ei_x_free(&msg);
+}
+
+/* One loop turn: the requests fed are handled and the turn's output (with what it released) written. */
+static void one_turn(fx *f)
+{
+    uv_run(&f->fp.loop, UV_RUN_NOWAIT);
+}
+
+/* The next reply, printed; the loop runs until it comes (a sync on the pool ends), bounded. */
+static char *await_reply_text(fx *f)
+{
+    char *text = fp_next_reply_text(&f->fp);
+    for (int i = 0; i < 1000 && text == NULL; i++) {
+        uv_run(&f->fp.loop, UV_RUN_ONCE);
+        text = fp_next_reply_text(&f->fp);
+    }
+    assert_non_null(text);
+    return text;
+}
+
+static void await_reply_int(fx *f, long long want)
+{
+    char *text = await_reply_text(f), buf[24];
+    snprintf(buf, sizeof buf, "%lld", want);
+    assert_string_equal(text, buf);
+    free(text);
+}
+
+/* Nothing has been sent yet: the reply waits for a sync on the pool. */
+static void expect_no_reply(fx *f)
+{
+    char *text = fp_next_reply_text(&f->fp);
+    if (text != NULL)
+        fail_msg("unexpected reply %s", text);
+}
+
+/* One busy journal syncs in the loop: the reply leaves with the turn that made its change durable. */
+static void one_busy_journal_syncs_in_the_loop_and_replies_in_the_same_turn(void **state)
+{
+    (void)state;
+    power_fx *p = start_power();
+    fx *f = &p->f;
+    for (int i = 1; i <= 3; i++) {
+        feed_call(f, "c1", "increment");
+        feed_call(f, "c1", "increment");
+        one_turn(f);
+        expect_reply_int(f, 100 + 2 * i - 1);
+        expect_reply_int(f, 100 + 2 * i);
+    }
+    stop_power(p);
+}
+
+/*
+ * Two busy journals: one syncs on the pool, the other in the loop, at the same
+ * time, and they take turns in the loop (c2, the last to join, first); the
+ * loop's reply leaves with the turn, the pool's when its sync ends, and every
+ * reply is right.
+ */
+static void two_busy_journals_sync_one_on_the_pool_one_in_the_loop(void **state)
+{
+    (void)state;
+    power_fx *p = start_power();
+    fx *f = &p->f;
+    for (int t = 1; t <= 4; t++) {
+        feed_call(f, "c1", "increment");
+        feed_call(f, "c2", "decrement");
+        one_turn(f);
+        expect_reply_int(f, t % 2 ? 200 - t : 100 + t);
+        expect_no_reply(f);
+        await_reply_int(f, t % 2 ? 100 + t : 200 - t);
+    }
+    /* A read made behind a change waits with it, for the pool's sync. */
+    feed_call(f, "c1", "increment");
+    feed_call(f, "c1", "get_value");
+    feed_call(f, "c2", "increment");
+    one_turn(f);
+    expect_reply_int(f, 197);
+    expect_no_reply(f);
+    await_reply_int(f, 105);
+    await_reply_int(f, 105);
+    stop_power(p);
+}
+
+/* A slow sync in the loop (the threshold set to 0) sends the syncs to the pool; a quick one there ends it. */
+static void a_slow_disk_moves_the_syncs_to_the_pool_and_back(void **state)
+{
+    (void)state;
+    power_fx *p = start_power();
+    fx *f = &p->f;
+    gs_journal_set_slow_sync(0);
+    feed_call(f, "c1", "increment");
+    one_turn(f);
+    expect_reply_int(f, 101);
+    feed_call(f, "c1", "increment");
+    one_turn(f);
+    expect_no_reply(f);
+    await_reply_int(f, 102);
+    gs_journal_set_slow_sync(UINT64_MAX);
+    feed_call(f, "c1", "increment");
+    one_turn(f);
+    expect_no_reply(f);
+    await_reply_int(f, 103);
+    feed_call(f, "c1", "increment");
+    one_turn(f);
+    expect_reply_int(f, 104);
+    stop_power(p);
+}
+
+static int fail_syncs(const char *op)
+{
+    return strcmp(op, "fdatasync") == 0 ? -EIO : 0;
+}
+
+/* An fdatasync that fails in the loop: the turn's reply is refused in that turn, and the next call too. */
+static void a_failed_inline_fdatasync_answers_not_durable(void **state)
+{
+    (void)state;
+    power_fx *p = start_power();
+    fx *f = &p->f;
+    feed_call(f, "c1", "increment");
+    one_turn(f);
+    expect_reply_int(f, 101);
+    gs_journal_set_fault(fail_syncs);
+    feed_call(f, "c1", "increment");
+    feed_call(f, "c1", "get_value");
+    one_turn(f);
+    expect_reply_text(f, "{error,not_durable}");
+    expect_reply_text(f, "{error,not_durable}");
+    feed_call(f, "c1", "increment");
+    one_turn(f);
+    expect_reply_text(f, "{error,not_durable}");
+    /* The other journal's disk is fine. */
+    gs_journal_set_fault(NULL);
+    feed_call(f, "c2", "increment");
+    one_turn(f);
+    expect_reply_int(f, 201);
+    stop_power(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +471,10 @@ int main(void)
         cmocka_unit_test(below_int64_min_too),
         cmocka_unit_test(a_restart_gets_the_saved_value_back_in_either_width),
         cmocka_unit_test(a_journal_that_cannot_write_answers_not_durable),
+        cmocka_unit_test(one_busy_journal_syncs_in_the_loop_and_replies_in_the_same_turn),
+        cmocka_unit_test(two_busy_journals_sync_one_on_the_pool_one_in_the_loop),
+        cmocka_unit_test(a_slow_disk_moves_the_syncs_to_the_pool_and_back),
+        cmocka_unit_test(a_failed_inline_fdatasync_answers_not_durable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

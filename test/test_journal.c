@@ -84,6 +84,7 @@ static int teardown(void **state)
 {
     fx *f = *state;
     gs_journal_set_fault(NULL);
+    gs_journal_set_slow_sync(GS_JOURNAL_SLOW_SYNC_NS);
     if (f->j)
         gs_journal_close(f->j, 0);
     uv_run(&f->loop, UV_RUN_DEFAULT);
@@ -465,6 +466,122 @@ static void a_failed_fdatasync_in_power_mode_refuses(void **state)
     assert_int_equal(f->t.value, 2);
 }
 
+/* A power-mode journal whose sync callback logs into l. */
+static void open_power(fx *f, synced_log *l)
+{
+    open_j(f, GS_DURABLE_POWER, 0);
+    gs_journal_on_sync(f->j, log_sync, l);
+}
+
+/* One power-mode turn that adds by: written, then synced as where asks; the sync's result. */
+static int power_turn(fx *f, signed char by, gs_sync_where where)
+{
+    add(f, by);
+    assert_int_equal(gs_journal_write(f->j), GS_JOURNAL_SYNCING);
+    return gs_journal_sync(f->j, where);
+}
+
+/* A power-mode commit in two steps, synced in the loop: durable on return, no callback, no wake. */
+static void an_inline_sync_makes_the_turn_durable_before_it_returns(void **state)
+{
+    fx *f = *state;
+    synced_log l = {0};
+    open_power(f, &l);
+    add(f, 5);
+    assert_int_equal(gs_journal_write(f->j), GS_JOURNAL_SYNCING);
+    assert_true(gs_journal_needs_sync(f->j));
+    assert_true(gs_journal_inline_ok(f->j));
+    assert_int_equal(gs_journal_sync(f->j, GS_SYNC_INLINE), 0);
+    assert_int_equal(gs_journal_synced(f->j), 1);
+    assert_false(gs_journal_needs_sync(f->j));
+    assert_false(gs_journal_holding(f->j));
+    assert_int_equal(l.calls, 0);
+    /* Nothing new: nothing to sync, and still durable. */
+    assert_int_equal(gs_journal_write(f->j), 0);
+    assert_int_equal(gs_journal_sync(f->j, GS_SYNC_INLINE), 0);
+    crash(f);
+    open_j(f, GS_DURABLE_POWER, 0);
+    assert_int_equal(f->t.value, 5);
+}
+
+/* A journal with a sync running on the pool does not sync in the loop: its next sync goes there too. */
+static void a_running_pool_sync_keeps_the_next_one_on_the_pool(void **state)
+{
+    fx *f = *state;
+    synced_log l = {0};
+    open_power(f, &l);
+    assert_int_equal(power_turn(f, 1, GS_SYNC_POOL), GS_JOURNAL_SYNCING);
+    /* The loop has not run: the first sync's end is not known yet. */
+    assert_false(gs_journal_inline_ok(f->j));
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), GS_JOURNAL_SYNCING);
+    /* Both syncs end (in either order): then the loop may sync again. */
+    await_syncs(f, &l, 2);
+    assert_int_equal(gs_journal_synced(f->j), 2);
+    assert_true(gs_journal_inline_ok(f->j));
+    assert_int_equal(l.status, 0);
+}
+
+/*
+ * A slow sync in the loop sends the syncs to the pool; they come back once a
+ * sync there is quick. The threshold is set, not timed: 0 makes every sync
+ * slow, UINT64_MAX every one quick.
+ */
+static void a_slow_inline_sync_moves_the_syncs_to_the_pool_until_one_is_quick(void **state)
+{
+    fx *f = *state;
+    synced_log l = {0};
+    open_power(f, &l);
+    gs_journal_set_slow_sync(0);
+    /* The slow sync still made the turn durable. */
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), 0);
+    assert_int_equal(gs_journal_synced(f->j), 1);
+    assert_false(gs_journal_inline_ok(f->j));
+    /* On the pool now, and a sync there that is slow too keeps them there. */
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), GS_JOURNAL_SYNCING);
+    await_syncs(f, &l, 1);
+    assert_int_equal(l.synced, 2);
+    assert_false(gs_journal_inline_ok(f->j));
+    /* A quick sync on the pool brings them back to the loop. */
+    gs_journal_set_slow_sync(UINT64_MAX);
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), GS_JOURNAL_SYNCING);
+    await_syncs(f, &l, 2);
+    assert_int_equal(l.synced, 3);
+    assert_true(gs_journal_inline_ok(f->j));
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), 0);
+    assert_int_equal(l.calls, 2);
+    crash(f);
+    open_j(f, GS_DURABLE_POWER, 0);
+    assert_int_equal(f->t.value, 4);
+}
+
+/* A failed fdatasync in the loop refuses at once, as one on the pool does when it ends. */
+static void a_failed_inline_fdatasync_refuses(void **state)
+{
+    fx *f = *state;
+    synced_log l = {0};
+    open_power(f, &l);
+    add(f, 1);
+    assert_int_equal(gs_journal_commit(f->j), GS_JOURNAL_SYNCING);
+    await_syncs(f, &l, 1);
+    gs_journal_set_fault(fail_syncs);
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), -EIO);
+    assert_int_equal(gs_journal_ready(f->j), -EIO);
+    assert_int_equal(gs_journal_synced(f->j), 1);
+    assert_false(gs_journal_holding(f->j));
+    assert_false(gs_journal_needs_sync(f->j));
+    assert_int_equal(l.calls, 1);
+    /* While refusing, appends are not kept and a commit answers the refusal. */
+    add(f, 1);
+    assert_int_equal(gs_journal_write(f->j), -EIO);
+    assert_int_equal(gs_journal_sync(f->j, GS_SYNC_INLINE), -EIO);
+    gs_journal_set_fault(NULL);
+    await_accepting(f);
+    assert_int_equal(power_turn(f, 1, GS_SYNC_INLINE), 0);
+    crash(f);
+    open_j(f, GS_DURABLE_POWER, 0);
+    assert_int_equal(f->t.value, 4);
+}
+
 static void a_failed_final_save_fills_the_handover(void **state)
 {
     fx *f = *state;
@@ -630,6 +747,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_failed_write_refuses_until_a_snapshot_succeeds, setup, teardown),
         cmocka_unit_test_setup_teardown(power_mode_syncs_in_the_background_and_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(a_failed_fdatasync_in_power_mode_refuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_inline_sync_makes_the_turn_durable_before_it_returns, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_running_pool_sync_keeps_the_next_one_on_the_pool, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_slow_inline_sync_moves_the_syncs_to_the_pool_until_one_is_quick, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_failed_inline_fdatasync_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(a_failed_final_save_fills_the_handover, setup, teardown),
         cmocka_unit_test_setup_teardown(a_start_up_snapshot_that_fails_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(a_background_snapshot_compacts_the_journal, setup, teardown),

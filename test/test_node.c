@@ -171,6 +171,35 @@ static void flush_hooks_run_after_the_turns_messages_before_its_output(void **st
     stop(f);
 }
 
+static void other_hook(cn_node_flush_hook *h)
+{
+    (void)h;
+}
+
+/* A hook is found by its callback: the first added with it, until it is removed. */
+static void a_flush_hook_is_found_by_its_callback(void **state)
+{
+    (void)state;
+    fx *f = start(0, 0);
+    cn_node *node = f->fp.node;
+    hook_probe a = {.hook = {.cb = probe_hook}, .f = f};
+    hook_probe b = {.hook = {.cb = probe_hook}, .f = f};
+    cn_node_flush_hook other = {.cb = other_hook};
+    assert_null(cn_node_find_flush_hook(node, probe_hook));
+    cn_node_add_flush_hook(node, &other);
+    cn_node_add_flush_hook(node, &a.hook);
+    cn_node_add_flush_hook(node, &b.hook);
+    assert_ptr_equal(cn_node_find_flush_hook(node, probe_hook), &a.hook);
+    assert_ptr_equal(cn_node_find_flush_hook(node, other_hook), &other);
+    cn_node_remove_flush_hook(node, &a.hook);
+    assert_ptr_equal(cn_node_find_flush_hook(node, probe_hook), &b.hook);
+    cn_node_remove_flush_hook(node, &b.hook);
+    cn_node_remove_flush_hook(node, &other);
+    assert_null(cn_node_find_flush_hook(node, probe_hook));
+    assert_null(cn_node_find_flush_hook(node, other_hook));
+    stop(f);
+}
+
 static void no_busy_polling_when_it_is_off(void **state)
 {
     (void)state;
@@ -921,6 +950,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_light_turn_keeps_the_loop_polling),
         cmocka_unit_test(flush_hooks_run_after_the_turns_messages_before_its_output),
+        cmocka_unit_test(a_flush_hook_is_found_by_its_callback),
         cmocka_unit_test(no_busy_polling_when_it_is_off),
         cmocka_unit_test(a_heavy_turn_pauses_instead_of_polling),
         cmocka_unit_test(a_few_callers_never_pause),
