@@ -229,7 +229,9 @@ int gs_journal_close(gs_journal *j, int save);
 /*
  * Replaces write/pwrite and fdatasync for journal and snapshot writes of this
  * process: a function that returns -errno makes that call fail as the disk
- * would. NULL restores the real calls.
+ * would. NULL restores the real calls. The ops: "write", "fdatasync",
+ * "snapshot", and "mmap" (recovery then reads each journal with read(), as on
+ * a file system that cannot map it).
  */
 typedef int (*gs_journal_fault_fn)(const char *op);
 void gs_journal_set_fault(gs_journal_fault_fn fn);

@@ -292,6 +292,44 @@ static void a_torn_tail_is_cut_off(void **state)
     assert_int_equal(st.st_size, whole);
 }
 
+static int mmap_refusals;
+
+static int fail_mmap(const char *op)
+{
+    if (strcmp(op, "mmap") != 0)
+        return 0;
+    mmap_refusals++;
+    return -ENODEV;
+}
+
+/* Where a journal cannot be mapped it is read: the same records replay, and a torn tail is cut. */
+static void a_journal_that_cannot_be_mapped_is_read(void **state)
+{
+    fx *f = *state;
+    open_j(f, GS_DURABLE_CRASH, 0);
+    for (int i = 0; i < 10; i++)
+        add(f, 1);
+    add(f, -3);
+    assert_int_equal(gs_journal_commit(f->j), 0);
+    crash(f);
+    char path[128];
+    journal_path(f, 1, path, sizeof path);
+    struct stat st;
+    stat(path, &st);
+    off_t whole = st.st_size;
+    FILE *fp = fopen(path, "ab");
+    fwrite("\0\0\0\x09\1\2", 1, 6, fp);
+    fclose(fp);
+    mmap_refusals = 0;
+    gs_journal_set_fault(fail_mmap);
+    open_j(f, GS_DURABLE_TERMINATE, 0);
+    gs_journal_set_fault(NULL);
+    assert_true(mmap_refusals > 0);
+    assert_int_equal(f->t.value, 7);
+    stat(path, &st);
+    assert_int_equal(st.st_size, whole);
+}
+
 static void a_foreign_journal_is_moved_aside_and_not_replayed(void **state)
 {
     fx *f = *state;
@@ -742,6 +780,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_crash_during_the_start_up_snapshot_loses_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(a_kill_after_a_clean_stop_and_a_start_loses_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(a_torn_tail_is_cut_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_journal_that_cannot_be_mapped_is_read, setup, teardown),
         cmocka_unit_test_setup_teardown(a_foreign_journal_is_moved_aside_and_not_replayed, setup, teardown),
         cmocka_unit_test_setup_teardown(a_journal_without_its_generation_before_it_is_foreign, setup, teardown),
         cmocka_unit_test_setup_teardown(a_failed_write_refuses_until_a_snapshot_succeeds, setup, teardown),
