@@ -17,12 +17,14 @@
  * alias, or to one whose process has exited, is dropped, as the BEAM drops it.
  * Entries are recycled, so a steady stream of calls allocates nothing.
  *
- * Not kept: the monitor itself. The node does not remember which names its
- * processes monitor, so a lost connection delivers no 'DOWN' with
- * 'noconnection' (a caller that needs to know uses a timeout); a
+ * The alias also keeps the monitor: the connection it went through and the
+ * name. When that connection is lost, each such process gets {'DOWN', Ref,
+ * process, {Name, Node}, noconnection}, as erlang:monitor delivers it, and a
+ * caller learns at once that no reply will come (cn__alias_conn_lost). A
  * MONITOR_P_EXIT from the server's node (it died, or the name is not
  * registered) is delivered as erlang:monitor would deliver it (dist_recv.c).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cnode/error.h"
@@ -33,11 +35,17 @@
 /* Spare entries kept for reuse: as for monitors, calls in flight never allocate. */
 #define ALIAS_SPARE 1024
 
+/* Registered names up to this long are kept in the entry; a longer one is allocated. */
+#define NAME_INLINE 48
+
 struct cn_alias {
     UT_hash_handle hh;
     uint64_t id;        /* the reference's counter, as cn_node_make_ref made it */
     uint32_t proc;      /* the pid number of the process it reaches */
-    cn_alias *next;     /* the free list */
+    const cn_conn *conn; /* the monitor's connection (compared, never followed), or NULL */
+    char *name;         /* the monitored name: short_name, or allocated */
+    char short_name[NAME_INLINE];
+    cn_alias *next;     /* the free list, or a lost connection's batch */
 };
 
 /* The counter of a reference this node made, or 0 for any other reference. */
@@ -68,7 +76,7 @@ static void alias_anchor(cn_node *node)
     HASH_ADD(hh, node->aliases, id, sizeof anchor->id, anchor);
 }
 
-static void alias_add(cn_proc *p, const erlang_ref *ref)
+static void alias_add(cn_proc *p, const erlang_ref *ref, const cn_conn *c, const char *name)
 {
     cn_node *node = p->node;
     if (node->aliases == NULL)
@@ -82,12 +90,19 @@ static void alias_add(cn_proc *p, const erlang_ref *ref)
     }
     a->id = ref_id(node, ref);
     a->proc = p->num;
+    a->conn = c;
+    size_t n = strlen(name) + 1;
+    a->name = n <= sizeof a->short_name ? a->short_name : cn_malloc(n);
+    memcpy(a->name, name, n);
     HASH_ADD(hh, node->aliases, id, sizeof a->id, a);
 }
 
-static void alias_drop(cn_node *node, cn_alias *a)
+/* An entry out of the table goes to the spares, or is freed. */
+static void alias_recycle(cn_node *node, cn_alias *a)
 {
-    HASH_DELETE(hh, node->aliases, a);
+    if (a->name != a->short_name)
+        free(a->name);
+    a->name = a->short_name;
     if (node->free_alias_count >= ALIAS_SPARE) {
         free(a);
         return;
@@ -97,23 +112,31 @@ static void alias_drop(cn_node *node, cn_alias *a)
     node->free_alias_count++;
 }
 
-/* MONITOR_P or DEMONITOR_P from p to name on node, with ref. */
-static int monitor_op(cn_proc *p, int op, const char *name, const char *nodename, const erlang_ref *ref)
+static void alias_drop(cn_node *node, cn_alias *a)
 {
-    cn_conn *c = cn__conn_find(p->node, nodename);
-    if (c == NULL)
+    HASH_DELETE(hh, node->aliases, a);
+    alias_recycle(node, a);
+}
+
+/* MONITOR_P or DEMONITOR_P from p to name on node, with ref, through *c. */
+static int monitor_op(cn_proc *p, int op, const char *name, const char *nodename, const erlang_ref *ref,
+                      cn_conn **c)
+{
+    *c = cn__conn_find(p->node, nodename);
+    if (*c == NULL)
         return CN_ENOCONN;
     erlang_pid self;
     cn_proc_pid(p, &self);
-    return cn__dist_monitor_p(c, op, &self, name, ref);
+    return cn__dist_monitor_p(*c, op, &self, name, ref);
 }
 
 int cn_proc_monitor_name(cn_proc *p, const char *name, const char *nodename, erlang_ref *ref)
 {
     cn_node_make_ref(p->node, ref);
-    int rc = monitor_op(p, DOP_MONITOR_P, name, nodename, ref);
+    cn_conn *c;
+    int rc = monitor_op(p, DOP_MONITOR_P, name, nodename, ref, &c);
     if (rc == 0)
-        alias_add(p, ref);
+        alias_add(p, ref, c, name);
     return rc;
 }
 
@@ -122,7 +145,8 @@ int cn_proc_demonitor_name(cn_proc *p, const char *name, const char *nodename, c
     cn_alias *a = alias_find(p->node, ref);
     if (a != NULL && a->proc == p->num)
         alias_drop(p->node, a);
-    return monitor_op(p, DOP_DEMONITOR_P, name, nodename, ref);
+    cn_conn *c;
+    return monitor_op(p, DOP_DEMONITOR_P, name, nodename, ref, &c);
 }
 
 /*
@@ -163,11 +187,70 @@ int cn__alias_down(cn_node *node, const erlang_ref *ref, const char *msg, size_t
     return 0;
 }
 
+/* The reference whose counter is id, as cn_node_make_ref made it. */
+static void ref_of(const cn_node *node, uint64_t id, erlang_ref *ref)
+{
+    memset(ref, 0, sizeof *ref);
+    memcpy(ref->node, node->name, strlen(node->name) + 1);
+    ref->len = 3;
+    ref->n[0] = (unsigned)(id & 0x3ffff);
+    ref->n[1] = (unsigned)(id >> 18);
+    ref->n[2] = (unsigned)(id >> 50);
+    ref->creation = node->creation;
+}
+
+/* {'DOWN', Ref, process, {Name, Node}, noconnection} to a's process, if it lives. */
+static void down_noconnection(cn_node *node, const cn_alias *a, const char *peer)
+{
+    cn_proc *p = NULL;
+    HASH_FIND(hh, node->procs, &a->proc, sizeof a->proc, p);
+    if (p == NULL || p->dead)
+        return;
+    erlang_ref ref;
+    ref_of(node, a->id, &ref);
+    ei_x_buff x;
+    cn_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 5);
+    ei_x_encode_atom(&x, "DOWN");
+    ei_x_encode_ref(&x, &ref);
+    ei_x_encode_atom(&x, "process");
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom_as(&x, a->name, ERLANG_UTF8, ERLANG_UTF8);
+    ei_x_encode_atom_as(&x, peer, ERLANG_UTF8, ERLANG_UTF8);
+    ei_x_encode_atom(&x, "noconnection");
+    cn__proc_deliver(p, x.buff, (size_t)x.index);
+    ei_x_free(&x);
+}
+
+/*
+ * The monitors through c are taken out of the table first, then their DOWNs
+ * delivered: a process's message callback may monitor or demonitor again
+ * (c is no longer found by name, so nothing new goes through it).
+ */
+void cn__alias_conn_lost(cn_node *node, const cn_conn *c, const char *peer)
+{
+    cn_alias *a, *tmp, *lost = NULL;
+    HASH_ITER(hh, node->aliases, a, tmp) {
+        if (a->conn == c) {
+            HASH_DELETE(hh, node->aliases, a);
+            a->next = lost;
+            lost = a;
+        }
+    }
+    while ((a = lost) != NULL) {
+        lost = a->next;
+        down_noconnection(node, a, peer);
+        alias_recycle(node, a);
+    }
+}
+
 void cn__alias_free_all(cn_node *node)
 {
     cn_alias *a, *tmp;
     HASH_ITER(hh, node->aliases, a, tmp) {
         HASH_DELETE(hh, node->aliases, a);
+        if (a->name != NULL && a->name != a->short_name)
+            free(a->name);
         free(a);
     }
     while ((a = node->free_aliases) != NULL) {

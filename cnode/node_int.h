@@ -457,6 +457,8 @@ int cn__dist_monitor_p(cn_conn *c, int op, const erlang_pid *from, const char *n
 int cn__alias_deliver(cn_node *node, const erlang_ref *ref, const char *msg, size_t len);
 /* The DOWN msg of the monitor ref to its process, which also ends the alias; or CN_ENOPROC. */
 int cn__alias_down(cn_node *node, const erlang_ref *ref, const char *msg, size_t len);
+/* Connection c to node peer is lost: each monitor through it gets its DOWN with 'noconnection'. */
+void cn__alias_conn_lost(cn_node *node, const cn_conn *c, const char *peer);
 void cn__alias_free_all(cn_node *node);
 
 /* route.c */

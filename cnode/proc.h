@@ -93,7 +93,7 @@ void cn_proc_exit(cn_proc *p, const char *reason, size_t len);
  * ops->message. Call with the tag [alias | Ref]; the reply {[alias | Ref], R}
  * comes to the alias. If the server's node reports the monitored process gone
  * (or never there), p gets {'DOWN', Ref, process, {Name, Node}, Reason} and the
- * alias ends. A lost connection delivers nothing: use a timeout.
+ * alias ends; so does a lost connection, with Reason noconnection.
  * cn_proc_demonitor_name sends DEMONITOR_P and ends the alias, as
  * erlang:demonitor(Ref, [flush]) after the reply. CN_ENOCONN when there is no
  * connection to nodename (then nothing is monitored).

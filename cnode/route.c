@@ -190,4 +190,5 @@ void cn__route_conn_down(cn_conn *c)
 {
     cn__proc_conn_lost(c->node, &c->links, c->monitors);
     c->monitors = NULL;
+    cn__alias_conn_lost(c->node, c, c->peer_name);
 }

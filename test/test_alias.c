@@ -221,6 +221,89 @@ static void monitoring_a_node_not_connected_is_enoconn(void **state)
     assert_int_equal(fp_next(&f->fp, &v), -1);
 }
 
+/* The connection to the peer goes: a frame that breaks the protocol closes it. */
+static void lose_the_connection(fixture *f)
+{
+    const char bad[] = {0, 0, 0, 1, 'x'};
+    cn_conn_feed(f->fp.conn, bad, sizeof bad);
+    fp_run(&f->fp);
+    assert_true(f->fp.closed);
+}
+
+/* The last message is {'DOWN', ref, process, {name, Peer}, noconnection}. */
+static void expect_noconnection_down(fixture *f, const erlang_ref *ref, const char *name)
+{
+    int i = 0, ver, arity;
+    char atom[MAXATOMLEN_UTF8];
+    erlang_ref r;
+    assert_int_equal(ei_decode_version(f->in.last, &i, &ver), 0);
+    assert_int_equal(ei_decode_tuple_header(f->in.last, &i, &arity), 0);
+    assert_int_equal(arity, 5);
+    assert_int_equal(ei_decode_atom(f->in.last, &i, atom), 0);
+    assert_string_equal(atom, "DOWN");
+    assert_int_equal(ei_decode_ref(f->in.last, &i, &r), 0);
+    assert_int_equal(r.len, ref->len);
+    assert_memory_equal(r.n, ref->n, sizeof r.n[0] * (size_t)r.len);
+    assert_int_equal(r.creation, ref->creation);
+    assert_string_equal(r.node, ref->node);
+    assert_int_equal(ei_decode_atom(f->in.last, &i, atom), 0);
+    assert_string_equal(atom, "process");
+    assert_int_equal(ei_decode_tuple_header(f->in.last, &i, &arity), 0);
+    assert_int_equal(arity, 2);
+    assert_int_equal(ei_decode_atom(f->in.last, &i, atom), 0);
+    assert_string_equal(atom, name);
+    assert_int_equal(ei_decode_atom(f->in.last, &i, atom), 0);
+    assert_string_equal(atom, FP_PEER);
+    assert_int_equal(ei_decode_atom(f->in.last, &i, atom), 0);
+    assert_string_equal(atom, "noconnection");
+    assert_int_equal((size_t)i, f->in.last_len);
+}
+
+/*
+ * A call in flight when the connection goes: the caller gets the DOWN with
+ * noconnection at once, as erlang:monitor delivers it, for each monitor (a
+ * name longer than the entry keeps inline too); the aliases are gone.
+ */
+static void a_lost_connection_downs_each_monitor_with_noconnection(void **state)
+{
+    fixture *f = *state;
+    static const char long_name[] = "a_server_registered_under_a_name_longer_than_fifty_characters";
+    erlang_ref r1, r2;
+    assert_int_equal(cn_proc_monitor_name(f->caller, "counter", FP_PEER, &r1), 0);
+    assert_int_equal(cn_proc_monitor_name(f->caller, long_name, FP_PEER, &r2), 0);
+    fp_run(&f->fp);
+    assert_int_equal(f->in.count, 0);
+    lose_the_connection(f);
+    assert_int_equal(f->in.count, 2);
+    /* The table is walked in whatever order: the last DOWN is for one of the two. */
+    int i = 0, ver, arity;
+    char atom[MAXATOMLEN_UTF8];
+    erlang_ref r;
+    assert_int_equal(ei_decode_version(f->in.last, &i, &ver), 0);
+    assert_int_equal(ei_decode_tuple_header(f->in.last, &i, &arity), 0);
+    assert_int_equal(ei_decode_atom(f->in.last, &i, atom), 0);
+    assert_int_equal(ei_decode_ref(f->in.last, &i, &r), 0);
+    int second = r.n[0] == r2.n[0] && r.n[1] == r2.n[1] && r.n[2] == r2.n[2];
+    expect_noconnection_down(f, second ? &r2 : &r1, second ? long_name : "counter");
+    assert_int_equal(cn_proc_demonitor_name(f->caller, "counter", FP_PEER, &r1), CN_ENOCONN);
+    assert_int_equal(f->in.count, 2);
+}
+
+/* A call that ended (demonitored after its reply) gets nothing when the connection goes later. */
+static void a_demonitored_call_gets_no_down_when_the_connection_goes(void **state)
+{
+    fixture *f = *state;
+    erlang_ref ref;
+    assert_int_equal(cn_proc_monitor_name(f->caller, "counter", FP_PEER, &ref), 0);
+    fp_run(&f->fp);
+    reply_to_alias(f, &ref, 5, 0);
+    assert_int_equal(f->in.count, 1);
+    assert_int_equal(cn_proc_demonitor_name(f->caller, "counter", FP_PEER, &ref), 0);
+    fp_run(&f->fp);
+    lose_the_connection(f);
+    assert_int_equal(f->in.count, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -231,6 +314,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(payload_down_reaches_the_watcher, setup, teardown),
         cmocka_unit_test_setup_teardown(an_alias_of_an_exited_process_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(monitoring_a_node_not_connected_is_enoconn, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_lost_connection_downs_each_monitor_with_noconnection, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_demonitored_call_gets_no_down_when_the_connection_goes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
