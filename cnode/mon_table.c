@@ -138,7 +138,6 @@ void cn__mon_table_add(cn_mon_table *t, cn_monitor *m)
     assert(s->slots[i].m == NULL);  /* the caller looked it up first: keys are unique */
     s->slots[i] = (cn_mon_slot){h, m};
     s->count++;
-    t->count++;
 }
 
 /* Is slot k's home h & mask outside the cyclic range (hole, j]? Then it may move into the hole. */
@@ -162,7 +161,6 @@ void cn__mon_table_del(cn_mon_table *t, cn_monitor *m)
     }
     s->slots[hole].m = NULL;
     s->count--;
-    t->count--;
     size_t cap = s->mask + 1;
     if (cap > SHARD_MIN && s->count < cap / 8)
         resize(s, cap / 2);

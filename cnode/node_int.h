@@ -119,7 +119,6 @@ typedef struct cn_mon_shard {
 typedef struct cn_mon_table {
     cn_mon_shard shards[CN__MONITOR_SHARDS];
     uint64_t seed;                  /* keys the hash: a peer cannot choose colliding references */
-    size_t count;                   /* monitors in all shards */
 } cn_mon_table;
 
 /* A remote process `watcher` monitors local process `target`. */

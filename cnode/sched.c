@@ -77,7 +77,7 @@ static int will_pause(const cn_node *node, uint64_t handled)
 {
     if (node->coalesce_us == 0 || handled == 0)
         return 0;
-    if (node->peak_batch < COALESCE_MIN_PEAK && node->monitors.count < COALESCE_MIN_PEAK)
+    if (node->peak_batch < COALESCE_MIN_PEAK && node->stats.monitors < COALESCE_MIN_PEAK)
         return 0;
     return handled >= COALESCE_MIN_BATCH || node->busy_turns > 0;
 }

@@ -4,9 +4,6 @@
  */
 #include "cnode/utf8.h"
 
-#include <stdint.h>
-#include <string.h>
-
 /* A continuation byte: 10xxxxxx. */
 static int cont(unsigned char c)
 {
@@ -44,42 +41,18 @@ size_t cn_utf8_seq(const unsigned char *s, size_t n, unsigned *cp)
     return need + 1;
 }
 
-static int ascii_word(const unsigned char *s)
-{
-    uint64_t w;
-    memcpy(&w, s, 8);
-    return (w & 0x8080808080808080ull) == 0;
-}
-
-/*
- * The length of the ASCII prefix of s[0..n), read 8 bytes at a time, stopping
- * past max; n when all of it is ASCII (the last word may overlap the one before).
- */
-static size_t ascii_prefix(const unsigned char *s, size_t n, size_t max)
-{
-    size_t i = 0;
-    while (n - i >= 8 && i <= max) {
-        if (!ascii_word(s + i))
-            return i;
-        i += 8;
-    }
-    if (n >= 8 && i < n && i <= max && ascii_word(s + n - 8))
-        return n;
-    return i;
-}
-
 int cn_utf8_atom_chars(const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s;
     /*
      * Every atom from the network passes here, several times a call (issue 13:
      * a quarter of the node's instructions at 64 caller nodes), and nearly all
-     * are ASCII: their words go first, a character a byte.
+     * are ASCII: those are settled a word at a time, a character a byte.
      */
-    size_t i = ascii_prefix(p, n, CN_ATOM_MAX_CHARS);
-    if (i > CN_ATOM_MAX_CHARS)
-        return -1;
-    int chars = (int)i;
+    if (cn_utf8_short_ascii(s, n))
+        return (int)n;
+    const unsigned char *p = (const unsigned char *)s;
+    int chars = 0;
+    size_t i = 0;
     while (i < n) {
         size_t k = p[i] < 0x80 ? 1 : cn_utf8_seq(p + i, n - i, NULL);
         if (k == 0 || ++chars > CN_ATOM_MAX_CHARS)
