@@ -154,6 +154,7 @@ typedef struct cn_node_stats {
     uint64_t alias_sends;   /* messages to aliases sent as ALIAS_SEND (OTP 24-27 peers) */
     uint64_t altact_sends;  /* messages to aliases sent as ALTACT_SIG_SEND (OTP 28+ peers) */
     uint64_t polls;         /* loop turns that polled on without blocking (busy_poll_us) */
+    uint64_t yields;        /* of those, turns that found nothing and yielded the core */
     uint64_t pauses;        /* coalescing pauses taken (coalesce_us) */
 } cn_node_stats;
 void cn_node_get_stats(const cn_node *node, cn_node_stats *st);

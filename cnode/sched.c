@@ -15,6 +15,7 @@
  * loop pauses briefly (coalescing), after a lighter one it keeps polling for a
  * while (busy polling), and a quiet loop sleeps in epoll.
  */
+#include <sched.h>
 #include <time.h>
 
 #include "cnode/node_int.h"
@@ -104,6 +105,14 @@ static void coalesce(cn_node *node, uint64_t handled)
  * loop that is still polling. After a turn that served requests and does not
  * pause, the loop polls with a zero timeout for busy_poll_us; a
  * quiet node then sleeps in epoll as before.
+ *
+ * A polling turn that found nothing yields the core (sched_yield), as the
+ * BEAM's spinning schedulers do. With a core to spare the call returns at
+ * once; on a machine with no idle core, the threads of the callers we wait
+ * for (a co-located BEAM's schedulers, its poll thread woken by our reply)
+ * run now instead of after our time slice. Side by side with 8 callers on two
+ * cores: 32 305 and 32 464 calls/s against 29 190 and 29 524 without the
+ * yield, the BEAM peer 29 720 and 30 039; one caller and 64 unchanged.
  */
 static int keep_polling(cn_node *node, uint64_t handled, uint64_t now)
 {
@@ -116,6 +125,10 @@ static int keep_polling(cn_node *node, uint64_t handled, uint64_t now)
     if (now >= node->spin_until)
         return 0;
     node->stats.polls++;
+    if (handled == 0) {
+        node->stats.yields++;
+        sched_yield();
+    }
     return 1;
 }
 

@@ -113,6 +113,9 @@ static void a_light_turn_keeps_the_loop_polling(void **state)
     cn_node_stats st = stats(f);
     assert_true(st.polls > 0);
     assert_int_equal(st.pauses, 0);
+    /* The polling turns after the request found nothing, and each yielded the core. */
+    assert_true(st.yields > 0);
+    assert_true(st.yields < st.polls + 1);
     stop(f);
 }
 
@@ -208,6 +211,7 @@ static void no_busy_polling_when_it_is_off(void **state)
     send_batch(f, 3);
     assert_int_equal(f->got, 4);
     assert_int_equal(stats(f).polls, 0);
+    assert_int_equal(stats(f).yields, 0);
     assert_int_equal(stats(f).pauses, 0);
     stop(f);
 }
