@@ -21,7 +21,10 @@
 #   CNODE_BIN=path scripts/bench.sh           another binary (default build/cnode)
 #
 # Knobs of the calls section (environment; defaults full / quick): BENCH_CELL_S seconds per
-# call cell (6 / 1), BENCH_WARM_S warm-up per cell (0.5 / 0.2), BENCH_CAST_S cast time (4 / 1),
+# call cell (6 / 1), BENCH_ROUNDS (3 / 1: each pair of cells, the C node's and the BEAM peer's,
+# is measured in this many alternating rounds of BENCH_CELL_S / BENCH_ROUNDS seconds, the order
+# swapped every round, so a drift in the shared machine's speed falls on both), BENCH_WARM_S
+# warm-up per cell and round (0.5 / 0.2), BENCH_CAST_S cast time (4 / 1),
 # BENCH_CASTERS caster processes per cast cell (1,4), BENCH_CONCURRENCY callers per call cell
 # (1,8,64), BENCH_IDS check_rate ids round-robin (100000, both sections),
 # BENCH_MEM_CLIENTS (1000000 / 100000), BENCH_MEM_CALLERS (64), BENCH_MAX_REQUESTS
@@ -40,7 +43,8 @@
 # --durability terminate, as the BEAM peer keeps its state in memory and saves it in terminate.
 #
 # Knobs of the durability section: BENCH_DUR_CELL_S seconds per cell (BENCH_CELL_S: 6 / 1;
-# 24 cells, so the section takes about 24 x (BENCH_DUR_CELL_S + BENCH_DUR_WARM_S) plus start-up),
+# 24 cells in 12 pairs measured in BENCH_ROUNDS alternating rounds, as the calls section's, so
+# the section takes about 24 x (BENCH_DUR_CELL_S + BENCH_ROUNDS x BENCH_DUR_WARM_S) plus start-up),
 # BENCH_DUR_WARM_S (BENCH_WARM_S), BENCH_DUR_CALLERS (1,64), BENCH_DUR_MODES
 # (terminate,crash,power), BENCH_DUR_MAX_REQUESTS (100) and BENCH_DUR_WINDOW_MS (60000): our
 # rate limiter's defaults, given to the C nodes and to the Redis script alike; REDIS_SERVER
@@ -91,9 +95,11 @@ TEE_PID=$!
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     : "${BENCH_CELL_S:=1}" "${BENCH_WARM_S:=0.2}" "${BENCH_CAST_S:=1}" "${BENCH_MEM_CLIENTS:=100000}"
+    : "${BENCH_ROUNDS:=1}"
     : "${BENCH_MAX_S:=150}"
 else
     : "${BENCH_CELL_S:=6}" "${BENCH_WARM_S:=0.5}" "${BENCH_CAST_S:=4}" "${BENCH_MEM_CLIENTS:=1000000}"
+    : "${BENCH_ROUNDS:=3}"
     : "${BENCH_MAX_S:=600}"
 fi
 : "${BENCH_CASTERS:=1,4}" "${BENCH_CONCURRENCY:=1,8,64}" "${BENCH_IDS:=100000}"
@@ -105,7 +111,7 @@ fi
 : "${BENCH_TLS_CONCURRENCY:=1,64}" "${BENCH_TLS_CRASH:=1}"
 : "${BENCH_METRICS:=1}" "${BENCH_M_CONCURRENCY:=8}" "${BENCH_M_SCRAPES:=2000}"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then : "${BENCH_M_ROUNDS:=2}" "${BENCH_M_CELL_S:=1}"; else : "${BENCH_M_ROUNDS:=10}" "${BENCH_M_CELL_S:=2}"; fi
-export BENCH_QUICK BENCH_CELL_S BENCH_WARM_S BENCH_CAST_S BENCH_MEM_CLIENTS BENCH_MAX_S \
+export BENCH_QUICK BENCH_CELL_S BENCH_ROUNDS BENCH_WARM_S BENCH_CAST_S BENCH_MEM_CLIENTS BENCH_MAX_S \
        BENCH_CASTERS BENCH_CONCURRENCY BENCH_IDS BENCH_MEM_CALLERS BENCH_MAX_REQUESTS \
        BENCH_WINDOW_MS BENCH_DUR_CELL_S BENCH_DUR_WARM_S BENCH_DUR_CALLERS \
        BENCH_DUR_MAX_REQUESTS BENCH_DUR_WINDOW_MS

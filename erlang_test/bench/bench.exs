@@ -29,6 +29,7 @@ defmodule Bench do
       clk_tck: Env.int("BENCH_CLK_TCK"),
       out: Env.str("BENCH_OUT"),
       cell_s: Env.num("BENCH_CELL_S"),
+      rounds: Env.int("BENCH_ROUNDS") |> max(1),
       warm_s: Env.num("BENCH_WARM_S"),
       cast_s: Env.num("BENCH_CAST_S"),
       casters: Env.str("BENCH_CASTERS") |> String.split(",") |> Enum.map(&String.to_integer/1),
@@ -82,9 +83,35 @@ defmodule Bench do
 
   # Starts `conc` workers that time every call; calls made before `measure_from` warm up
   # and are not counted. Returns the cell's figures.
+  # One cell: `conc` processes calling `target` for `secs` seconds after a warm-up.
   def call_cell(cfg, target, op, conc, secs) do
-    srv = server(cfg, target, op_server(op))
     hist = Hist.new()
+    cell_of(cfg, target, op, conc, hist, call_round(cfg, target, op, conc, secs, hist, nil))
+  end
+
+  # The C node's and the BEAM peer's cells of one request and caller count, measured in
+  # cfg.rounds alternating rounds of cell_s / rounds seconds each (C node first in the
+  # even rounds, the BEAM peer in the odd ones), every round with its own warm-up. The
+  # rounds' calls, time and CPU add up and their latencies go into one histogram per
+  # server, so a drift of the shared machine's speed during the pair falls on both servers
+  # alike instead of on whichever was measured second.
+  def call_pair(cfg, op, conc) do
+    secs = cfg.cell_s / cfg.rounds
+    hists = %{cnode: Hist.new(), beam: Hist.new()}
+
+    acc =
+      Enum.reduce(0..(cfg.rounds - 1), %{cnode: nil, beam: nil}, fn r, acc ->
+        order = if rem(r, 2) == 0, do: [:cnode, :beam], else: [:beam, :cnode]
+        Enum.reduce(order, acc, fn t, a -> Map.put(a, t, call_round(cfg, t, op, conc, secs, hists[t], a[t])) end)
+      end)
+
+    for t <- [:cnode, :beam], do: cell_of(cfg, t, op, conc, hists[t], acc[t])
+  end
+
+  # One round of a cell: the calls started, the seconds measured and each process's CPU
+  # over them, added to `acc` (nil for the first round).
+  defp call_round(cfg, target, op, conc, secs, hist, acc) do
+    srv = server(cfg, target, op_server(op))
     parent = self()
     ids = :persistent_term.get({Bench, :ids})
     nids = tuple_size(ids)
@@ -113,26 +140,45 @@ defmodule Bench do
     calls = collect(workers, secs + cfg.warm_s + 60, "#{target} #{op} x#{conc}")
     t1 = :erlang.monotonic_time()
     cpu1 = cpu_all(cfg)
-    elapsed = (t1 - t0) / sec_native(1)
+    cpu = Map.new(cpu1, fn {k, {u, s}} -> {k, {u - elem(cpu0[k], 0), s - elem(cpu0[k], 1)}} end)
+    round = %{calls: calls, elapsed: (t1 - t0) / sec_native(1), cpu: cpu, rounds: 1}
+
+    case acc do
+      nil ->
+        round
+
+      _ ->
+        %{
+          calls: acc.calls + round.calls,
+          elapsed: acc.elapsed + round.elapsed,
+          cpu: Map.new(acc.cpu, fn {k, {u, s}} -> {k, {u + elem(cpu[k], 0), s + elem(cpu[k], 1)}} end),
+          rounds: acc.rounds + 1
+        }
+    end
+  end
+
+  defp cell_of(cfg, target, op, conc, hist, m) do
     lat = Hist.summary(hist, [50, 90, 99, 99.9])
     counted = lat.count
+    zero = Map.new(m.cpu, fn {k, _} -> {k, {0, 0}} end)
 
     %{
       kind: "call",
       target: target,
       op: op,
       concurrency: conc,
-      seconds: Float.round(elapsed, 3),
+      rounds: m.rounds,
+      seconds: Float.round(m.elapsed, 3),
       calls: counted,
-      calls_started: calls,
-      ops_per_s: round(counted / elapsed),
+      calls_started: m.calls,
+      ops_per_s: round(counted / m.elapsed),
       p50_us: lat[50],
       p90_us: lat[90],
       p99_us: lat[99],
       p999_us: lat[99.9],
       max_us: lat.max
     }
-    |> Map.merge(cpu_figures(cfg, target, cpu0, cpu1, counted, elapsed))
+    |> Map.merge(cpu_figures(cfg, target, zero, m.cpu, counted, m.elapsed))
   end
 
   defp op_server(:increment), do: :counter
@@ -420,13 +466,12 @@ defmodule Bench do
     end
 
     cells =
-      for op <- [:increment, :check_rate], conc <- cfg.concurrency, target <- [:cnode, :beam] do
-        cell = call_cell(cfg, target, op, conc, cfg.cell_s)
-
+      for op <- [:increment, :check_rate], conc <- cfg.concurrency, cell <- call_pair(cfg, op, conc) do
         log(
-          "#{pad(op, 10)} x#{pad(conc, 3)} #{pad(target, 5)}: #{pad(cell.ops_per_s, 7)} calls/s, " <>
+          "#{pad(op, 10)} x#{pad(conc, 3)} #{pad(cell.target, 5)}: #{pad(cell.ops_per_s, 7)} calls/s, " <>
             "p50 #{cell.p50_us} µs, p99 #{cell.p99_us} µs, server #{cell.server_cpu_us_per_op} µs CPU/call, " <>
-            "caller #{cell.caller_cpu_us_per_op} µs CPU/call, other load #{cell.foreign_cpu_share} cores"
+            "caller #{cell.caller_cpu_us_per_op} µs CPU/call, other load #{cell.foreign_cpu_share} cores" <>
+            " (#{cell.rounds} rounds)"
         )
 
         cell
