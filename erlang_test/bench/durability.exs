@@ -70,6 +70,7 @@ defmodule Durability do
       out: Env.str("BENCH_OUT"),
       cell_s: Env.num("BENCH_DUR_CELL_S"),
       warm_s: Env.num("BENCH_DUR_WARM_S"),
+      rounds: Env.int("BENCH_ROUNDS") |> max(1),
       callers: Env.str("BENCH_DUR_CALLERS") |> String.split(",") |> Enum.map(&String.to_integer/1),
       ids: Env.int("BENCH_IDS"),
       max_requests: Env.int("BENCH_DUR_MAX_REQUESTS"),
@@ -109,11 +110,30 @@ defmodule Durability do
 
   ## Cells
 
-  # `conc` callers, each with its own connection (a distribution hop for the C node, one TCP
-  # connection for Redis), opened before the clock starts; calls before `measure_from` warm
-  # up and are not counted.
-  def cell(cfg, t, op, conc) do
-    hist = Hist.new()
+  # The cells of one request, caller count and mode: the C node's and Redis's, measured in
+  # cfg.rounds alternating rounds of cell_s / rounds seconds each (the C node first in the
+  # even rounds, Redis in the odd ones), each round with its own connections and warm-up.
+  # Calls, time and CPU add up over the rounds and latencies go into one histogram per
+  # server, so a drift of the shared machine (or of its disk, in power mode) during the pair
+  # falls on both alike.
+  def pair(cfg, op, conc, mode) do
+    ts = for server <- [:cnode, :redis], t = find_target(cfg, server, mode), t != nil, do: t
+    secs = cfg.cell_s / cfg.rounds
+    hists = Map.new(ts, fn t -> {t.server, Hist.new()} end)
+
+    acc =
+      Enum.reduce(0..(cfg.rounds - 1), %{}, fn r, acc ->
+        order = if rem(r, 2) == 0, do: ts, else: Enum.reverse(ts)
+        Enum.reduce(order, acc, fn t, a -> Map.put(a, t.server, round_of(cfg, t, op, conc, secs, hists[t.server], a[t.server])) end)
+      end)
+
+    for t <- ts, do: cell_of(t, op, conc, hists[t.server], acc[t.server])
+  end
+
+  # One round: `conc` callers, each with its own connection (a distribution hop for the C
+  # node, one TCP connection for Redis), opened before the clock starts; calls before
+  # `measure_from` warm up and are not counted. Its figures are added to `acc` (nil at first).
+  defp round_of(cfg, t, op, conc, secs, hist, acc) do
     parent = self()
     ids = :persistent_term.get({Durability, :ids})
     nids = tuple_size(ids)
@@ -140,38 +160,57 @@ defmodule Durability do
     Enum.each(workers, fn {pid, mref} -> await(pid, mref, :ready, what) end)
     now = :erlang.monotonic_time()
     measure_from = now + sec_native(cfg.warm_s)
-    deadline = measure_from + sec_native(cfg.cell_s)
+    deadline = measure_from + sec_native(secs)
     Enum.each(workers, fn {pid, _} -> send(pid, {:go, measure_from, deadline}) end)
     sleep_until(measure_from)
     cpu0 = cpu(cfg, t)
     t0 = :erlang.monotonic_time()
-    results = Enum.map(workers, fn {pid, mref} -> await(pid, mref, :done, what, cfg.cell_s + cfg.warm_s + 60) end)
+    results = Enum.map(workers, fn {pid, mref} -> await(pid, mref, :done, what, secs + cfg.warm_s + 60) end)
     t1 = :erlang.monotonic_time()
     cpu1 = cpu(cfg, t)
-    elapsed = (t1 - t0) / sec_native(1)
+
+    r = %{
+      elapsed: (t1 - t0) / sec_native(1),
+      limited: Enum.sum(Enum.map(results, fn {_n, l, _a} -> l end)),
+      acknowledged: Enum.sum(Enum.map(results, fn {_n, _l, a} -> a end)),
+      cpu: Map.new(cpu1, fn {k, v} -> {k, v - cpu0[k]} end),
+      rounds: 1
+    }
+
+    if acc == nil,
+      do: r,
+      else: %{
+        elapsed: acc.elapsed + r.elapsed,
+        limited: acc.limited + r.limited,
+        acknowledged: acc.acknowledged + r.acknowledged,
+        cpu: Map.new(acc.cpu, fn {k, v} -> {k, v + r.cpu[k]} end),
+        rounds: acc.rounds + 1
+      }
+  end
+
+  defp cell_of(t, op, conc, hist, m) do
     lat = Hist.summary(hist, [50, 99, 99.9])
-    limited = Enum.sum(Enum.map(results, fn {_n, l, _a} -> l end))
-    acked = Enum.sum(Enum.map(results, fn {_n, _l, a} -> a end))
-    d = fn k -> cpu1[k] - cpu0[k] end
-    per = fn k -> if lat.count > 0, do: Float.round(d.(k) / lat.count, 2) end
+    d = m.cpu
+    per = fn k -> if lat.count > 0, do: Float.round(d[k] / lat.count, 2) end
 
     %{
       server: t.server,
       mode: t.mode,
       op: op,
       callers: conc,
-      seconds: Float.round(elapsed, 3),
+      rounds: m.rounds,
+      seconds: Float.round(m.elapsed, 3),
       calls: lat.count,
-      ops_per_s: round(lat.count / elapsed),
+      ops_per_s: round(lat.count / m.elapsed),
       p50_us: lat[50],
       p99_us: lat[99],
       p999_us: lat[99.9],
       max_us: lat.max,
-      limited: limited,
-      acknowledged: acked,
+      limited: m.limited,
+      acknowledged: m.acknowledged,
       server_cpu_us_per_op: per.(:server),
       caller_cpu_us_per_op: per.(:caller),
-      foreign_cpu_share: Float.round(max(d.(:machine) - d.(:server) - d.(:caller), 0) / 1.0e6 / elapsed, 2)
+      foreign_cpu_share: Float.round(max(d.machine - d.server - d.caller, 0) / 1.0e6 / m.elapsed, 2)
     }
   end
 
@@ -338,14 +377,14 @@ defmodule Durability do
     )
 
     cells =
-      for op <- [:increment, :check_rate], conc <- cfg.callers, mode <- @modes, server <- [:cnode, :redis],
-          t = find_target(cfg, server, mode), t != nil do
-        c = cell(cfg, t, op, conc)
+      for op <- [:increment, :check_rate], conc <- cfg.callers, mode <- @modes, c <- pair(cfg, op, conc, mode) do
+        t = find_target(cfg, c.server, mode)
 
         log(
           "#{pad(op, 10)} x#{pad(conc, 3)} #{String.pad_trailing(label(t), 17)}: #{pad(c.ops_per_s, 7)} calls/s, " <>
             "p50 #{c.p50_us} µs, p99 #{c.p99_us} µs, server #{c.server_cpu_us_per_op} µs CPU/call" <>
-            if(c.limited > 0, do: ", #{c.limited} refused", else: "") <> ", other load #{c.foreign_cpu_share} cores"
+            if(c.limited > 0, do: ", #{c.limited} refused", else: "") <>
+            ", other load #{c.foreign_cpu_share} cores (#{c.rounds} rounds)"
         )
 
         c
