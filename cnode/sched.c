@@ -74,25 +74,18 @@ static void note_peak(cn_node *node, uint64_t handled, uint64_t now)
     }
 }
 
-/*
- * A turn that wrote nothing answered no one: its peers only cast (or monitor,
- * or tick), and nobody waits for our next turn. Pausing then only let the
- * casts pile up unread, and cost the casting BEAM more CPU per cast (4
- * casters, side by side: 174 421 casts/s pausing, 218 539 not; the BEAM peer
- * 183 211). Such a turn polls on (yielding the core) instead.
- */
-static int will_pause(const cn_node *node, uint64_t handled, int wrote)
+static int will_pause(const cn_node *node, uint64_t handled)
 {
-    if (node->coalesce_us == 0 || handled == 0 || !wrote)
+    if (node->coalesce_us == 0 || handled == 0)
         return 0;
     if (node->peak_batch < COALESCE_MIN_PEAK && node->stats.monitors < COALESCE_MIN_PEAK)
         return 0;
     return handled >= COALESCE_MIN_BATCH || node->busy_turns > 0;
 }
 
-static void coalesce(cn_node *node, uint64_t handled, int wrote)
+static void coalesce(cn_node *node, uint64_t handled)
 {
-    if (!will_pause(node, handled, wrote))
+    if (!will_pause(node, handled))
         return;
     if (handled >= COALESCE_MIN_BATCH)
         node->busy_turns = COALESCE_HOLD_TURNS;
@@ -121,11 +114,11 @@ static void coalesce(cn_node *node, uint64_t handled, int wrote)
  * cores: 32 305 and 32 464 calls/s against 29 190 and 29 524 without the
  * yield, the BEAM peer 29 720 and 30 039; one caller and 64 unchanged.
  */
-static int keep_polling(cn_node *node, uint64_t handled, int wrote, uint64_t now)
+static int keep_polling(cn_node *node, uint64_t handled, uint64_t now)
 {
     if (node->busy_poll_us == 0)
         return 0;
-    if (will_pause(node, handled, wrote))
+    if (will_pause(node, handled))
         node->spin_until = 0;
     else if (handled > 0)
         node->spin_until = now + (uint64_t)node->busy_poll_us * 1000;
@@ -159,16 +152,14 @@ static void on_check(uv_check_t *h)
     cn__tcp_resume(node);
     uint64_t handled = node->stats.messages_in - node->coalesce_mark;
     node->coalesce_mark = node->stats.messages_in;
-    int wrote = node->stats.frames_out != node->frames_mark;
-    node->frames_mark = node->stats.frames_out;
     uint64_t now = uv_hrtime();
     note_peak(node, handled, now);
-    if (keep_polling(node, handled, wrote, now) || node->run_queue != NULL || node->dirty != NULL || reclaiming)
+    if (keep_polling(node, handled, now) || node->run_queue != NULL || node->dirty != NULL || reclaiming)
         cn__node_wake(node);
     else
         uv_idle_stop(&node->idle);
     if (!more_input)
-        coalesce(node, handled, wrote);
+        coalesce(node, handled);
 }
 
 void cn__sched_init(cn_node *node)

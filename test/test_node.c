@@ -46,19 +46,14 @@ typedef struct fx {
     fake_peer fp;
     cn_proc *sink;
     int got;
-    int silent;             /* the sink answers nothing, as a cast's receiver */
 } fx;
 
-/* Answers each message to the peer's pid 1 (a call's reply), unless silent. */
 static void sink_message(cn_proc *p, const char *buf, size_t len)
 {
+    (void)buf;
+    (void)len;
     fx *f = cn_proc_data(p);
     f->got++;
-    if (f->silent)
-        return;
-    erlang_pid to;
-    fp_pid(&to, 1);
-    assert_int_equal(cn_send(p, &to, buf, len), 0);
 }
 
 static const cn_proc_ops sink_ops = {.message = sink_message};
@@ -205,23 +200,6 @@ static void a_flush_hook_is_found_by_its_callback(void **state)
     cn_node_remove_flush_hook(node, &other);
     assert_null(cn_node_find_flush_hook(node, probe_hook));
     assert_null(cn_node_find_flush_hook(node, other_hook));
-    stop(f);
-}
-
-static void a_turn_that_answered_nothing_polls_instead_of_pausing(void **state)
-{
-    (void)state;
-    fx *f = start(1000, 1);
-    f->silent = 1;
-    send_batch(f, 16);
-    assert_int_equal(f->got, 16);
-    cn_node_stats st = stats(f);
-    assert_int_equal(st.pauses, 0);
-    assert_true(st.polls > 0);
-    /* The same batch answered pauses. */
-    f->silent = 0;
-    send_batch(f, 16);
-    assert_int_equal(stats(f).pauses, 1);
     stop(f);
 }
 
@@ -977,7 +955,6 @@ int main(void)
         cmocka_unit_test(a_light_turn_keeps_the_loop_polling),
         cmocka_unit_test(flush_hooks_run_after_the_turns_messages_before_its_output),
         cmocka_unit_test(a_flush_hook_is_found_by_its_callback),
-        cmocka_unit_test(a_turn_that_answered_nothing_polls_instead_of_pausing),
         cmocka_unit_test(no_busy_polling_when_it_is_off),
         cmocka_unit_test(a_heavy_turn_pauses_instead_of_polling),
         cmocka_unit_test(a_few_callers_never_pause),
