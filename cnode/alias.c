@@ -187,16 +187,13 @@ int cn__alias_down(cn_node *node, const erlang_ref *ref, const char *msg, size_t
     return 0;
 }
 
-/* The reference whose counter is id, as cn_node_make_ref made it. */
-static void ref_of(const cn_node *node, uint64_t id, erlang_ref *ref)
+void cn__alias_down_head(ei_x_buff *x, const erlang_ref *ref)
 {
-    memset(ref, 0, sizeof *ref);
-    memcpy(ref->node, node->name, strlen(node->name) + 1);
-    ref->len = 3;
-    ref->n[0] = (unsigned)(id & 0x3ffff);
-    ref->n[1] = (unsigned)(id >> 18);
-    ref->n[2] = (unsigned)(id >> 50);
-    ref->creation = node->creation;
+    cn_x_new_with_version(x);
+    ei_x_encode_tuple_header(x, 5);
+    ei_x_encode_atom(x, "DOWN");
+    ei_x_encode_ref(x, ref);
+    ei_x_encode_atom(x, "process");
 }
 
 /* {'DOWN', Ref, process, {Name, Node}, noconnection} to a's process, if it lives. */
@@ -207,13 +204,9 @@ static void down_noconnection(cn_node *node, const cn_alias *a, const char *peer
     if (p == NULL || p->dead)
         return;
     erlang_ref ref;
-    ref_of(node, a->id, &ref);
+    cn__node_ref(node, a->id, &ref);
     ei_x_buff x;
-    cn_x_new_with_version(&x);
-    ei_x_encode_tuple_header(&x, 5);
-    ei_x_encode_atom(&x, "DOWN");
-    ei_x_encode_ref(&x, &ref);
-    ei_x_encode_atom(&x, "process");
+    cn__alias_down_head(&x, &ref);
     ei_x_encode_tuple_header(&x, 2);
     ei_x_encode_atom_as(&x, a->name, ERLANG_UTF8, ERLANG_UTF8);
     ei_x_encode_atom_as(&x, peer, ERLANG_UTF8, ERLANG_UTF8);

@@ -471,11 +471,7 @@ static void handle_monitor_exit(cn_conn *c, const ctl *m)
     size_t rlen;
     const char *reason = exit_reason(c->node, m, &rlen);
     ei_x_buff x;
-    cn_x_new_with_version(&x);
-    ei_x_encode_tuple_header(&x, 5);
-    ei_x_encode_atom(&x, "DOWN");
-    ei_x_encode_ref(&x, &m->ref);
-    ei_x_encode_atom(&x, "process");
+    cn__alias_down_head(&x, &m->ref);
     unsigned char tag = (unsigned char)m->who[0];
     int by_name = tag != ERL_NEW_PID_EXT && tag != ERL_PID_EXT;
     if (by_name)

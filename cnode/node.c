@@ -251,17 +251,21 @@ cn_blob *cn_proc_msg_blob(const cn_proc *p)
     return p->node->delivering_blob;
 }
 
-void cn_node_make_ref(cn_node *node, erlang_ref *out)
+void cn__node_ref(const cn_node *node, uint64_t id, erlang_ref *out)
 {
     memset(out, 0, sizeof *out);
     /* A call makes one: memcpy, not snprintf (the name fits: it came from a char[256]). */
     memcpy(out->node, node->name, strlen(node->name) + 1);
     out->len = 3;
-    node->next_ref++;
-    out->n[0] = (unsigned)(node->next_ref & 0x3ffff);
-    out->n[1] = (unsigned)(node->next_ref >> 18);
-    out->n[2] = (unsigned)(node->next_ref >> 50);
+    out->n[0] = (unsigned)(id & 0x3ffff);
+    out->n[1] = (unsigned)(id >> 18);
+    out->n[2] = (unsigned)(id >> 50);
     out->creation = node->creation;
+}
+
+void cn_node_make_ref(cn_node *node, erlang_ref *out)
+{
+    cn__node_ref(node, ++node->next_ref, out);
 }
 
 void cn_node_get_stats(const cn_node *node, cn_node_stats *st)

@@ -406,6 +406,8 @@ void cn__conn_connected(cn_conn *c);
 void cn__conn_flush_dirty(cn_node *node);
 /* Runs the flush hooks (cn_node_add_flush_hook): called just before cn__conn_flush_dirty. */
 void cn__node_before_flush(cn_node *node);
+/* The reference whose counter is id, as cn_node_make_ref makes it (alias.c reads id back). */
+void cn__node_ref(const cn_node *node, uint64_t id, erlang_ref *out);
 void cn__conn_close_all(cn_node *node);
 void cn__conn_tick_all(cn_node *node);
 cn_conn *cn__conn_find(cn_node *node, const char *peer_name);
@@ -458,6 +460,8 @@ int cn__alias_deliver(cn_node *node, const erlang_ref *ref, const char *msg, siz
 int cn__alias_down(cn_node *node, const erlang_ref *ref, const char *msg, size_t len);
 /* Connection c to node peer is lost: each monitor through it gets its DOWN with 'noconnection'. */
 void cn__alias_conn_lost(cn_node *node, const cn_conn *c, const char *peer);
+/* Starts {'DOWN', Ref, process, ...: the caller appends Who and Reason. */
+void cn__alias_down_head(ei_x_buff *x, const erlang_ref *ref);
 void cn__alias_free_all(cn_node *node);
 
 /* route.c */
