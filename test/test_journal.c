@@ -259,23 +259,35 @@ static void a_kill_after_a_clean_stop_and_a_start_loses_nothing(void **state)
     await_snapshot(f);
 }
 
-static void a_torn_tail_is_cut_off(void **state)
+/*
+ * Journals ten increments and then `last`, crashes, and appends half a record
+ * to the journal (at path): its size before that is returned.
+ */
+static off_t crash_with_torn_tail(fx *f, signed char last, char *path, size_t cap)
 {
-    fx *f = *state;
     open_j(f, GS_DURABLE_CRASH, 0);
     for (int i = 0; i < 10; i++)
         add(f, 1);
+    if (last != 0)
+        add(f, last);
     assert_int_equal(gs_journal_commit(f->j), 0);
     crash(f);
-    char path[128];
-    journal_path(f, 1, path, sizeof path);
+    journal_path(f, 1, path, cap);
     struct stat st;
-    stat(path, &st);
-    off_t whole = st.st_size;
-    /* Half a record, then (another case) a record whose CRC is wrong. */
+    assert_int_equal(stat(path, &st), 0);
     FILE *fp = fopen(path, "ab");
     fwrite("\0\0\0\x09\1\2", 1, 6, fp);
     fclose(fp);
+    return st.st_size;
+}
+
+static void a_torn_tail_is_cut_off(void **state)
+{
+    fx *f = *state;
+    char path[128];
+    struct stat st;
+    /* Half a record, then (another case) a record whose CRC is wrong. */
+    off_t whole = crash_with_torn_tail(f, 0, path, sizeof path);
     /* Terminate mode reads the chain without the start-up snapshot, so the file stays to look at. */
     open_j(f, GS_DURABLE_TERMINATE, 0);
     assert_int_equal(f->t.value, 10);
@@ -283,7 +295,7 @@ static void a_torn_tail_is_cut_off(void **state)
     assert_int_equal(st.st_size, whole);
     gs_journal_close(f->j, 0);
     f->j = NULL;
-    fp = fopen(path, "ab");
+    FILE *fp = fopen(path, "ab");
     fwrite("\0\0\0\x01\0\0\0\0\x05", 1, 9, fp);
     fclose(fp);
     open_j(f, GS_DURABLE_TERMINATE, 0);
@@ -306,20 +318,9 @@ static int fail_mmap(const char *op)
 static void a_journal_that_cannot_be_mapped_is_read(void **state)
 {
     fx *f = *state;
-    open_j(f, GS_DURABLE_CRASH, 0);
-    for (int i = 0; i < 10; i++)
-        add(f, 1);
-    add(f, -3);
-    assert_int_equal(gs_journal_commit(f->j), 0);
-    crash(f);
     char path[128];
-    journal_path(f, 1, path, sizeof path);
     struct stat st;
-    stat(path, &st);
-    off_t whole = st.st_size;
-    FILE *fp = fopen(path, "ab");
-    fwrite("\0\0\0\x09\1\2", 1, 6, fp);
-    fclose(fp);
+    off_t whole = crash_with_torn_tail(f, -3, path, sizeof path);
     mmap_refusals = 0;
     gs_journal_set_fault(fail_mmap);
     open_j(f, GS_DURABLE_TERMINATE, 0);
