@@ -9,7 +9,7 @@
 
 defmodule Bench do
   @moduledoc false
-  alias Bench.{Env, Hist, Proc}
+  alias Bench.{Env, Hist, Proc, Rounds}
 
   @call_timeout 15_000
   @id_prefix "client-"
@@ -99,11 +99,7 @@ defmodule Bench do
     secs = cfg.cell_s / cfg.rounds
     hists = %{cnode: Hist.new(), beam: Hist.new()}
 
-    acc =
-      Enum.reduce(0..(cfg.rounds - 1), %{cnode: nil, beam: nil}, fn r, acc ->
-        order = if rem(r, 2) == 0, do: [:cnode, :beam], else: [:beam, :cnode]
-        Enum.reduce(order, acc, fn t, a -> Map.put(a, t, call_round(cfg, t, op, conc, secs, hists[t], a[t])) end)
-      end)
+    acc = Rounds.alternate([:cnode, :beam], cfg.rounds, & &1, fn t, a -> call_round(cfg, t, op, conc, secs, hists[t], a) end)
 
     for t <- [:cnode, :beam], do: cell_of(cfg, t, op, conc, hists[t], acc[t])
   end

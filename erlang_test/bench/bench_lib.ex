@@ -108,3 +108,20 @@ defmodule Bench.Json do
     "{" <> Enum.map_join(Enum.sort_by(v, fn {k, _} -> to_string(k) end), ",", fn {k, x} -> encode(to_string(k)) <> ":" <> encode(x) end) <> "}"
   end
 end
+
+defmodule Bench.Rounds do
+  @moduledoc "The side-by-side cells of make bench, measured in alternating rounds (BENCH_ROUNDS)."
+
+  @doc """
+  Calls `fun.(item, acc)` for every item in each of `rounds` rounds, the order of `items`
+  reversed every other round, so a drift of the machine during the rounds falls on every
+  item alike. `acc` is what `fun` returned for that item in the round before (nil in the
+  first). Returns the last round's results, keyed by `key.(item)`.
+  """
+  def alternate(items, rounds, key, fun) do
+    Enum.reduce(0..(rounds - 1), %{}, fn r, acc ->
+      order = if rem(r, 2) == 0, do: items, else: Enum.reverse(items)
+      Enum.reduce(order, acc, fn i, a -> Map.put(a, key.(i), fun.(i, a[key.(i)])) end)
+    end)
+  end
+end

@@ -15,7 +15,7 @@
 
 defmodule Durability do
   @moduledoc false
-  alias Bench.{Env, Hist, Proc, Resp}
+  alias Bench.{Env, Hist, Proc, Resp, Rounds}
 
   @call_timeout 15_000
   @modes [:terminate, :crash, :power]
@@ -121,11 +121,7 @@ defmodule Durability do
     secs = cfg.cell_s / cfg.rounds
     hists = Map.new(ts, fn t -> {t.server, Hist.new()} end)
 
-    acc =
-      Enum.reduce(0..(cfg.rounds - 1), %{}, fn r, acc ->
-        order = if rem(r, 2) == 0, do: ts, else: Enum.reverse(ts)
-        Enum.reduce(order, acc, fn t, a -> Map.put(a, t.server, round_of(cfg, t, op, conc, secs, hists[t.server], a[t.server])) end)
-      end)
+    acc = Rounds.alternate(ts, cfg.rounds, & &1.server, fn t, a -> round_of(cfg, t, op, conc, secs, hists[t.server], a) end)
 
     for t <- ts, do: cell_of(t, op, conc, hists[t.server], acc[t.server])
   end
