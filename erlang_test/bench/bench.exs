@@ -136,22 +136,20 @@ defmodule Bench do
     calls = collect(workers, secs + cfg.warm_s + 60, "#{target} #{op} x#{conc}")
     t1 = :erlang.monotonic_time()
     cpu1 = cpu_all(cfg)
-    cpu = Map.new(cpu1, fn {k, {u, s}} -> {k, {u - elem(cpu0[k], 0), s - elem(cpu0[k], 1)}} end)
-    round = %{calls: calls, elapsed: (t1 - t0) / sec_native(1), cpu: cpu, rounds: 1}
-
-    case acc do
-      nil ->
-        round
-
-      _ ->
-        %{
-          calls: acc.calls + round.calls,
-          elapsed: acc.elapsed + round.elapsed,
-          cpu: Map.new(acc.cpu, fn {k, {u, s}} -> {k, {u + elem(cpu[k], 0), s + elem(cpu[k], 1)}} end),
-          rounds: acc.rounds + 1
-        }
-    end
+    add_round(acc, %{calls: calls, elapsed: (t1 - t0) / sec_native(1), cpu: cpu_delta(cpu0, cpu1), rounds: 1})
   end
+
+  # A round's figures added to those of the rounds before (nil before the first).
+  defp add_round(nil, round), do: round
+
+  defp add_round(acc, round) do
+    Map.merge(acc, round, fn
+      :cpu, a, b -> Map.new(a, fn {k, {u, s}} -> {k, {u + elem(b[k], 0), s + elem(b[k], 1)}} end)
+      _, a, b -> a + b
+    end)
+  end
+
+  defp cpu_delta(cpu0, cpu1), do: Map.new(cpu1, fn {k, {u, s}} -> {k, {u - elem(cpu0[k], 0), s - elem(cpu0[k], 1)}} end)
 
   defp cell_of(cfg, target, op, conc, hist, m) do
     lat = Hist.summary(hist, [50, 90, 99, 99.9])
@@ -287,10 +285,19 @@ defmodule Bench do
 
   ## Casts
 
-  # `casters` processes cast :increment until the deadline, then each makes one call
-  # (ordering per pair of processes: its casts are applied before that call's reply); the
-  # final :get_value must have grown by exactly the casts sent.
-  def cast_cell(cfg, target, secs, casters) do
+  # The C node's and the BEAM peer's cast cells for `casters` processes, measured in
+  # alternating rounds as the call cells are (call_pair): casts, time and CPU add up.
+  def cast_pair(cfg, casters) do
+    secs = cfg.cast_s / cfg.rounds
+    acc = Rounds.alternate([:cnode, :beam], cfg.rounds, & &1, fn t, a -> cast_round(cfg, t, secs, casters, a) end)
+    for t <- [:cnode, :beam], do: cast_cell_of(cfg, t, casters, acc[t])
+  end
+
+  # One round: `casters` processes cast :increment until the deadline, then each makes one
+  # call (ordering per pair of processes: its casts are applied before that call's reply);
+  # the final :get_value must have grown by exactly the casts sent. Added to `acc` (nil in
+  # the first round).
+  defp cast_round(cfg, target, secs, casters, acc) do
     srv = server(cfg, target, :counter)
     parent = self()
     v0 = GenServer.call(srv, :get_value, @call_timeout)
@@ -323,19 +330,25 @@ defmodule Bench do
     end
 
     elapsed = (t1 - t0) / sec_native(1)
+    add_round(acc, %{sent: sent, elapsed: elapsed, send_elapsed: (t_sent - t0) / sec_native(1), cpu: cpu_delta(cpu0, cpu1), rounds: 1})
+  end
+
+  defp cast_cell_of(cfg, target, casters, m) do
+    zero = Map.new(m.cpu, fn {k, _} -> {k, {0, 0}} end)
 
     %{
       kind: "cast",
       target: target,
       op: :cast,
       concurrency: casters,
-      seconds: Float.round(elapsed, 3),
-      send_seconds: Float.round((t_sent - t0) / sec_native(1), 3),
-      calls: sent,
-      applied: applied,
-      ops_per_s: round(sent / elapsed)
+      rounds: m.rounds,
+      seconds: Float.round(m.elapsed, 3),
+      send_seconds: Float.round(m.send_elapsed, 3),
+      calls: m.sent,
+      applied: m.sent,
+      ops_per_s: round(m.sent / m.elapsed)
     }
-    |> Map.merge(cpu_figures(cfg, target, cpu0, cpu1, sent, elapsed))
+    |> Map.merge(cpu_figures(cfg, target, zero, m.cpu, m.sent, m.elapsed))
   end
 
   defp cast_loop(srv, deadline, n) do
@@ -474,13 +487,11 @@ defmodule Bench do
       end
 
     casts =
-      for casters <- cfg.casters, target <- [:cnode, :beam] do
-        c = cast_cell(cfg, target, cfg.cast_s, casters)
-
+      for casters <- cfg.casters, c <- cast_pair(cfg, casters) do
         log(
-          "cast       x#{pad(casters, 3)} #{pad(target, 5)}: #{pad(c.ops_per_s, 7)} casts/s end to end " <>
+          "cast       x#{pad(casters, 3)} #{pad(c.target, 5)}: #{pad(c.ops_per_s, 7)} casts/s end to end " <>
             "(#{c.calls} sent in #{c.send_seconds} s, all applied after #{c.seconds} s), server #{c.server_cpu_us_per_op} µs CPU/cast, " <>
-            "other load #{c.foreign_cpu_share} cores"
+            "other load #{c.foreign_cpu_share} cores (#{c.rounds} rounds)"
         )
 
         c
@@ -714,9 +725,10 @@ defmodule Bench do
 
     ### GenServer.cast(:increment), end to end
 
-    N caster processes cast for #{cfg.cast_s} s, then each makes a call (its casts are applied before the
+    N caster processes cast for #{cfg.cast_s / cfg.rounds} s, then each makes a call (its casts are applied before the
     reply) and a final :get_value proves every cast was applied (asserted: the value grew by exactly the
-    casts sent). casts/s = casts / (time from the first cast until that reply).
+    casts sent); #{cfg.rounds} such rounds per target, alternating with the other target's, the order
+    swapped every round. casts/s = casts / (time from the first cast until that reply), summed over the rounds.
 
     | casters | target | casts sent | send time s | until all applied s | casts/s | C/BEAM | server CPU µs/cast (kernel share) | caller CPU µs/cast |
     |---:|---|---:|---:|---:|---:|---:|---:|---:|
