@@ -23,8 +23,9 @@
 # Knobs of the calls section (environment; defaults full / quick): BENCH_CELL_S seconds per
 # call cell (6 / 1), BENCH_ROUNDS (3 / 1: each pair of cells, the C node's and the BEAM peer's,
 # is measured in this many alternating rounds of BENCH_CELL_S / BENCH_ROUNDS seconds, the order
-# swapped every round, so a drift in the shared machine's speed falls on both), BENCH_WARM_S
-# warm-up per cell and round (0.5 / 0.2), BENCH_CAST_S cast time (4 / 1),
+# swapped every round, so a drift in the shared machine's speed falls on both; the cast cells
+# too, in rounds of BENCH_CAST_S / BENCH_ROUNDS), BENCH_WARM_S
+# warm-up per call cell and round (0.5 / 0.2), BENCH_CAST_S cast time (4 / 1),
 # BENCH_CASTERS caster processes per cast cell (1,4), BENCH_CONCURRENCY callers per call cell
 # (1,8,64), BENCH_IDS check_rate ids round-robin (100000, both sections),
 # BENCH_MEM_CLIENTS (1000000 / 100000), BENCH_MEM_CALLERS (64), BENCH_MAX_REQUESTS
