@@ -136,7 +136,8 @@ defmodule Bench do
     calls = collect(workers, secs + cfg.warm_s + 60, "#{target} #{op} x#{conc}")
     t1 = :erlang.monotonic_time()
     cpu1 = cpu_all(cfg)
-    add_round(acc, %{calls: calls, elapsed: (t1 - t0) / sec_native(1), cpu: cpu_delta(cpu0, cpu1), rounds: 1})
+    elapsed = (t1 - t0) / sec_native(1)
+    add_round(acc, %{calls: calls, elapsed: elapsed, cpu: cpu_delta(cpu0, cpu1), rounds: 1, per_round: [round(calls / elapsed)]})
   end
 
   # A round's figures added to those of the rounds before (nil before the first).
@@ -145,6 +146,7 @@ defmodule Bench do
   defp add_round(acc, round) do
     Map.merge(acc, round, fn
       :cpu, a, b -> Map.new(a, fn {k, {u, s}} -> {k, {u + elem(b[k], 0), s + elem(b[k], 1)}} end)
+      :per_round, a, b -> a ++ b
       _, a, b -> a + b
     end)
   end
@@ -162,6 +164,7 @@ defmodule Bench do
       op: op,
       concurrency: conc,
       rounds: m.rounds,
+      per_round: m.per_round,
       seconds: Float.round(m.elapsed, 3),
       calls: counted,
       calls_started: m.calls,
@@ -330,7 +333,14 @@ defmodule Bench do
     end
 
     elapsed = (t1 - t0) / sec_native(1)
-    add_round(acc, %{sent: sent, elapsed: elapsed, send_elapsed: (t_sent - t0) / sec_native(1), cpu: cpu_delta(cpu0, cpu1), rounds: 1})
+    add_round(acc, %{
+      sent: sent,
+      elapsed: elapsed,
+      send_elapsed: (t_sent - t0) / sec_native(1),
+      cpu: cpu_delta(cpu0, cpu1),
+      rounds: 1,
+      per_round: [round(sent / elapsed)]
+    })
   end
 
   defp cast_cell_of(cfg, target, casters, m) do
@@ -342,6 +352,7 @@ defmodule Bench do
       op: :cast,
       concurrency: casters,
       rounds: m.rounds,
+      per_round: m.per_round,
       seconds: Float.round(m.elapsed, 3),
       send_seconds: Float.round(m.send_elapsed, 3),
       calls: m.sent,
@@ -480,7 +491,7 @@ defmodule Bench do
           "#{pad(op, 10)} x#{pad(conc, 3)} #{pad(cell.target, 5)}: #{pad(cell.ops_per_s, 7)} calls/s, " <>
             "p50 #{cell.p50_us} µs, p99 #{cell.p99_us} µs, server #{cell.server_cpu_us_per_op} µs CPU/call, " <>
             "caller #{cell.caller_cpu_us_per_op} µs CPU/call, other load #{cell.foreign_cpu_share} cores" <>
-            " (#{cell.rounds} rounds)"
+            " (#{cell.rounds} rounds: #{Enum.join(cell.per_round, ", ")} calls/s)"
         )
 
         cell
@@ -491,7 +502,7 @@ defmodule Bench do
         log(
           "cast       x#{pad(casters, 3)} #{pad(c.target, 5)}: #{pad(c.ops_per_s, 7)} casts/s end to end " <>
             "(#{c.calls} sent in #{c.send_seconds} s, all applied after #{c.seconds} s), server #{c.server_cpu_us_per_op} µs CPU/cast, " <>
-            "other load #{c.foreign_cpu_share} cores (#{c.rounds} rounds)"
+            "other load #{c.foreign_cpu_share} cores (#{c.rounds} rounds: #{Enum.join(c.per_round, ", ")} casts/s)"
         )
 
         c
