@@ -137,18 +137,7 @@ defmodule Bench do
     t1 = :erlang.monotonic_time()
     cpu1 = cpu_all(cfg)
     elapsed = (t1 - t0) / sec_native(1)
-    add_round(acc, %{calls: calls, elapsed: elapsed, cpu: cpu_delta(cpu0, cpu1), rounds: 1, per_round: [round(calls / elapsed)]})
-  end
-
-  # A round's figures added to those of the rounds before (nil before the first).
-  defp add_round(nil, round), do: round
-
-  defp add_round(acc, round) do
-    Map.merge(acc, round, fn
-      :cpu, a, b -> Map.new(a, fn {k, {u, s}} -> {k, {u + elem(b[k], 0), s + elem(b[k], 1)}} end)
-      :per_round, a, b -> a ++ b
-      _, a, b -> a + b
-    end)
+    Rounds.add(acc, %{calls: calls, elapsed: elapsed, cpu: cpu_delta(cpu0, cpu1), rounds: 1, per_round: [round(calls / elapsed)]})
   end
 
   defp cpu_delta(cpu0, cpu1), do: Map.new(cpu1, fn {k, {u, s}} -> {k, {u - elem(cpu0[k], 0), s - elem(cpu0[k], 1)}} end)
@@ -333,7 +322,7 @@ defmodule Bench do
     end
 
     elapsed = (t1 - t0) / sec_native(1)
-    add_round(acc, %{
+    Rounds.add(acc, %{
       sent: sent,
       elapsed: elapsed,
       send_elapsed: (t_sent - t0) / sec_native(1),

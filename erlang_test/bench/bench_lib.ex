@@ -124,4 +124,19 @@ defmodule Bench.Rounds do
       Enum.reduce(order, acc, fn i, a -> Map.put(a, key.(i), fun.(i, a[key.(i)])) end)
     end)
   end
+
+  @doc """
+  A round's figures added to those of the rounds before it (`nil` before the first): numbers
+  add up, and so do CPU maps (per process a number of µs or a `{user, system}` tuple);
+  `per_round` lists are joined in order.
+  """
+  def add(nil, round), do: round
+  def add(acc, round), do: Map.merge(acc, round, &sum/3)
+
+  defp sum(:per_round, a, b), do: a ++ b
+  defp sum(_, a, b) when is_map(a), do: Map.merge(a, b, fn _, x, y -> plus(x, y) end)
+  defp sum(_, a, b), do: plus(a, b)
+
+  defp plus({u, s}, {u2, s2}), do: {u + u2, s + s2}
+  defp plus(a, b), do: a + b
 end

@@ -173,15 +173,7 @@ defmodule Durability do
       rounds: 1
     }
 
-    if acc == nil,
-      do: r,
-      else: %{
-        elapsed: acc.elapsed + r.elapsed,
-        limited: acc.limited + r.limited,
-        acknowledged: acc.acknowledged + r.acknowledged,
-        cpu: Map.new(acc.cpu, fn {k, v} -> {k, v + r.cpu[k]} end),
-        rounds: acc.rounds + 1
-      }
+    Rounds.add(acc, r)
   end
 
   defp cell_of(t, op, conc, hist, m) do
