@@ -725,7 +725,7 @@ defmodule Bench do
 
     ### GenServer.cast(:increment), end to end
 
-    N caster processes cast for #{cfg.cast_s / cfg.rounds} s, then each makes a call (its casts are applied before the
+    N caster processes cast for #{Float.round(cfg.cast_s / cfg.rounds, 2)} s, then each makes a call (its casts are applied before the
     reply) and a final :get_value proves every cast was applied (asserted: the value grew by exactly the
     casts sent); #{cfg.rounds} such rounds per target, alternating with the other target's, the order
     swapped every round. casts/s = casts / (time from the first cast until that reply), summed over the rounds.
