@@ -145,7 +145,6 @@ defmodule Bench do
   defp cell_of(cfg, target, op, conc, hist, m) do
     lat = Hist.summary(hist, [50, 90, 99, 99.9])
     counted = lat.count
-    zero = Map.new(m.cpu, fn {k, _} -> {k, {0, 0}} end)
 
     %{
       kind: "call",
@@ -164,7 +163,7 @@ defmodule Bench do
       p999_us: lat[99.9],
       max_us: lat.max
     }
-    |> Map.merge(cpu_figures(cfg, target, zero, m.cpu, counted, m.elapsed))
+    |> Map.merge(cpu_figures(cfg, target, m.cpu, counted, m.elapsed))
   end
 
   defp op_server(:increment), do: :counter
@@ -247,22 +246,22 @@ defmodule Bench do
     |> Map.put(:machine, Proc.machine_busy_us(cfg.clk_tck))
   end
 
-  defp cpu_figures(cfg, target, cpu0, cpu1, ops, elapsed) do
-    {u0, s0} = cpu0[target]
-    {u1, s1} = cpu1[target]
-    d = fn k -> Tuple.sum(cpu1[k]) - Tuple.sum(cpu0[k]) end
+  # cpu: each process's {user, system} µs over the measured rounds.
+  defp cpu_figures(cfg, target, cpu, ops, elapsed) do
+    {u, s} = cpu[target]
+    d = fn k -> Tuple.sum(cpu[k]) end
     other = if target == :cnode, do: :beam, else: :cnode
     per = fn k -> if ops > 0, do: Float.round(d.(k) / ops, 2), else: nil end
 
     %{
       server_cpu_us: d.(target),
-      server_cpu_user_us: u1 - u0,
-      server_cpu_sys_us: s1 - s0,
-      server_cpu_sys_fraction: if(d.(target) > 0, do: Float.round((s1 - s0) / d.(target), 2)),
+      server_cpu_user_us: u,
+      server_cpu_sys_us: s,
+      server_cpu_sys_fraction: if(d.(target) > 0, do: Float.round(s / d.(target), 2)),
       server_cpu_us_per_op: per.(target),
       server_cpu_share: Float.round(d.(target) / 1.0e6 / elapsed, 3),
       caller_cpu_us_per_op: per.(:caller),
-      caller_cpu_sys_fraction: if(d.(:caller) > 0, do: Float.round((elem(cpu1.caller, 1) - elem(cpu0.caller, 1)) / d.(:caller), 2)),
+      caller_cpu_sys_fraction: if(d.(:caller) > 0, do: Float.round(elem(cpu.caller, 1) / d.(:caller), 2)),
       caller_cpu_share: Float.round(d.(:caller) / 1.0e6 / elapsed, 3),
       idle_node_cpu_us: d.(other),
       # CPU the machine spent on anything but the three nodes (other users, the kernel's own
@@ -333,8 +332,6 @@ defmodule Bench do
   end
 
   defp cast_cell_of(cfg, target, casters, m) do
-    zero = Map.new(m.cpu, fn {k, _} -> {k, {0, 0}} end)
-
     %{
       kind: "cast",
       target: target,
@@ -348,7 +345,7 @@ defmodule Bench do
       applied: m.sent,
       ops_per_s: round(m.sent / m.elapsed)
     }
-    |> Map.merge(cpu_figures(cfg, target, zero, m.cpu, m.sent, m.elapsed))
+    |> Map.merge(cpu_figures(cfg, target, m.cpu, m.sent, m.elapsed))
   end
 
   defp cast_loop(srv, deadline, n) do
