@@ -81,9 +81,8 @@ defmodule Bench do
 
   ## Call cells
 
-  # Starts `conc` workers that time every call; calls made before `measure_from` warm up
-  # and are not counted. Returns the cell's figures.
-  # One cell: `conc` processes calling `target` for `secs` seconds after a warm-up.
+  # One cell measured once (the TLS section and the memory cells): `conc` processes calling
+  # `target` for `secs` seconds after a warm-up, every call timed.
   def call_cell(cfg, target, op, conc, secs) do
     hist = Hist.new()
     cell_of(cfg, target, op, conc, hist, call_round(cfg, target, op, conc, secs, hist, nil))
