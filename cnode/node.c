@@ -53,6 +53,7 @@ static void configure(cn_node *node, const cn_node_config *cfg)
     node->no_epmd = cfg->no_epmd;
     node->coalesce_us = cfg->coalesce_us > 1000 ? 1000 : cfg->coalesce_us;
     node->busy_poll_us = cfg->busy_poll_us > 1000 ? 1000 : cfg->busy_poll_us;
+    node->cast_pause_us = cfg->cast_pause_us > 1000 ? 1000 : cfg->cast_pause_us;
     node->status_cb = cfg->status_cb;
 }
 

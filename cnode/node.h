@@ -51,6 +51,15 @@ typedef struct cn_node_config {
      */
     unsigned coalesce_us;
     /*
+     * After such a turn that wrote nothing (it took only casts, or requests
+     * whose answers are not due yet), pause this long instead (at most 1000
+     * microseconds; used only when longer than coalesce_us, so 0, the default
+     * of this struct, keeps coalesce_us; the program's is 500). A cast stream
+     * waits for no answer: the longer the pause, the more of its casts each read
+     * takes, and the fewer TCP segments the sender's kernel sends for them.
+     */
+    unsigned cast_pause_us;
+    /*
      * After a loop turn that served fewer requests than that (at least one), keep
      * polling without blocking for this many microseconds (at most 1000) before
      * sleeping, so the callers' next requests are picked up without a wakeup.
@@ -155,7 +164,8 @@ typedef struct cn_node_stats {
     uint64_t altact_sends;  /* messages to aliases sent as ALTACT_SIG_SEND (OTP 28+ peers) */
     uint64_t polls;         /* loop turns that polled on without blocking (busy_poll_us) */
     uint64_t yields;        /* of those, turns that found nothing and yielded the core */
-    uint64_t pauses;        /* coalescing pauses taken (coalesce_us) */
+    uint64_t pauses;        /* coalescing pauses taken (coalesce_us or cast_pause_us) */
+    uint64_t cast_pauses;   /* of those, the longer ones after a turn that wrote nothing */
 } cn_node_stats;
 void cn_node_get_stats(const cn_node *node, cn_node_stats *st);
 

@@ -255,6 +255,8 @@ struct cn_node {
     int closing;
     unsigned coalesce_us;
     uint64_t coalesce_mark;         /* messages_in at the end of the last turn */
+    unsigned cast_pause_us;
+    uint64_t frames_mark;           /* stats.frames_out at the end of the last turn */
     unsigned busy_poll_us;
     uint64_t spin_until;            /* uv_hrtime() until which the loop polls without blocking */
     unsigned busy_turns;            /* light turns that still pause after a heavy one (sched.c) */

@@ -12,7 +12,8 @@
  * without blocking until it is done.
  *
  * Then the choice of how to wait: after a turn that served many requests the
- * loop pauses briefly (coalescing), after a lighter one it keeps polling for a
+ * loop pauses briefly (coalescing; longer after a turn of casts that wrote
+ * nothing), after a lighter one it keeps polling for a
  * while (busy polling), and a quiet loop sleeps in epoll.
  */
 #include <sched.h>
@@ -83,7 +84,26 @@ static int will_pause(const cn_node *node, uint64_t handled)
     return handled >= COALESCE_MIN_BATCH || node->busy_turns > 0;
 }
 
-static void coalesce(cn_node *node, uint64_t handled)
+/*
+ * A heavy turn that queued no frame for any peer took only casts (or requests
+ * whose answers are not due yet): nobody waits on the node for an answer, so it pauses
+ * longer (cast_pause_us) and each read takes more of the stream. What that
+ * buys is on the sender's side: while we pause, a BEAM caster's TCP stops
+ * at its congestion window and carries the casts that follow several to a
+ * segment, each of which costs its kernel a transmit and our socket's receive
+ * processing, both on the caster's core. A call that arrives meanwhile waits
+ * for the pause, as on a BEAM server it waits behind the casts in the mailbox.
+ */
+static unsigned pause_us(cn_node *node, uint64_t handled, int wrote)
+{
+    if (!wrote && handled >= COALESCE_MIN_BATCH && node->cast_pause_us > node->coalesce_us) {
+        node->stats.cast_pauses++;
+        return node->cast_pause_us;
+    }
+    return node->coalesce_us;
+}
+
+static void coalesce(cn_node *node, uint64_t handled, int wrote)
 {
     if (!will_pause(node, handled))
         return;
@@ -92,7 +112,7 @@ static void coalesce(cn_node *node, uint64_t handled)
     else
         node->busy_turns--;
     node->stats.pauses++;
-    struct timespec ts = {0, (long)node->coalesce_us * 1000};
+    struct timespec ts = {0, (long)pause_us(node, handled, wrote) * 1000};
     nanosleep(&ts, NULL);
 }
 
@@ -152,6 +172,8 @@ static void on_check(uv_check_t *h)
     cn__tcp_resume(node);
     uint64_t handled = node->stats.messages_in - node->coalesce_mark;
     node->coalesce_mark = node->stats.messages_in;
+    int wrote = node->stats.frames_out != node->frames_mark;
+    node->frames_mark = node->stats.frames_out;
     uint64_t now = uv_hrtime();
     note_peak(node, handled, now);
     if (keep_polling(node, handled, now) || node->run_queue != NULL || node->dirty != NULL || reclaiming)
@@ -159,7 +181,7 @@ static void on_check(uv_check_t *h)
     else
         uv_idle_stop(&node->idle);
     if (!more_input)
-        coalesce(node, handled);
+        coalesce(node, handled, wrote);
 }
 
 void cn__sched_init(cn_node *node)

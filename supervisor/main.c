@@ -90,7 +90,7 @@ static void usage(FILE *f)
             "             [--connect NODE]... [--max-requests N] [--window-ms MS]\n"
             "             [--log-level debug|info|warning|error] [--net-ticktime S]\n"
             "             [--handshake-timeout-ms MS] [--counter-initial N] [--coalesce-us US]\n"
-            "             [--busy-poll-us US] [--heart [--heart-timeout S]]\n"
+            "             [--cast-pause-us US] [--busy-poll-us US] [--heart [--heart-timeout S]]\n"
             "             [--proto-dist inet_tcp|inet6_tcp|inet_tls|inet6_tls]\n"
             "             [--tls-certfile F] [--tls-keyfile F] [--tls-cacertfile F]\n"
             "             [--tls-verify verify_peer|verify_none]\n"
@@ -243,6 +243,7 @@ static int set_option(options *o, int ch, const char *arg)
     case 'i': return parse_long("--counter-initial", arg, INT64_MIN, INT64_MAX, &o->app.counter.initial);
     case 'u': return parse_unsigned("--coalesce-us", arg, 0, 1000, &node->coalesce_us);
     case 'b': return parse_unsigned("--busy-poll-us", arg, 0, 1000, &node->busy_poll_us);
+    case 'P': return parse_unsigned("--cast-pause-us", arg, 0, 1000, &node->cast_pause_us);
     case 'X': o->heart = 1; return 0;
     case 'T': return parse_long("--heart-timeout", arg, 1, 86400, &o->heart_timeout_s);
     case 'E': o->app.stop_on_stdin_eof = 1; return 0;
@@ -269,6 +270,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"net-ticktime", required_argument, 0, 't'}, {"handshake-timeout-ms", required_argument, 0, 'H'},
         {"counter-initial", required_argument, 0, 'i'}, {"coalesce-us", required_argument, 0, 'u'},
         {"busy-poll-us", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'},
+        {"cast-pause-us", required_argument, 0, 'P'},
         {"heart", no_argument, 0, 'X'}, {"heart-timeout", required_argument, 0, 'T'},
         {"proto-dist", required_argument, 0, OPT_PROTO_DIST},
         {"tls-certfile", required_argument, 0, OPT_TLS_CERTFILE},
@@ -285,6 +287,7 @@ static int parse_args(int argc, char **argv, options *o)
     };
     memset(o, 0, sizeof *o);
     o->app.node.coalesce_us = 150;
+    o->app.node.cast_pause_us = 500;
     o->app.node.busy_poll_us = 200;
     o->app.node.family = AF_INET;
     o->app.counter.durability = o->app.limiter.durability = GS_DURABLE_CRASH;

@@ -46,6 +46,7 @@ typedef struct fx {
     fake_peer fp;
     cn_proc *sink;
     int got;
+    int answer;     /* the sink answers each message to the peer's pid 1 */
 } fx;
 
 static void sink_message(cn_proc *p, const char *buf, size_t len)
@@ -54,19 +55,33 @@ static void sink_message(cn_proc *p, const char *buf, size_t len)
     (void)len;
     fx *f = cn_proc_data(p);
     f->got++;
+    if (!f->answer)
+        return;
+    erlang_pid to;
+    fp_pid(&to, 1);
+    ei_x_buff x;
+    ei_x_new_with_version(&x);
+    ei_x_encode_atom(&x, "ok");
+    assert_int_equal(cn_send(p, &to, x.buff, (size_t)x.index), 0);
+    ei_x_free(&x);
 }
 
 static const cn_proc_ops sink_ops = {.message = sink_message};
 
-static fx *start(unsigned busy_poll_us, unsigned coalesce_us)
+static fx *start_cfg(const cn_node_config *cfg)
 {
     fx *f = test_calloc(1, sizeof *f);
-    cn_node_config cfg = {.cookie = "k", .busy_poll_us = busy_poll_us, .coalesce_us = coalesce_us};
-    assert_int_equal(fp_setup_with(&f->fp, &cfg, "k", FP_FLAGS_ALIAS), 0);
+    assert_int_equal(fp_setup_with(&f->fp, cfg, "k", FP_FLAGS_ALIAS), 0);
     f->sink = cn_proc_spawn(f->fp.node, &sink_ops, f);
     assert_non_null(f->sink);
     assert_int_equal(cn_proc_register(f->sink, "sink"), 0);
     return f;
+}
+
+static fx *start(unsigned busy_poll_us, unsigned coalesce_us)
+{
+    cn_node_config cfg = {.cookie = "k", .busy_poll_us = busy_poll_us, .coalesce_us = coalesce_us};
+    return start_cfg(&cfg);
 }
 
 static void stop(fx *f)
@@ -278,6 +293,47 @@ static void light_turns_after_a_heavy_one_pause_for_a_while(void **state)
     assert_int_equal(stats(f).polls, polls);
     assert_int_equal(stats(f).pauses, 1 + 8 + 2);
     stop(f);
+}
+
+/*
+ * A heavy turn that wrote nothing (a cast stream) pauses cast_pause_us, not
+ * coalesce_us; the light turns held after it, and a heavy turn that answered,
+ * pause as before.
+ */
+static void a_heavy_turn_of_casts_pauses_longer(void **state)
+{
+    (void)state;
+    cn_node_config cfg = {.cookie = "k", .busy_poll_us = 1000, .coalesce_us = 1, .cast_pause_us = 2};
+    fx *f = start_cfg(&cfg);
+    send_batch(f, 16);
+    assert_int_equal(f->got, 16);
+    assert_int_equal(stats(f).pauses, 1);
+    assert_int_equal(stats(f).cast_pauses, 1);
+    send_batch(f, 1);
+    assert_int_equal(stats(f).pauses, 2);
+    assert_int_equal(stats(f).cast_pauses, 1);
+    f->answer = 1;
+    uint64_t frames = stats(f).frames_out;
+    send_batch(f, 16);
+    assert_int_equal(f->got, 33);
+    assert_int_equal(stats(f).frames_out, frames + 16);
+    assert_int_equal(stats(f).pauses, 3);
+    assert_int_equal(stats(f).cast_pauses, 1);
+    stop(f);
+}
+
+/* cast_pause_us no longer than coalesce_us (0 included, the struct's default) changes nothing. */
+static void a_cast_pause_no_longer_than_coalescing_is_not_taken(void **state)
+{
+    (void)state;
+    for (unsigned cast_pause_us = 0; cast_pause_us <= 1; cast_pause_us++) {
+        cn_node_config cfg = {.cookie = "k", .busy_poll_us = 1000, .coalesce_us = 1, .cast_pause_us = cast_pause_us};
+        fx *f = start_cfg(&cfg);
+        send_batch(f, 16);
+        assert_int_equal(stats(f).pauses, 1);
+        assert_int_equal(stats(f).cast_pauses, 0);
+        stop(f);
+    }
 }
 
 static void coalescing_off_means_every_turn_polls(void **state)
@@ -959,6 +1015,8 @@ int main(void)
         cmocka_unit_test(a_heavy_turn_pauses_instead_of_polling),
         cmocka_unit_test(a_few_callers_never_pause),
         cmocka_unit_test(light_turns_after_a_heavy_one_pause_for_a_while),
+        cmocka_unit_test(a_heavy_turn_of_casts_pauses_longer),
+        cmocka_unit_test(a_cast_pause_no_longer_than_coalescing_is_not_taken),
         cmocka_unit_test(coalescing_off_means_every_turn_polls),
         cmocka_unit_test(a_quiet_node_stops_polling_after_the_window),
         cmocka_unit_test(close_before_start),
