@@ -51,12 +51,13 @@ typedef struct cn_node_config {
      */
     unsigned coalesce_us;
     /*
-     * After such a turn that wrote nothing (it took only casts, or requests
-     * whose answers are not due yet), pause this long instead (at most 1000
-     * microseconds; used only when longer than coalesce_us, so 0, the default
-     * of this struct, keeps coalesce_us; the program's is 500). A cast stream
-     * waits for no answer: the longer the pause, the more of its casts each read
-     * takes, and the fewer TCP segments the sender's kernel sends for them.
+     * After such a turn that queued no frame while no remote process monitors
+     * one of ours (it took only casts, and no GenServer.call is in flight),
+     * pause this long instead: at most 1000 microseconds, used only when
+     * longer than coalesce_us, so 0 (the default of this struct) keeps
+     * coalesce_us; the program's is 500. A cast stream waits for no answer:
+     * the longer the pause, the more of its casts each read takes, and the
+     * fewer TCP segments the sender's kernel sends for them.
      */
     unsigned cast_pause_us;
     /*

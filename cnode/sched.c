@@ -85,18 +85,24 @@ static int will_pause(const cn_node *node, uint64_t handled)
 }
 
 /*
- * A heavy turn that queued no frame for any peer took only casts (or requests
- * whose answers are not due yet): nobody waits on the node for an answer, so it pauses
- * longer (cast_pause_us) and each read takes more of the stream. What that
- * buys is on the sender's side: while we pause, a BEAM caster's TCP stops
- * at its congestion window and carries the casts that follow several to a
- * segment, each of which costs its kernel a transmit and our socket's receive
+ * A heavy turn that queued no frame for any peer, while no remote process
+ * monitors one of ours (a GenServer.call monitors its server until its reply),
+ * took only casts: nobody waits on the node for an answer, so it pauses longer
+ * (cast_pause_us) and each read takes more of the stream. What that buys is on
+ * the sender's side: while we pause, a BEAM caster's TCP stops at its
+ * congestion window and carries the casts that follow several to a segment,
+ * each of which costs its kernel a transmit and our socket's receive
  * processing, both on the caster's core. A call that arrives meanwhile waits
  * for the pause, as on a BEAM server it waits behind the casts in the mailbox.
+ *
+ * A call in flight keeps the short pause, whatever the turn: its answer may be
+ * due from work the loop finishes (a power-mode journal's sync on the thread
+ * pool), and a longer pause would hold it.
  */
 static unsigned pause_us(cn_node *node, uint64_t handled, int wrote)
 {
-    if (!wrote && handled >= COALESCE_MIN_BATCH && node->cast_pause_us > node->coalesce_us) {
+    if (!wrote && handled >= COALESCE_MIN_BATCH && node->stats.monitors == 0 &&
+        node->cast_pause_us > node->coalesce_us) {
         node->stats.cast_pauses++;
         return node->cast_pause_us;
     }

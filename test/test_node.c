@@ -322,6 +322,37 @@ static void a_heavy_turn_of_casts_pauses_longer(void **state)
     stop(f);
 }
 
+/* While a remote process monitors one of ours (a call in flight), a turn that wrote nothing pauses as before. */
+static void a_call_in_flight_keeps_the_short_pause(void **state)
+{
+    (void)state;
+    cn_node_config cfg = {.cookie = "k", .busy_poll_us = 1000, .coalesce_us = 1, .cast_pause_us = 2};
+    fx *f = start_cfg(&cfg);
+    erlang_pid from;
+    erlang_ref ref;
+    fp_pid(&from, 7);
+    fp_ref(&ref, 7, 2, 3);
+    ei_x_buff ctl;
+    fp_ctl_monitor(&ctl, DOP_MONITOR_P, &from, "sink", NULL, &ref);
+    fp_send(&f->fp, &ctl, NULL);
+    ei_x_free(&ctl);
+    fp_run(&f->fp);
+    assert_int_equal(stats(f).monitors, 1);
+    send_batch(f, 16);
+    assert_int_equal(f->got, 16);
+    assert_int_equal(stats(f).pauses, 1);
+    assert_int_equal(stats(f).cast_pauses, 0);
+    /* The monitor gone, the same turn takes the cast pause. */
+    fp_ctl_monitor(&ctl, DOP_DEMONITOR_P, &from, "sink", NULL, &ref);
+    fp_send(&f->fp, &ctl, NULL);
+    ei_x_free(&ctl);
+    fp_run(&f->fp);
+    assert_int_equal(stats(f).monitors, 0);
+    send_batch(f, 16);
+    assert_int_equal(stats(f).cast_pauses, 1);
+    stop(f);
+}
+
 /* cast_pause_us no longer than coalesce_us (0 included, the struct's default) changes nothing. */
 static void a_cast_pause_no_longer_than_coalescing_is_not_taken(void **state)
 {
@@ -1016,6 +1047,7 @@ int main(void)
         cmocka_unit_test(a_few_callers_never_pause),
         cmocka_unit_test(light_turns_after_a_heavy_one_pause_for_a_while),
         cmocka_unit_test(a_heavy_turn_of_casts_pauses_longer),
+        cmocka_unit_test(a_call_in_flight_keeps_the_short_pause),
         cmocka_unit_test(a_cast_pause_no_longer_than_coalescing_is_not_taken),
         cmocka_unit_test(coalescing_off_means_every_turn_polls),
         cmocka_unit_test(a_quiet_node_stops_polling_after_the_window),
