@@ -88,7 +88,10 @@ $(BUILD)/test/test_load: $(BUILD)/obj/test/test_load.o $(LOAD_OBJS) $(TEST_SUPPO
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+# Every object's header dependencies, the tests' support files (test/fake_*.c) included: without
+# theirs, a changed struct in a header left them built against the old layout.
 -include $(LIB_OBJS:.o=.d) $(BUILD)/obj/supervisor/main.d $(TEST_SRCS:test/%.c=$(BUILD)/obj/test/%.d)
+-include $(TEST_SUPPORT_OBJS:.o=.d) $(BUILD)/obj/bench/rl_mem.d
 -include $(LOAD_OBJS:.o=.d) $(BUILD)/obj/load/main.d
 
 deps:
