@@ -166,7 +166,7 @@ typedef struct cn_node_stats {
     uint64_t polls;         /* loop turns that polled on without blocking (busy_poll_us) */
     uint64_t yields;        /* of those, turns that found nothing and yielded the core */
     uint64_t pauses;        /* coalescing pauses taken (coalesce_us or cast_pause_us) */
-    uint64_t cast_pauses;   /* of those, the longer ones after a turn that wrote nothing */
+    uint64_t cast_pauses;   /* of those, the longer ones after a turn that queued no frame */
 } cn_node_stats;
 void cn_node_get_stats(const cn_node *node, cn_node_stats *st);
 

@@ -12,8 +12,8 @@
  * without blocking until it is done.
  *
  * Then the choice of how to wait: after a turn that served many requests the
- * loop pauses briefly (coalescing; longer after a turn of casts that wrote
- * nothing), after a lighter one it keeps polling for a
+ * loop pauses briefly (coalescing; longer after a turn of casts that answered
+ * nobody), after a lighter one it keeps polling for a
  * while (busy polling), and a quiet loop sleeps in epoll.
  */
 #include <sched.h>
@@ -90,18 +90,18 @@ static int will_pause(const cn_node *node, uint64_t handled)
  * took only casts: nobody waits on the node for an answer, so it pauses longer
  * (cast_pause_us) and each read takes more of the stream. What that buys is on
  * the sender's side: while we pause, a BEAM caster's TCP stops at its
- * congestion window and carries the casts that follow several to a segment,
- * each of which costs its kernel a transmit and our socket's receive
- * processing, both on the caster's core. A call that arrives meanwhile waits
+ * congestion window and carries the casts that follow several to a segment.
+ * Each segment saved is a transmit and our socket's receive processing that
+ * its kernel would have run on the caster's core, inside its writev. A call that arrives meanwhile waits
  * for the pause, as on a BEAM server it waits behind the casts in the mailbox.
  *
  * A call in flight keeps the short pause, whatever the turn: its answer may be
  * due from work the loop finishes (a power-mode journal's sync on the thread
  * pool), and a longer pause would hold it.
  */
-static unsigned pause_us(cn_node *node, uint64_t handled, int wrote)
+static unsigned pause_us(cn_node *node, uint64_t handled, int queued)
 {
-    if (!wrote && handled >= COALESCE_MIN_BATCH && node->stats.monitors == 0 &&
+    if (!queued && handled >= COALESCE_MIN_BATCH && node->stats.monitors == 0 &&
         node->cast_pause_us > node->coalesce_us) {
         node->stats.cast_pauses++;
         return node->cast_pause_us;
@@ -109,7 +109,7 @@ static unsigned pause_us(cn_node *node, uint64_t handled, int wrote)
     return node->coalesce_us;
 }
 
-static void coalesce(cn_node *node, uint64_t handled, int wrote)
+static void coalesce(cn_node *node, uint64_t handled, int queued)
 {
     if (!will_pause(node, handled))
         return;
@@ -118,7 +118,7 @@ static void coalesce(cn_node *node, uint64_t handled, int wrote)
     else
         node->busy_turns--;
     node->stats.pauses++;
-    struct timespec ts = {0, (long)pause_us(node, handled, wrote) * 1000};
+    struct timespec ts = {0, (long)pause_us(node, handled, queued) * 1000};
     nanosleep(&ts, NULL);
 }
 
@@ -178,7 +178,7 @@ static void on_check(uv_check_t *h)
     cn__tcp_resume(node);
     uint64_t handled = node->stats.messages_in - node->coalesce_mark;
     node->coalesce_mark = node->stats.messages_in;
-    int wrote = node->stats.frames_out != node->frames_mark;
+    int queued = node->stats.frames_out != node->frames_mark;
     node->frames_mark = node->stats.frames_out;
     uint64_t now = uv_hrtime();
     note_peak(node, handled, now);
@@ -187,7 +187,7 @@ static void on_check(uv_check_t *h)
     else
         uv_idle_stop(&node->idle);
     if (!more_input)
-        coalesce(node, handled, wrote);
+        coalesce(node, handled, queued);
 }
 
 void cn__sched_init(cn_node *node)
