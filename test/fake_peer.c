@@ -209,6 +209,15 @@ void fp_ctl_reg_send(ei_x_buff *x, const erlang_pid *from, const char *name)
     ei_x_encode_atom_as(x, name, ERLANG_UTF8, ERLANG_UTF8);
 }
 
+void fp_send_monitor(fake_peer *fp, int op, const erlang_pid *from, const char *name, const erlang_pid *to,
+                     const erlang_ref *ref)
+{
+    ei_x_buff ctl;
+    fp_ctl_monitor(&ctl, op, from, name, to, ref);
+    fp_send(fp, &ctl, NULL);
+    ei_x_free(&ctl);
+}
+
 void fp_ctl_monitor(ei_x_buff *x, int op, const erlang_pid *from, const char *name, const erlang_pid *to,
                     const erlang_ref *ref)
 {

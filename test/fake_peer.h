@@ -72,6 +72,9 @@ void fp_ref(erlang_ref *ref, unsigned a, unsigned b, unsigned c);
 void fp_ctl_reg_send(ei_x_buff *x, const erlang_pid *from, const char *name);
 void fp_ctl_monitor(ei_x_buff *x, int op, const erlang_pid *from, const char *name, const erlang_pid *to,
                     const erlang_ref *ref);
+/* Sends that control message (no payload) through fp_send: encoded, sent, freed. */
+void fp_send_monitor(fake_peer *fp, int op, const erlang_pid *from, const char *name, const erlang_pid *to,
+                     const erlang_ref *ref);
 /* A $gen_call message {'$gen_call', {From, Tag}, Request-atom}; alias: tag is [alias | Ref]. */
 void fp_msg_call(ei_x_buff *x, const erlang_pid *from, const erlang_ref *ref, int alias, const char *req);
 void fp_msg_cast(ei_x_buff *x, const char *req);

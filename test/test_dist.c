@@ -71,9 +71,7 @@ static void call(fixture *f, unsigned refn, int alias, const char *req)
     fp_pid(&from, 100 + refn);
     fp_ref(&ref, refn, 2, 3);
     ei_x_buff ctl, msg;
-    fp_ctl_monitor(&ctl, DOP_MONITOR_P, &from, "counter", NULL, &ref);
-    fp_send(&f->fp, &ctl, NULL);
-    ei_x_free(&ctl);
+    fp_send_monitor(&f->fp, DOP_MONITOR_P, &from, "counter", NULL, &ref);
     fp_ctl_reg_send(&ctl, &from, "counter");
     fp_msg_call(&msg, &from, &ref, alias, req);
     fp_send(&f->fp, &ctl, &msg);
@@ -182,10 +180,7 @@ static void monitor_of_unknown_name_is_down_noproc(void **state)
     erlang_ref ref;
     fp_pid(&from, 5);
     fp_ref(&ref, 7, 7, 7);
-    ei_x_buff ctl;
-    fp_ctl_monitor(&ctl, DOP_MONITOR_P, &from, "nosuch", NULL, &ref);
-    fp_send(&f->fp, &ctl, NULL);
-    ei_x_free(&ctl);
+    fp_send_monitor(&f->fp, DOP_MONITOR_P, &from, "nosuch", NULL, &ref);
     fp_frame_view v;
     assert_int_equal(fp_next(&f->fp, &v), 0);
     assert_int_equal(v.op, DOP_PAYLOAD_MONITOR_P_EXIT);
@@ -213,10 +208,7 @@ static void monitors_are_added_and_removed(void **state)
     erlang_ref ref;
     fp_pid(&from, 101);
     fp_ref(&ref, 1, 2, 3);
-    ei_x_buff ctl;
-    fp_ctl_monitor(&ctl, DOP_DEMONITOR_P, &from, "counter", NULL, &ref);
-    fp_send(&f->fp, &ctl, NULL);
-    ei_x_free(&ctl);
+    fp_send_monitor(&f->fp, DOP_DEMONITOR_P, &from, "counter", NULL, &ref);
     cn_node_get_stats(f->fp.node, &st);
     assert_int_equal(st.monitors, 0);
 }
@@ -538,9 +530,7 @@ static void exit2_kill_sends_killed_to_links_and_monitors(void **state)
     ei_x_encode_pid(&ctl, &cpid);
     fp_send(&f->fp, &ctl, NULL);
     ei_x_free(&ctl);
-    fp_ctl_monitor(&ctl, DOP_MONITOR_P, &watcher, NULL, &cpid, &ref);
-    fp_send(&f->fp, &ctl, NULL);
-    ei_x_free(&ctl);
+    fp_send_monitor(&f->fp, DOP_MONITOR_P, &watcher, NULL, &cpid, &ref);
     /* exit(CounterPid, kill) */
     ei_x_new_with_version(&ctl);
     ei_x_encode_tuple_header(&ctl, 3);
@@ -1168,10 +1158,7 @@ static void utf8_node_names_in_pids_and_refs(void **state)
     counter_pid(f, &cpid);
     cn_node_stats st0, st;
     cn_node_get_stats(f->fp.node, &st0);
-    ei_x_buff ctl;
-    fp_ctl_monitor(&ctl, DOP_MONITOR_P, &from, NULL, &cpid, &ref);
-    fp_send(&f->fp, &ctl, NULL);
-    ei_x_free(&ctl);
+    fp_send_monitor(&f->fp, DOP_MONITOR_P, &from, NULL, &cpid, &ref);
     assert_false(f->fp.closed);
     cn_node_get_stats(f->fp.node, &st);
     assert_int_equal(st.monitors, st0.monitors + 1);

@@ -540,10 +540,7 @@ static void sys_terminate_runs_terminate_and_sends_down(void **state)
     erlang_ref ref;
     fp_pid(&watcher, 7);
     fp_ref(&ref, 77, 0, 0);
-    ei_x_buff ctl;
-    fp_ctl_monitor(&ctl, DOP_MONITOR_P, &watcher, "t", NULL, &ref);
-    fp_send(&f->fp, &ctl, NULL);
-    ei_x_free(&ctl);
+    fp_send_monitor(&f->fp, DOP_MONITOR_P, &watcher, "t", NULL, &ref);
     send_labelled(f, "system", enc_terminate, "shutdown");
     expect_reply(f, "ok");
     assert_int_equal(f->st.terminated, 1);

@@ -87,9 +87,7 @@ static void ping_sequence_gets_yes_and_leaves_no_monitor(void **state)
     fp_pid(&from, 1);
     fp_ref(&ref, 500, 0, 0);
     ei_x_buff ctl, msg, req;
-    fp_ctl_monitor(&ctl, DOP_MONITOR_P, &from, "net_kernel", NULL, &ref);
-    fp_send(&f->fp, &ctl, NULL);
-    ei_x_free(&ctl);
+    fp_send_monitor(&f->fp, DOP_MONITOR_P, &from, "net_kernel", NULL, &ref);
     is_auth(&req, FP_PEER);
     fp_ctl_reg_send(&ctl, &from, "net_kernel");
     fp_msg_request(&msg, "$gen_call", &from, &ref, req.buff, (size_t)req.index);
@@ -101,9 +99,7 @@ static void ping_sequence_gets_yes_and_leaves_no_monitor(void **state)
     cn_node_stats st;
     cn_node_get_stats(f->fp.node, &st);
     assert_int_equal(st.monitors, 1);
-    fp_ctl_monitor(&ctl, DOP_DEMONITOR_P, &from, "net_kernel", NULL, &ref);
-    fp_send(&f->fp, &ctl, NULL);
-    ei_x_free(&ctl);
+    fp_send_monitor(&f->fp, DOP_DEMONITOR_P, &from, "net_kernel", NULL, &ref);
     cn_node_get_stats(f->fp.node, &st);
     assert_int_equal(st.monitors, 0);
 }

@@ -332,10 +332,7 @@ static void a_call_in_flight_keeps_the_short_pause(void **state)
     erlang_ref ref;
     fp_pid(&from, 7);
     fp_ref(&ref, 7, 2, 3);
-    ei_x_buff ctl;
-    fp_ctl_monitor(&ctl, DOP_MONITOR_P, &from, "sink", NULL, &ref);
-    fp_send(&f->fp, &ctl, NULL);
-    ei_x_free(&ctl);
+    fp_send_monitor(&f->fp, DOP_MONITOR_P, &from, "sink", NULL, &ref);
     fp_run(&f->fp);
     assert_int_equal(stats(f).monitors, 1);
     send_batch(f, 16);
@@ -343,9 +340,7 @@ static void a_call_in_flight_keeps_the_short_pause(void **state)
     assert_int_equal(stats(f).pauses, 1);
     assert_int_equal(stats(f).cast_pauses, 0);
     /* The monitor gone, the same turn takes the cast pause. */
-    fp_ctl_monitor(&ctl, DOP_DEMONITOR_P, &from, "sink", NULL, &ref);
-    fp_send(&f->fp, &ctl, NULL);
-    ei_x_free(&ctl);
+    fp_send_monitor(&f->fp, DOP_DEMONITOR_P, &from, "sink", NULL, &ref);
     fp_run(&f->fp);
     assert_int_equal(stats(f).monitors, 0);
     send_batch(f, 16);
