@@ -99,13 +99,11 @@ static int will_pause(const cn_node *node, uint64_t handled)
  * due from work the loop finishes (a power-mode journal's sync on the thread
  * pool), and a longer pause would hold it.
  */
-static unsigned pause_us(cn_node *node, uint64_t handled, int queued)
+static unsigned pause_us(const cn_node *node, uint64_t handled, int queued)
 {
     if (!queued && handled >= COALESCE_MIN_BATCH && node->stats.monitors == 0 &&
-        node->cast_pause_us > node->coalesce_us) {
-        node->stats.cast_pauses++;
+        node->cast_pause_us > node->coalesce_us)
         return node->cast_pause_us;
-    }
     return node->coalesce_us;
 }
 
@@ -117,8 +115,11 @@ static void coalesce(cn_node *node, uint64_t handled, int queued)
         node->busy_turns = COALESCE_HOLD_TURNS;
     else
         node->busy_turns--;
+    unsigned us = pause_us(node, handled, queued);
     node->stats.pauses++;
-    struct timespec ts = {0, (long)pause_us(node, handled, queued) * 1000};
+    if (us != node->coalesce_us)
+        node->stats.cast_pauses++;
+    struct timespec ts = {0, (long)us * 1000};
     nanosleep(&ts, NULL);
 }
 
