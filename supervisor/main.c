@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,7 @@ typedef struct options {
     int nconnect;
     int help;
     int heart;
+    int sched_normal;               /* --sched normal: keep SCHED_OTHER */
     long long heart_timeout_s; /* 0: not given */
     char cookie[256];
     int proto_tls;                  /* --proto-dist inet_tls */
@@ -81,6 +83,7 @@ enum {
     OPT_TLS_FAIL,
     OPT_TLS_NO_FAIL,
     OPT_SSL_DIST_OPTFILE,
+    OPT_SCHED,
 };
 
 static void usage(FILE *f)
@@ -97,7 +100,7 @@ static void usage(FILE *f)
             "             [--tls-fail-if-no-peer-cert | --no-tls-fail-if-no-peer-cert]\n"
             "             [--ssl-dist-optfile F] [--stop-on-stdin-eof]\n"
             "             [--durability terminate|crash|power] [--snapshot-bytes N]\n"
-            "             [--metrics-listen HOST:PORT]\n");
+            "             [--metrics-listen HOST:PORT] [--sched batch|normal]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -225,6 +228,16 @@ static int set_snapshot_bytes(options *o, const char *arg)
     return rc;
 }
 
+static int set_sched(options *o, const char *arg)
+{
+    if (strcmp(arg, "batch") != 0 && strcmp(arg, "normal") != 0) {
+        fprintf(stderr, "cnode: --sched takes batch or normal, not '%s'\n", arg);
+        return -EINVAL;
+    }
+    o->sched_normal = arg[0] == 'n';
+    return 0;
+}
+
 /* One flag of getopt_long's: 0, or -EINVAL after one line on stderr. A dispatch switch. */
 static int set_option(options *o, int ch, const char *arg)
 {
@@ -252,6 +265,7 @@ static int set_option(options *o, int ch, const char *arg)
     case 'M': o->app.metrics_listen = arg; return 0;
     case 'h': o->help = 1; return 0;
     case OPT_PROTO_DIST: return set_proto_dist(o, arg);
+    case OPT_SCHED: return set_sched(o, arg);
     case OPT_TLS_VERIFY: return set_tls_verify(o, arg);
     case OPT_TLS_CERTFILE: case OPT_TLS_KEYFILE: case OPT_TLS_CACERTFILE:
     case OPT_TLS_FAIL: case OPT_TLS_NO_FAIL: case OPT_SSL_DIST_OPTFILE: return set_tls(o, ch, arg);
@@ -283,6 +297,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"stop-on-stdin-eof", no_argument, 0, 'E'},
         {"durability", required_argument, 0, 'D'}, {"snapshot-bytes", required_argument, 0, 'S'},
         {"metrics-listen", required_argument, 0, 'M'},
+        {"sched", required_argument, 0, OPT_SCHED},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -475,10 +490,33 @@ static int start_beat(uv_loop_t *loop, sup_app *app, const options *o, int beat_
     return rc;
 }
 
+/*
+ * The node's threads run under SCHED_BATCH unless --sched normal: when a
+ * request wakes the node, it does not preempt the thread that was running on
+ * that core. Where the node shares its cores with the BEAM nodes that call it,
+ * that thread is often the caller's scheduler, in the middle of writing the
+ * caller's next requests to us (its distribution port's writes), and taking
+ * its core away then slowed the caller more than it sped us up (README, "The
+ * node runs under SCHED_BATCH"). On an idle core nothing changes: a woken
+ * thread runs at once under either policy. Set before the loop's thread pool
+ * exists, so its threads inherit it; the watchdog of --heart keeps its own.
+ * Any thread may choose SCHED_BATCH; a refusal (a sandbox's filter) is a
+ * warning, and the node runs on as it was.
+ */
+static void set_sched_policy(const options *o)
+{
+    if (o->sched_normal)
+        return;
+    struct sched_param param = {.sched_priority = 0};
+    if (sched_setscheduler(0, SCHED_BATCH, &param) < 0)
+        CN_WARN("node", "cannot run under SCHED_BATCH (%s); running under the default policy", strerror(errno));
+}
+
 /* The node itself, with or without a watchdog above it: its exit status. */
 static int run_node(options *o, int beat_fd)
 {
     signal(SIGPIPE, SIG_IGN);
+    set_sched_policy(o);
     uv_loop_t *loop = uv_default_loop();
     sup_app *app;
     int rc = sup_app_new(loop, &o->app, &app);

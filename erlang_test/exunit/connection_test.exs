@@ -132,5 +132,29 @@ defmodule ConnectionTest do
     assert peer_call(peer, GenServer, :call, [{:counter, cnode.node}, :increment]) == 1
   end
 
+  # The scheduling policy of every thread of the node (field 41 of /proc/PID/task/TID/stat:
+  # 0 SCHED_OTHER, 3 SCHED_BATCH), after a call that ran on them.
+  defp thread_policies(cnode) do
+    for task <- Path.wildcard("/proc/#{cnode.os_pid}/task/*/stat") do
+      [_, after_comm] = String.split(File.read!(task), ") ", parts: 2)
+      after_comm |> String.split(" ") |> Enum.at(41 - 3) |> String.to_integer()
+    end
+  end
+
+  @tag cnode: false
+  test "the node's threads run under SCHED_BATCH; --sched normal keeps SCHED_OTHER; another word exits 2" do
+    batch = start_cnode!()
+    assert GenServer.call({:counter, batch.node}, :increment) == 1
+    assert [_ | _] = policies = thread_policies(batch)
+    assert Enum.uniq(policies) == [3]
+
+    normal = start_cnode!(args: ["--sched", "normal"])
+    assert GenServer.call({:counter, normal.node}, :increment) == 1
+    assert Enum.uniq(thread_policies(normal)) == [0]
+
+    assert {:exited, 2, bad} = launch_cnode(args: ["--sched", "fifo"])
+    assert File.read!(bad.log) =~ "--sched takes batch or normal, not 'fifo'"
+  end
+
   defp frame(iodata), do: [<<IO.iodata_length(iodata)::16>>, iodata]
 end
