@@ -54,6 +54,7 @@ static void configure(cn_node *node, const cn_node_config *cfg)
     node->coalesce_us = cfg->coalesce_us > 1000 ? 1000 : cfg->coalesce_us;
     node->busy_poll_us = cfg->busy_poll_us > 1000 ? 1000 : cfg->busy_poll_us;
     node->cast_pause_us = cfg->cast_pause_us > 1000 ? 1000 : cfg->cast_pause_us;
+    cn_cpu_watch_init(&node->cpu_watch, cfg->cpu_stat_path ? cn_strdup(cfg->cpu_stat_path) : NULL);
     node->status_cb = cfg->status_cb;
 }
 
@@ -326,6 +327,7 @@ int cn_node_free(cn_node *node)
     cn__proc_free_all(node);
     cn_buf_free(&node->scratch);
     cn_tls_ctx_free(node->tls);
+    free((char *)node->cpu_watch.stat_path);
     free(node);
     return 0;
 }

@@ -68,6 +68,16 @@ typedef struct cn_node_config {
      */
     unsigned busy_poll_us;
     /*
+     * Busy poll only while the CPUs the node may run on have a core to spare:
+     * over the last 200 ms, the other processes left at least one of them
+     * (cnode/cpu_watch.h), read from this file in /proc/stat's format; copied.
+     * NULL (the default of this struct) polls whenever busy_poll_us says so;
+     * the program's is "/proc/stat". Where the callers keep every core busy
+     * (a co-located BEAM node calling from 8 processes on two cores) the spin
+     * took a core from them, and the node then sleeps between requests.
+     */
+    const char *cpu_stat_path;
+    /*
      * Optional: what happens to the epmd registration after cn_node_start's
      * ready_cb reported 0. When epmd drops the registration (it died or was
      * restarted) the node keeps serving its connections and registers again
@@ -165,6 +175,7 @@ typedef struct cn_node_stats {
     uint64_t altact_sends;  /* messages to aliases sent as ALTACT_SIG_SEND (OTP 28+ peers) */
     uint64_t polls;         /* loop turns that polled on without blocking (busy_poll_us) */
     uint64_t yields;        /* of those, turns that found nothing and yielded the core */
+    uint64_t no_spare;      /* turns that would have polled on, but no core was to spare (cpu_stat_path) */
     uint64_t pauses;        /* coalescing pauses taken (coalesce_us or cast_pause_us) */
     uint64_t cast_pauses;   /* of those, the longer ones after a turn that queued no frame */
 } cn_node_stats;

@@ -44,6 +44,7 @@
 #include <utlist.h>
 
 #include "cnode/buf.h"
+#include "cnode/cpu_watch.h"
 #include "cnode/epmd.h"
 #include "cnode/handshake.h"
 #include "cnode/metrics.h"
@@ -259,6 +260,7 @@ struct cn_node {
     uint64_t frames_mark;           /* stats.frames_out at the end of the last turn */
     unsigned busy_poll_us;
     uint64_t spin_until;            /* uv_hrtime() until which the loop polls without blocking */
+    cn_cpu_watch cpu_watch;         /* whether a core is to spare for that (sched.c) */
     unsigned busy_turns;            /* light turns that still pause after a heavy one (sched.c) */
     uint64_t peak_batch;            /* the largest turn lately, in requests, and when (sched.c) */
     uint64_t peak_at;

@@ -84,6 +84,7 @@ enum {
     OPT_TLS_NO_FAIL,
     OPT_SSL_DIST_OPTFILE,
     OPT_SCHED,
+    OPT_BUSY_POLL_WHEN,
 };
 
 static void usage(FILE *f)
@@ -100,7 +101,8 @@ static void usage(FILE *f)
             "             [--tls-fail-if-no-peer-cert | --no-tls-fail-if-no-peer-cert]\n"
             "             [--ssl-dist-optfile F] [--stop-on-stdin-eof]\n"
             "             [--durability terminate|crash|power] [--snapshot-bytes N]\n"
-            "             [--metrics-listen HOST:PORT] [--sched batch|normal]\n");
+            "             [--metrics-listen HOST:PORT] [--sched batch|normal]\n"
+            "             [--busy-poll-when spare-core|always]\n");
 }
 
 /* An integer flag value within [min, max]: 0, or -EINVAL after one line on stderr. */
@@ -238,6 +240,19 @@ static int set_sched(options *o, const char *arg)
     return 0;
 }
 
+static int set_busy_poll_when(options *o, const char *arg)
+{
+    if (strcmp(arg, "spare-core") == 0)
+        o->app.node.cpu_stat_path = "/proc/stat";
+    else if (strcmp(arg, "always") == 0)
+        o->app.node.cpu_stat_path = NULL;
+    else {
+        fprintf(stderr, "cnode: --busy-poll-when takes spare-core or always, not '%s'\n", arg);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* One flag of getopt_long's: 0, or -EINVAL after one line on stderr. A dispatch switch. */
 static int set_option(options *o, int ch, const char *arg)
 {
@@ -266,6 +281,7 @@ static int set_option(options *o, int ch, const char *arg)
     case 'h': o->help = 1; return 0;
     case OPT_PROTO_DIST: return set_proto_dist(o, arg);
     case OPT_SCHED: return set_sched(o, arg);
+    case OPT_BUSY_POLL_WHEN: return set_busy_poll_when(o, arg);
     case OPT_TLS_VERIFY: return set_tls_verify(o, arg);
     case OPT_TLS_CERTFILE: case OPT_TLS_KEYFILE: case OPT_TLS_CACERTFILE:
     case OPT_TLS_FAIL: case OPT_TLS_NO_FAIL: case OPT_SSL_DIST_OPTFILE: return set_tls(o, ch, arg);
@@ -298,12 +314,14 @@ static int parse_args(int argc, char **argv, options *o)
         {"durability", required_argument, 0, 'D'}, {"snapshot-bytes", required_argument, 0, 'S'},
         {"metrics-listen", required_argument, 0, 'M'},
         {"sched", required_argument, 0, OPT_SCHED},
+        {"busy-poll-when", required_argument, 0, OPT_BUSY_POLL_WHEN},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->app.node.coalesce_us = 150;
     o->app.node.cast_pause_us = 500;
     o->app.node.busy_poll_us = 200;
+    o->app.node.cpu_stat_path = "/proc/stat";
     o->app.node.family = AF_INET;
     o->app.counter.durability = o->app.limiter.durability = GS_DURABLE_CRASH;
     o->data_dir = "var/cnode";

@@ -34,6 +34,7 @@
 
 #include "cnode/addr.h"
 #include "cnode/buf.h"
+#include "cnode/cpu_watch.h"
 #include "cnode/error.h"
 #include "cnode/log.h"
 #include "cnode/node.h"
@@ -41,6 +42,7 @@
 #include "cnode/protocol.h"
 #include "test/fake_epmd.h"
 #include "test/fake_peer.h"
+#include "test/fake_stat.h"
 
 typedef struct fx {
     fake_peer fp;
@@ -229,6 +231,52 @@ static void no_busy_polling_when_it_is_off(void **state)
     assert_int_equal(stats(f).yields, 0);
     assert_int_equal(stats(f).pauses, 0);
     stop(f);
+}
+
+/* Sleeps past the interval of the node's CPU watch (cnode/cpu_watch.h). */
+static void past_the_cpu_watch_interval(void)
+{
+    struct timespec ts = {0, (long)(CN_CPU_WATCH_INTERVAL_NS + 10000000)};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+/*
+ * With cpu_stat_path, a light turn polls on only while the other processes
+ * leave a core to spare. The file stands for /proc/stat: the first turn takes
+ * a baseline (a core is to spare until an interval says otherwise); then every
+ * CPU busy with others for the whole interval; then every CPU idle.
+ */
+static void no_busy_polling_without_a_core_to_spare(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test_node_stat.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    fs_write_stat(path, 1000, 1000);
+    cn_node_config cfg = {.cookie = "k", .busy_poll_us = 1000, .coalesce_us = 150, .cpu_stat_path = path};
+    fx *f = start_cfg(&cfg);
+    send_batch(f, 1);
+    assert_true(stats(f).polls > 0);
+    assert_int_equal(stats(f).no_spare, 0);
+
+    fs_write_stat(path, 1000000, 1000);
+    past_the_cpu_watch_interval();
+    uint64_t polls = stats(f).polls;
+    send_batch(f, 1);
+    assert_int_equal(f->got, 2);
+    assert_int_equal(stats(f).polls, polls);
+    assert_int_equal(stats(f).no_spare, 1);
+
+    fs_write_stat(path, 1000000, 1000000);
+    past_the_cpu_watch_interval();
+    send_batch(f, 1);
+    assert_int_equal(f->got, 3);
+    assert_true(stats(f).polls > polls);
+    assert_int_equal(stats(f).no_spare, 1);
+    stop(f);
+    unlink(path);
 }
 
 static void a_heavy_turn_pauses_instead_of_polling(void **state)
@@ -1038,6 +1086,7 @@ int main(void)
         cmocka_unit_test(flush_hooks_run_after_the_turns_messages_before_its_output),
         cmocka_unit_test(a_flush_hook_is_found_by_its_callback),
         cmocka_unit_test(no_busy_polling_when_it_is_off),
+        cmocka_unit_test(no_busy_polling_without_a_core_to_spare),
         cmocka_unit_test(a_heavy_turn_pauses_instead_of_polling),
         cmocka_unit_test(a_few_callers_never_pause),
         cmocka_unit_test(light_turns_after_a_heavy_one_pause_for_a_while),

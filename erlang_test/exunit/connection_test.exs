@@ -156,5 +156,16 @@ defmodule ConnectionTest do
     assert File.read!(bad.log) =~ "--sched takes batch or normal, not 'fifo'"
   end
 
+  @tag cnode: false
+  test "--busy-poll-when takes spare-core or always; another word exits 2" do
+    for mode <- ["spare-core", "always"] do
+      cnode = start_cnode!(args: ["--busy-poll-when", mode])
+      assert GenServer.call({:counter, cnode.node}, :increment) == 1
+    end
+
+    assert {:exited, 2, bad} = launch_cnode(args: ["--busy-poll-when", "never"])
+    assert File.read!(bad.log) =~ "--busy-poll-when takes spare-core or always, not 'never'"
+  end
+
   defp frame(iodata), do: [<<IO.iodata_length(iodata)::16>>, iodata]
 end
