@@ -515,7 +515,7 @@ static int start_beat(uv_loop_t *loop, sup_app *app, const options *o, int beat_
  * that thread is often the caller's scheduler, in the middle of writing the
  * caller's next requests to us (its distribution port's writes), and taking
  * its core away then slowed the caller more than it sped us up (README, "The
- * node runs under SCHED_BATCH"). On an idle core nothing changes: a woken
+ * fifth session of 2 December", in Benchmark). On an idle core nothing changes: a woken
  * thread runs at once under either policy. Set before the loop's thread pool
  * exists, so its threads inherit it; the watchdog of --heart keeps its own.
  * Any thread may choose SCHED_BATCH; a refusal (a sandbox's filter) is a
