@@ -155,11 +155,14 @@ static int keep_polling(cn_node *node, uint64_t handled, uint64_t now)
         return 0;
     if (will_pause(node, handled))
         node->spin_until = 0;
-    else if (handled > 0 && !cn_cpu_watch_spare(&node->cpu_watch, now)) {
-        node->spin_until = 0;
-        node->stats.no_spare++;
-    } else if (handled > 0)
-        node->spin_until = now + (uint64_t)node->busy_poll_us * 1000;
+    else if (handled > 0) {
+        if (cn_cpu_watch_spare(&node->cpu_watch, now))
+            node->spin_until = now + (uint64_t)node->busy_poll_us * 1000;
+        else {
+            node->spin_until = 0;
+            node->stats.no_spare++;
+        }
+    }
     if (now >= node->spin_until)
         return 0;
     node->stats.polls++;
