@@ -4,9 +4,18 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "test/fake_stat.h"
+
+void fs_temp_stat(char *path)
+{
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+}
 
 void fs_write_stat(const char *path, uint64_t busy, uint64_t idle)
 {

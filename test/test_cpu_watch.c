@@ -124,9 +124,7 @@ static void the_watch_samples_once_per_interval(void **state)
 {
     (void)state;
     char path[] = "/tmp/test_cpu_watch.XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    fs_temp_stat(path);
     cn_cpu_watch w;
     cn_cpu_watch_init(&w, path);
     assert_int_equal(w.interval_ns, CN_CPU_WATCH_INTERVAL_NS);

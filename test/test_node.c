@@ -251,9 +251,7 @@ static void no_busy_polling_without_a_core_to_spare(void **state)
 {
     (void)state;
     char path[] = "/tmp/test_node_stat.XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    fs_temp_stat(path);
     fs_write_stat(path, 1000, 1000);
     cn_node_config cfg = {.cookie = "k", .busy_poll_us = 1000, .coalesce_us = 150, .cpu_stat_path = path};
     fx *f = start_cfg(&cfg);
